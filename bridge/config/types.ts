@@ -1,0 +1,102 @@
+import type { Bindings } from '../pipeline/bindings.js';
+
+/** Who this node is. `name` is the FreeSWITCH switchname, the value legacy nodes put in Multicast-Sender. */
+export interface NodeConfig {
+  name: string;
+  /** The system hostname FreeSWITCH reports (FreeSWITCH-Hostname), used as db_data.hostname. */
+  hostname: string;
+  /** The address other nodes reach this node's SIP on (db_data.data for local registrations). */
+  ipv4: string;
+  cluster: string;
+}
+
+export interface EslConfig {
+  host: string;
+  port: number;
+  password: string;
+  /** Longest wait between reconnect attempts (backoff doubles from 100 ms up to this). */
+  reconnectMaxMs: number;
+  /** Events held for the pipeline before the socket is paused (backpressure). */
+  queueMaxEvents: number;
+  maxFrameBytes: number;
+  /** Timeout for api/sendevent replies. */
+  commandTimeoutMs: number;
+}
+
+export interface MulticastConfig {
+  enabled: boolean;
+  address: string;
+  port: number;
+  /** Local address to bind (0.0.0.0 by default, as the legacy module). */
+  bindAddress: string;
+  /** Interface address used to join the group and send (empty: kernel default). */
+  interface: string;
+  ttl: number;
+  loopback: boolean;
+  psk: string | null;
+  bindings: Bindings;
+  receiveBufferBytes: number;
+  /** A peer silent for longer than this is down (legacy: 60 s). */
+  peerTimeoutMs: number;
+  /** Datagrams larger than this are refused (IPv4 UDP maximum payload by default). */
+  maxDatagramBytes: number;
+}
+
+export interface NatsConfig {
+  enabled: boolean;
+  servers: string[];
+  subjectPrefix: string;
+  bindings: Bindings;
+  stream: { name: string; maxAgeMs: number; maxBytes: number; duplicateWindowMs: number; replicas: number };
+  /** Durable consumer name prefix; the node name is appended. */
+  durablePrefix: string;
+  buffer: { maxEvents: number; maxBytes: number };
+  maxInFlight: number;
+  auth: { user?: string; pass?: string; token?: string; nkeySeed?: string; credsFile?: string };
+  tls: { ca?: string; cert?: string; key?: string } | null;
+  kv: { locationBucket: string; blfBucket: string; peersBucket: string };
+  /** How often this node writes its heartbeat to KV; peers missing it for peerTimeoutMs are down. */
+  heartbeatMs: number;
+}
+
+export interface DedupConfig {
+  maxEntries: number;
+  ttlMs: number;
+}
+
+export interface BlfConsumerConfig {
+  enabled: boolean;
+  /** Reproduce startup_script_1.lua exactly (CS_* statuses, confirmed/terminated) instead of the improved mapping. */
+  legacyParity: boolean;
+}
+
+export interface LocationConsumerConfig {
+  enabled: boolean;
+  /** `sqlite` writes call_limit.db directly; `esl` uses the `db insert/delete` API. */
+  sink: 'sqlite' | 'esl';
+  dbPath: string;
+  flushMs: number;
+  flushMaxRows: number;
+  busyTimeoutMs: number;
+  /** Rows of a node that went down are removed after this grace period. */
+  peerDownGraceMs: number;
+}
+
+export interface MetricsConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+}
+
+export interface BridgeConfig {
+  /** The file this was read from, for error messages. */
+  file: string;
+  node: NodeConfig;
+  esl: EslConfig;
+  multicast: MulticastConfig;
+  nats: NatsConfig;
+  dedup: DedupConfig;
+  consumers: { blf: BlfConsumerConfig; location: LocationConsumerConfig };
+  metrics: MetricsConfig;
+  logLevel: string;
+}

@@ -1,0 +1,82 @@
+/**
+ * One class per failure, each with a stable `code` operators can grep for and
+ * alert on. The table of codes is in docs/errors.md.
+ */
+export class BridgeError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A frame or event could not be parsed. */
+export class ParseError extends BridgeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FSB_ERR_PARSE', message, options);
+  }
+}
+
+/** An ESL frame or event exceeded the configured size cap. */
+export class FrameTooLargeError extends BridgeError {
+  constructor(readonly size: number, readonly limit: number) {
+    super('FSB_ERR_FRAME_TOO_LARGE', `frame of ${size} bytes exceeds the limit of ${limit} bytes`);
+  }
+}
+
+/** A header name or value would inject extra lines into an ESL command. */
+export class HeaderInjectionError extends BridgeError {
+  constructor(readonly headerName: string) {
+    super('FSB_ERR_HEADER_INJECTION', `header ${JSON.stringify(headerName)} contains CR or LF in its name or value`);
+  }
+}
+
+/** ESL authentication was refused. */
+export class AuthError extends BridgeError {
+  constructor(message: string) {
+    super('FSB_ERR_AUTH', message);
+  }
+}
+
+/** FreeSWITCH answered a command with `-ERR ...`. */
+export class CommandError extends BridgeError {
+  constructor(readonly command: string, readonly reply: string) {
+    super('FSB_ERR_COMMAND', `${command.split('\n')[0]}: ${reply}`);
+  }
+
+  /** Map a `Reply-Text` to an error when FreeSWITCH refused, else undefined. */
+  static fromReply(command: string, reply: string): CommandError | undefined {
+    return reply.startsWith('-ERR') ? new CommandError(command, reply) : undefined;
+  }
+}
+
+/** The ESL connection is not up (or went away while a command waited for its reply). */
+export class NotConnectedError extends BridgeError {
+  constructor(message = 'not connected to FreeSWITCH') {
+    super('FSB_ERR_NOT_CONNECTED', message);
+  }
+}
+
+/** A config file or parameter is invalid; the message names file and param. */
+export class ConfigError extends BridgeError {
+  constructor(readonly file: string, readonly param: string, problem: string) {
+    super('FSB_ERR_CONFIG', `${file}: param "${param}": ${problem}`);
+  }
+}
+
+/** A multicast datagram was refused; `cause` says why (it is also the metrics label). */
+export class DatagramError extends BridgeError {
+  constructor(readonly reason: DatagramDropReason, message: string) {
+    super(`FSB_ERR_DATAGRAM_${reason.toUpperCase()}`, message);
+  }
+}
+
+export type DatagramDropReason = 'too_short' | 'too_large' | 'no_magic' | 'bad_psk' | 'plaintext_with_psk' | 'malformed';
+
+/** A psk is configured but this Node has no working Blowfish. */
+export class CipherUnavailableError extends BridgeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FSB_ERR_CIPHER_UNAVAILABLE', message, options);
+  }
+}
