@@ -61,7 +61,8 @@ export class NotConnectedError extends BridgeError {
 /** A config file or parameter is invalid; the message names file and param. */
 export class ConfigError extends BridgeError {
   constructor(readonly file: string, readonly param: string, problem: string) {
-    super('FSB_ERR_CONFIG', `${file}: param "${param}": ${problem}`);
+    // Sections and whole-file problems are named as such, params as `param "x"`.
+    super('FSB_ERR_CONFIG', param.startsWith('<') || param.startsWith('(') ? `${file}: ${param}: ${problem}` : `${file}: param "${param}": ${problem}`);
   }
 }
 
