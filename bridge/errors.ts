@@ -81,3 +81,10 @@ export class CipherUnavailableError extends BridgeError {
     super('FSB_ERR_CIPHER_UNAVAILABLE', message, options);
   }
 }
+
+/** A NATS server refused the configured credentials (user/pass, token, NKey or creds file). */
+export class NatsAuthError extends BridgeError {
+  constructor(readonly servers: readonly string[], options?: { cause?: unknown }) {
+    super('FSB_ERR_NATS_AUTH', `NATS authorization failed for ${servers.join(', ')}: check nats user/pass, token, nkey seed or creds file`, options);
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * Real nats-server processes for tests and the demo runner: one server or a
+ * 3-server JetStream cluster on loopback, each with its own temp store dir, free
+ * ports, optional auth, and stop/kill/restart on the same port and store so
+ * outage and failover tests can take a server away and bring it back.
+ *
+ * Plain functions (no vitest import) so the end-to-end runner can reuse them; a
+ * process 'exit' hook kills every child and removes the temp dirs even when a test
+ * fails before its cleanup runs.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server';
+
+export type NatsServerAuth = { user: string; pass: string } | { token: string };
+
+export interface NatsServerOptions {
+  auth?: NatsServerAuth;
+  /** JetStream on by default. */
+  jetstream?: boolean;
+  serverName?: string;
+  /** Set by startNatsCluster. */
+  cluster?: { name: string; port: number; routes: number[] };
+}
+
+const live = new Set<NatsServer>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const server of live) server.destroySync();
+  });
+}
+
+/** A port the kernel just handed out on loopback (free at the time of the call). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once something on the port answers with a NATS INFO line. */
+async function waitForInfo(port: number, timeoutMs: number, child: ChildProcess, log: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}:\n${log()}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = tcpConnect({ host: '127.0.0.1', port });
+      const done = (result: boolean) => {
+        socket.destroy();
+        resolve(result);
+      };
+      socket.setTimeout(500, () => done(false));
+      socket.once('error', () => done(false));
+      socket.once('data', (chunk) => done(chunk.toString('latin1').startsWith('INFO ')));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nats-server on port ${port} did not accept connections within ${timeoutMs} ms:\n${log()}`);
+}
+
+export class NatsServer {
+  readonly url: string;
+  readonly configFile: string;
+  private child: ChildProcess | null = null;
+  private output = '';
+
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+    readonly options: NatsServerOptions,
+  ) {
+    this.url = `nats://127.0.0.1:${port}`;
+    this.configFile = join(dir, 'nats-server.conf');
+    writeFileSync(this.configFile, this.renderConfig());
+  }
+
+  static async create(options: NatsServerOptions = {}, port?: number): Promise<NatsServer> {
+    const dir = mkdtempSync(join(tmpdir(), 'fsb-nats-'));
+    return new NatsServer(port ?? (await freePort()), dir, options);
+  }
+
+  get storeDir(): string {
+    return join(this.dir, 'jetstream');
+  }
+
+  get running(): boolean {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Server log so far (stderr and stdout), for failure messages. */
+  get log(): string {
+    return this.output;
+  }
+
+  private renderConfig(): string {
+    const o = this.options;
+    const lines = [`listen: "127.0.0.1:${this.port}"`];
+    if (o.serverName) lines.push(`server_name: "${o.serverName}"`);
+    if (o.jetstream !== false) lines.push(`jetstream { store_dir: "${this.storeDir}", max_memory_store: 268435456, max_file_store: 4294967296 }`);
+    if (o.auth && 'token' in o.auth) lines.push(`authorization { token: "${o.auth.token}" }`);
+    else if (o.auth) lines.push(`authorization { user: "${o.auth.user}", password: "${o.auth.pass}" }`);
+    if (o.cluster) {
+      const routes = o.cluster.routes.map((p) => `"nats-route://127.0.0.1:${p}"`).join(', ');
+      lines.push(`cluster { name: "${o.cluster.name}", listen: "127.0.0.1:${o.cluster.port}", routes: [${routes}] }`);
+    }
+    return lines.join('\n') + '\n';
+  }
+
+  async start(timeoutMs = 10_000): Promise<void> {
+    if (this.running) return;
+    installExitHook();
+    live.add(this);
+    const child = spawn(NATS_SERVER_BIN, ['-c', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const append = (chunk: Buffer) => {
+      // Keep the tail only: a long test must not grow memory with server logs.
+      this.output = (this.output + chunk.toString('utf8')).slice(-20_000);
+    };
+    child.stdout?.on('data', append);
+    child.stderr?.on('data', append);
+    await waitForInfo(this.port, timeoutMs, child, () => this.output);
+  }
+
+  /** Graceful stop (SIGTERM), waits for exit. */
+  async stop(): Promise<void> {
+    await this.signal('SIGTERM');
+  }
+
+  /** Abrupt death (SIGKILL), as a crashed host. */
+  async kill(): Promise<void> {
+    await this.signal('SIGKILL');
+  }
+
+  /** Start again on the same port with the same store. */
+  async restart(timeoutMs?: number): Promise<void> {
+    await this.stop();
+    await this.start(timeoutMs);
+  }
+
+  private async signal(sig: NodeJS.Signals): Promise<void> {
+    const child = this.child;
+    if (!child || !this.running) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(sig);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Stop and remove the temp dir. */
+  async dispose(): Promise<void> {
+    await this.kill();
+    live.delete(this);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Synchronous cleanup for the process exit hook. */
+  destroySync(): void {
+    if (this.running) this.child?.kill('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** One started server on a free loopback port with a temp JetStream store. */
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
+  const server = await NatsServer.create(options);
+  try {
+    await server.start();
+  } catch (err) {
+    await server.dispose();
+    throw err;
+  }
+  return server;
+}
+
+export interface NatsCluster {
+  readonly servers: NatsServer[];
+  readonly urls: string[];
+  dispose(): Promise<void>;
+}
+
+/** A JetStream cluster of `size` servers (default 3) routed on loopback, named n1..nN. */
+export async function startNatsCluster(size = 3, options: { auth?: NatsServerAuth } = {}): Promise<NatsCluster> {
+  const clientPorts: number[] = [];
+  const routePorts: number[] = [];
+  for (let i = 0; i < size; i++) {
+    clientPorts.push(await freePort());
+    routePorts.push(await freePort());
+  }
+  const name = `fsb${process.pid}`;
+  const servers: NatsServer[] = [];
+  for (let i = 0; i < size; i++) {
+    servers.push(
+      await NatsServer.create(
+        {
+          ...options,
+          serverName: `n${i + 1}`,
+          cluster: { name, port: routePorts[i], routes: routePorts.filter((_, j) => j !== i) },
+        },
+        clientPorts[i],
+      ),
+    );
+  }
+  const cluster: NatsCluster = {
+    servers,
+    urls: servers.map((s) => s.url),
+    dispose: async () => {
+      await Promise.all(servers.map((s) => s.dispose()));
+    },
+  };
+  try {
+    await Promise.all(servers.map((s) => s.start()));
+  } catch (err) {
+    await cluster.dispose();
+    throw err;
+  }
+  return cluster;
+}
