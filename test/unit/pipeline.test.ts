@@ -1,0 +1,126 @@
+import { describe, expect, it } from 'vitest';
+import { FsEvent } from '../../bridge/event/event.js';
+import { Bindings } from '../../bridge/pipeline/bindings.js';
+import { DedupCache } from '../../bridge/pipeline/dedup.js';
+import { toMulticastEvent } from '../../bridge/pipeline/inject.js';
+import { Pipeline } from '../../bridge/pipeline/pipeline.js';
+import { LOOP_GUARD_HEADER, type BridgeEvent, type Sink } from '../../bridge/pipeline/types.js';
+import { Metrics } from '../../bridge/observability/metrics.js';
+import { silentLogger } from '../../bridge/observability/logger.js';
+
+function recordingSink(name: string): Sink & { got: BridgeEvent[] } {
+  const got: BridgeEvent[] = [];
+  return { name, got, deliver: (item) => got.push(item), start: async () => {}, stop: async () => {} };
+}
+
+function event(name: string, seq: number, uuid = 'u-1', subclass?: string): FsEvent {
+  const e = FsEvent.create(name, subclass);
+  e.add('Core-UUID', uuid).add('Event-Sequence', String(seq));
+  return e;
+}
+
+async function dropCount(metrics: Metrics, cause: string): Promise<number> {
+  const m = await metrics.drops.get();
+  return m.values.find((v) => v.labels.cause === cause)?.value ?? 0;
+}
+
+function setup() {
+  const metrics = new Metrics();
+  const multicast = recordingSink('multicast');
+  const nats = recordingSink('nats');
+  const injected: BridgeEvent[] = [];
+  const seen: BridgeEvent[] = [];
+  const pipeline = new Pipeline({
+    nodeName: 'fs-a',
+    sinks: [
+      { sink: multicast, bindings: Bindings.parse('PRESENCE_IN CUSTOM sofia::register') },
+      { sink: nats, bindings: Bindings.parse('ALL') },
+    ],
+    dedup: { maxEntries: 1000, ttlMs: 60_000 },
+    inject: (item) => injected.push(item),
+    metrics,
+    logger: silentLogger(),
+  });
+  pipeline.subscribe((item) => seen.push(item));
+  return { pipeline, metrics, multicast, nats, injected, seen };
+}
+
+describe('pipeline', () => {
+  it('routes local events to the sinks whose bindings match, and to consumers', () => {
+    const { pipeline, multicast, nats, seen } = setup();
+    pipeline.local(event('PRESENCE_IN', 1));
+    pipeline.local(event('CUSTOM', 2, 'u-1', 'sofia::register'));
+    pipeline.local(event('CUSTOM', 3, 'u-1', 'sofia::pre_register'));
+    pipeline.local(event('CHANNEL_CREATE', 4));
+    expect(multicast.got.map((i) => i.event.sequence)).toEqual([1, 2]);
+    expect(nats.got.map((i) => i.event.sequence)).toEqual([1, 2, 3, 4]);
+    expect(seen.map((i) => i.origin)).toEqual(seen.map(() => expect.objectContaining({ transport: 'esl', node: 'fs-a' })));
+  });
+
+  it('never republishes what the bridge injected (loop guard) and counts it', async () => {
+    const { pipeline, metrics, multicast, nats, seen } = setup();
+    const guarded = event('PRESENCE_IN', 9).add(LOOP_GUARD_HEADER, 'fs-a');
+    pipeline.local(guarded);
+    expect(multicast.got).toHaveLength(0);
+    expect(nats.got).toHaveLength(0);
+    expect(seen).toHaveLength(0);
+    expect(await dropCount(metrics, 'loop_guard')).toBe(1);
+  });
+
+  it('injects a remote event once when it arrives by multicast and by NATS, counting the duplicate', async () => {
+    const { pipeline, metrics, injected, seen, multicast } = setup();
+    const e = event('PRESENCE_IN', 5, 'remote-uuid');
+    pipeline.remote({ event: e, origin: { transport: 'multicast', node: 'fs-b', receivedAt: 1 } });
+    pipeline.remote({ event: e.clone(), origin: { transport: 'nats', node: 'fs-b', receivedAt: 2 } });
+    expect(injected).toHaveLength(1);
+    expect(seen).toHaveLength(1);
+    expect(multicast.got).toHaveLength(0); // remote events are never re-sent
+    expect(await dropCount(metrics, 'duplicate_nats')).toBe(1);
+  });
+
+  it('ignores its own events coming back from a transport', async () => {
+    const { pipeline, metrics, injected } = setup();
+    pipeline.remote({ event: event('HEARTBEAT', 1), origin: { transport: 'multicast', node: 'fs-a', receivedAt: 1 } });
+    expect(injected).toHaveLength(0);
+    expect(await dropCount(metrics, 'own_event')).toBe(1);
+  });
+
+  it('treats a multicast::event fired by a legacy module on this node as the remote original', () => {
+    const { pipeline, injected, nats } = setup();
+    const original = event('CUSTOM', 7, 'legacy-uuid', 'sofia::register').add('Multicast-Sender', 'fs-legacy');
+    const legacy = toMulticastEvent(original, 'fs-legacy', 'x');
+    legacy.delete(LOOP_GUARD_HEADER); // the legacy module does not add our guard
+    pipeline.local(legacy);
+    expect(injected).toHaveLength(1);
+    expect(injected[0].origin.node).toBe('fs-legacy');
+    expect(injected[0].event.subclass).toBe('sofia::register');
+    expect(nats.got).toHaveLength(0);
+  });
+
+  it('a consumer that throws does not stop the others and is counted', async () => {
+    const { pipeline, metrics, seen } = setup();
+    pipeline.subscribe(() => {
+      throw new Error('boom');
+    });
+    pipeline.local(event('PRESENCE_IN', 1));
+    expect(seen).toHaveLength(1);
+    expect(await dropCount(metrics, 'consumer_error')).toBe(1);
+  });
+});
+
+describe('dedup cache', () => {
+  it('is bounded in entries and forgets keys after the ttl', () => {
+    let now = 0;
+    const cache = new DedupCache(3, 100, () => now);
+    expect(cache.firstSighting('a')).toBe(true);
+    expect(cache.firstSighting('a')).toBe(false);
+    cache.firstSighting('b');
+    cache.firstSighting('c');
+    cache.firstSighting('d');
+    expect(cache.size).toBe(3);
+    expect(cache.firstSighting('a')).toBe(true); // evicted by size
+    now = 500;
+    expect(cache.firstSighting('b')).toBe(true); // expired
+    expect(cache.size).toBe(1);
+  });
+});
