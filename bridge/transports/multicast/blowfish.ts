@@ -1,0 +1,74 @@
+import { spawn } from 'node:child_process';
+import { createCipheriv, createDecipheriv, type Cipher, type Decipher } from 'node:crypto';
+import { CipherUnavailableError } from '../../errors.js';
+
+/**
+ * mod_event_multicast encrypts with OpenSSL's Blowfish-CBC (EVP_bf_cbc) keyed with
+ * the whole psk (variable length; OpenSSL uses at most the first 72 bytes, exactly as
+ * FreeSWITCH does, so we pass the psk unchanged). Node 20 ships OpenSSL 3, which
+ * only offers bf-cbc through its legacy provider: the process must be started with
+ * `--openssl-legacy-provider`. We use native OpenSSL rather than a pure-JS Blowfish
+ * because it is the implementation FreeSWITCH itself links, and the receive path
+ * must keep up with 20,000 datagrams/s.
+ */
+export const BLOWFISH_CBC = 'bf-cbc';
+export const LEGACY_PROVIDER_FLAG = '--openssl-legacy-provider';
+
+let available: boolean | undefined;
+
+/** Whether this process can run bf-cbc with a variable-length key (checked once, with a real cipher). */
+export function blowfishAvailable(): boolean {
+  if (available === undefined) {
+    try {
+      // A 22-byte key like the fixtures': a provider that only takes 16-byte keys must fail here, not on the first packet.
+      const cipher = createCipheriv(BLOWFISH_CBC, Buffer.from('fixture-psk-0123456789'), Buffer.alloc(8));
+      cipher.update('probe');
+      cipher.final();
+      available = true;
+    } catch {
+      available = false;
+    }
+  }
+  return available;
+}
+
+/** Throws CipherUnavailableError when a psk is configured but Blowfish cannot run. */
+export function requireBlowfish(): void {
+  if (!blowfishAvailable()) {
+    throw new CipherUnavailableError(
+      `psk is set but this Node has no Blowfish (bf-cbc): OpenSSL 3 offers it only with the legacy provider; start node with ${LEGACY_PROVIDER_FLAG} (or NODE_OPTIONS=${LEGACY_PROVIDER_FLAG})`,
+    );
+  }
+}
+
+export function blowfishEncryptor(psk: Buffer, iv: Buffer): Cipher {
+  return createCipheriv(BLOWFISH_CBC, psk, iv);
+}
+
+export function blowfishDecryptor(psk: Buffer, iv: Buffer): Decipher {
+  return createDecipheriv(BLOWFISH_CBC, psk, iv);
+}
+
+/**
+ * For the CLI: when Blowfish is missing and the flag was not already given, run
+ * this same command again in a child node with the flag, forwarding signals (SIGHUP
+ * reload included) and the exit code. Resolves false when no relaunch is needed.
+ * A relaunch is only attempted once, so a Node whose OpenSSL lacks the legacy
+ * provider entirely ends with CipherUnavailableError instead of looping.
+ */
+export function relaunchWithLegacyProvider(): Promise<boolean> {
+  if (blowfishAvailable()) return Promise.resolve(false);
+  const already = process.execArgv.includes(LEGACY_PROVIDER_FLAG) || (process.env.NODE_OPTIONS ?? '').includes(LEGACY_PROVIDER_FLAG);
+  if (already) return Promise.resolve(false);
+  const child = spawn(process.execPath, [LEGACY_PROVIDER_FLAG, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+  for (const signal of ['SIGHUP', 'SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => child.kill(signal));
+  }
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      process.exitCode = code ?? (signal ? 128 : 1);
+      resolve(true);
+    });
+  });
+}
