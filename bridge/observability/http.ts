@@ -1,0 +1,68 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Metrics } from './metrics.js';
+
+export interface HealthSource {
+  /** True once the bridge has loaded its state and its ESL session is up. */
+  ready(): boolean;
+  /** Component states for /health, e.g. { esl: 'connected', nats: 'reconnecting' }. */
+  status(): Record<string, unknown>;
+  /** What `fs-event-bridge peers` prints. */
+  peers(): unknown;
+}
+
+/**
+ * Prometheus metrics plus the endpoints operators and orchestrators probe:
+ * /health (alive, with component states), /ready (200 only when ready), /peers.
+ * node:http is enough here; a framework would add nothing but weight.
+ */
+export class StatusServer {
+  private server: Server | null = null;
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly health: HealthSource,
+  ) {}
+
+  async listen(host: string, port: number): Promise<AddressInfo> {
+    const server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      const json = (code: number, body: unknown) => {
+        res.writeHead(code, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(body));
+      };
+      if (path === '/metrics') {
+        this.metrics.registry
+          .metrics()
+          .then((text) => {
+            res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+            res.end(text);
+          })
+          .catch((err: Error) => json(500, { error: err.message }));
+      } else if (path === '/health') {
+        json(200, { ok: true, ready: this.health.ready(), ...this.health.status() });
+      } else if (path === '/ready') {
+        const ready = this.health.ready();
+        json(ready ? 200 : 503, { ready });
+      } else if (path === '/peers') {
+        json(200, this.health.peers());
+      } else {
+        json(404, { error: 'not found', endpoints: ['/metrics', '/health', '/ready', '/peers'] });
+      }
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}

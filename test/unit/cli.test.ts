@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { renderConfigReference } from '../../bridge/config/reference.js';
+import { PARAMS } from '../../bridge/config/schema.js';
+import { runCli } from '../support/cli.js';
+import { fixturePath } from '../support/fixtures.js';
+
+const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
+
+describe('fs-event-bridge CLI', () => {
+  it('validate accepts the shipped config and the legacy file', async () => {
+    const ours = await runCli(['validate', '--config', repo('config/event_bridge.conf.xml')]);
+    expect(ours.code).toBe(0);
+    expect(ours.stdout).toMatch(/valid event_bridge\.conf \(node fs-a, transports multicast \+ nats\)/);
+    const legacy = await runCli(['validate', '--config', fixturePath('reference', 'conf', 'event_multicast-psk.conf.xml')]);
+    expect(legacy.code).toBe(0);
+    expect(legacy.stdout).toMatch(/valid event_multicast\.conf .*transports multicast\)/);
+  });
+
+  it('validate exits 1 with the file, param and problem on a bad config', async () => {
+    const result = await runCli(['validate', '--config', fixturePath('esl', 'a-plain.raw')]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/FSB_ERR_CONFIG: .*a-plain\.raw/);
+  });
+
+  it('docs/config-reference.md is generated from the schema and documents every param', () => {
+    const doc = readFileSync(repo('docs/config-reference.md'), 'utf8');
+    expect(doc).toBe(renderConfigReference());
+    for (const spec of PARAMS) expect(doc).toContain(`### \`${spec.name}\``);
+  });
+});
