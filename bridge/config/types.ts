@@ -68,6 +68,8 @@ export interface BlfConsumerConfig {
   enabled: boolean;
   /** Reproduce startup_script_1.lua exactly (CS_* statuses, confirmed/terminated) instead of the improved mapping. */
   legacyParity: boolean;
+  /** KV bucket holding the calls that light lamps (improved mode, when NATS is configured). Default `fsb_blf`. */
+  stateBucket?: string;
 }
 
 export interface LocationConsumerConfig {

@@ -1,0 +1,1 @@
+export { createBlfConsumer, BlfConsumer, type LampState } from './blf/blf-consumer.js';
