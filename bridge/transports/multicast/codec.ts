@@ -29,6 +29,12 @@ export const PLAIN_TRAILER_NULS = 272;
 /** Largest UDP payload over IPv4. */
 export const MAX_DATAGRAM_BYTES = 65_507;
 export const SENDER_HEADER = 'Multicast-Sender';
+/**
+ * Per-sender datagram counter our sink adds (`<stream id>:<n>`; the stream id is random
+ * per sink instance, so a bridge restart starts a new stream). Legacy receivers just see
+ * one more `Orig-` header; our receiver counts exact loss from its gaps.
+ */
+export const SEQ_HEADER = 'FSB-Multicast-Seq';
 
 export type DatagramMode = 'plain' | 'psk';
 

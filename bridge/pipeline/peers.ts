@@ -1,0 +1,140 @@
+import { FsEvent } from '../event/event.js';
+import { MulticastSubclass } from '../event/names.js';
+import type { BridgeEvent } from './types.js';
+
+/** What `fs-event-bridge peers` shows for one remote node (the `multicast_peers` API plus counters). */
+export interface PeerInfo {
+  name: string;
+  /** Heard a heartbeat within the timeout. */
+  up: boolean;
+  /** Date.now() of the last HEARTBEAT, null if none was ever received. */
+  lastHeartbeat: number | null;
+  eventsReceived: number;
+  /** Events known lost (gaps in a bridge sender's datagram counter). */
+  gapsLost: number;
+  /** Upper bound of events missed from legacy senders (Event-Sequence gaps, which also count events outside its bindings). */
+  gapsUpperBound: number;
+}
+
+/** Where sources report gaps; the PeerTracker implements it. */
+export interface GapRecorder {
+  recordGap(node: string, lost: number, exact: boolean): void;
+}
+
+export interface PeerTrackerOptions {
+  /** A peer silent for longer than this is down (legacy: 60 s). */
+  timeoutMs?: number;
+  /** How often silence is checked (legacy checks on its own 20 s heartbeat). */
+  checkIntervalMs?: number;
+  now?: () => number;
+}
+
+/** peerup / peerdown, built like mod_event_multicast builds them. */
+export type PeerEventListener = (event: FsEvent, peer: string) => void;
+
+interface PeerState extends PeerInfo {
+  /** Counted only for peers that have sent a heartbeat, like the legacy hash. */
+  known: boolean;
+}
+
+/**
+ * HEARTBEAT-based liveness of remote nodes, for any transport (the key is the origin
+ * node, which for multicast is Multicast-Sender). Mirrors mod_event_multicast: a new
+ * or returning peer fires `CUSTOM multicast::peerup` (`Peer`, `Lastseen: Never` or the
+ * epoch second it was last seen), a peer silent for over the timeout fires
+ * `multicast::peerdown` (`Peer`, `Lastseen: <epoch>`). Consumers react to peerdown
+ * (e.g. the location table drops that node's rows).
+ */
+export class PeerTracker implements GapRecorder {
+  private readonly peers = new Map<string, PeerState>();
+  private readonly timeoutMs: number;
+  private readonly checkIntervalMs: number;
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly onPeerEvent: PeerEventListener,
+    options: PeerTrackerOptions = {},
+  ) {
+    this.timeoutMs = options.timeoutMs ?? 60_000;
+    this.checkIntervalMs = options.checkIntervalMs ?? 5_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.check(), this.checkIntervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Feed every remote event: counts it, and a HEARTBEAT marks its node as seen. */
+  observe(item: BridgeEvent): void {
+    const peer = this.entry(item.origin.node);
+    peer.eventsReceived++;
+    if (item.event.name === 'HEARTBEAT') this.heartbeat(peer);
+  }
+
+  recordGap(node: string, lost: number, exact: boolean): void {
+    const peer = this.entry(node);
+    if (exact) peer.gapsLost += lost;
+    else peer.gapsUpperBound += lost;
+  }
+
+  /** Fire peerdown for every up peer silent for longer than the timeout. */
+  check(): void {
+    const now = this.now();
+    for (const peer of this.peers.values()) {
+      if (peer.up && peer.lastHeartbeat !== null && now - peer.lastHeartbeat > this.timeoutMs) {
+        peer.up = false;
+        this.onPeerEvent(peerEvent(MulticastSubclass.PeerDown, peer.name, epochSeconds(peer.lastHeartbeat)), peer.name);
+      }
+    }
+  }
+
+  /** A config reload forgets every peer, as the legacy module does. */
+  clear(): void {
+    this.peers.clear();
+  }
+
+  list(): PeerInfo[] {
+    return [...this.peers.values()]
+      .filter((p) => p.known || p.eventsReceived > 0)
+      .map(({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound }) => ({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  private heartbeat(peer: PeerState): void {
+    const now = this.now();
+    if (!peer.up) {
+      const lastseen = peer.lastHeartbeat === null ? 'Never' : epochSeconds(peer.lastHeartbeat);
+      peer.up = true;
+      peer.known = true;
+      peer.lastHeartbeat = now;
+      this.onPeerEvent(peerEvent(MulticastSubclass.PeerUp, peer.name, lastseen), peer.name);
+      return;
+    }
+    peer.lastHeartbeat = now;
+  }
+
+  private entry(name: string): PeerState {
+    let peer = this.peers.get(name);
+    if (!peer) {
+      peer = { name, up: false, known: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0 };
+      this.peers.set(name, peer);
+    }
+    return peer;
+  }
+}
+
+function epochSeconds(ms: number): string {
+  return String(Math.floor(ms / 1000));
+}
+
+function peerEvent(subclass: string, peer: string, lastseen: string): FsEvent {
+  return FsEvent.create('CUSTOM', subclass).add('Peer', peer).add('Lastseen', lastseen);
+}

@@ -1,0 +1,138 @@
+import { Counter } from 'prom-client';
+import type { RemoteInfo } from 'node:dgram';
+import { DatagramError } from '../../errors.js';
+import type { Logger } from '../../observability/logger.js';
+import { DropReporter, type Metrics } from '../../observability/metrics.js';
+import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
+import type { GapRecorder } from '../../pipeline/peers.js';
+import { SENDER_HEADER, SEQ_HEADER, decodeDatagram } from './codec.js';
+import { SequenceGaps } from './sequence.js';
+import type { MulticastSocket } from './socket.js';
+
+export interface MulticastSourceOptions {
+  /** Our node name: datagrams whose Multicast-Sender equals it are our own, looped back. */
+  nodeName: string;
+  psk: Buffer | null;
+  maxDatagramBytes: number;
+  metrics: Metrics;
+  logger: Logger;
+  /** Receives per-peer gap counts (the PeerTracker). */
+  gaps?: GapRecorder;
+}
+
+/**
+ * Receive path: datagram -> decode -> BridgeEvent with the ORIGINAL event (its own
+ * Event-Name and headers, Multicast-Sender included). Synchronous per datagram: no
+ * awaits, no logging per event; every refused datagram is counted by cause.
+ *
+ * Loss accounting, per origin:
+ * - A bridge sender numbers every datagram it sends (SEQ_HEADER); a gap in that
+ *   counter is an exact loss, counted in fsb_sequence_gap_events_total
+ *   {transport="multicast", node}.
+ * - A legacy sender only sends events matching its bindings, so its Event-Sequence
+ *   (per Core-UUID) skips every unbound event: gaps there are an upper bound of the
+ *   loss, counted apart in fsb_multicast_legacy_sequence_gap_total{node}.
+ */
+export class MulticastSource implements RemoteSource {
+  readonly name = 'multicast';
+  private emit: ((item: BridgeEvent) => void) | null = null;
+  private psk: Buffer | null;
+  private readonly drops: DropReporter;
+  private readonly exactGaps = new SequenceGaps();
+  private readonly legacyGaps = new SequenceGaps();
+  private readonly ownDatagrams: Counter;
+  private readonly legacyGapCounter: Counter<'node'>;
+  private readonly eventsIn = new Map<string, Counter.Internal>();
+
+  constructor(
+    private readonly socket: MulticastSocket,
+    private readonly options: MulticastSourceOptions,
+  ) {
+    this.psk = options.psk;
+    this.drops = new DropReporter('multicast-receive', options.metrics, options.logger);
+    const registry = options.metrics.registry;
+    this.ownDatagrams =
+      (registry.getSingleMetric('fsb_multicast_own_datagrams_total') as Counter | undefined) ??
+      new Counter({ name: 'fsb_multicast_own_datagrams_total', help: 'Our own datagrams heard back (multicast loopback) and ignored', registers: [registry] });
+    this.legacyGapCounter =
+      (registry.getSingleMetric('fsb_multicast_legacy_sequence_gap_total') as Counter<'node'> | undefined) ??
+      new Counter({
+        name: 'fsb_multicast_legacy_sequence_gap_total',
+        help: 'Upper bound of events missed from legacy senders: Event-Sequence gaps per Core-UUID, which include every event outside the sender bindings',
+        labelNames: ['node'],
+        registers: [registry],
+      });
+  }
+
+  setPsk(psk: Buffer | null): void {
+    this.psk = psk;
+  }
+
+  async start(emit: (item: BridgeEvent) => void): Promise<void> {
+    this.emit = emit;
+    this.socket.setListener(this.onDatagram);
+    await this.socket.acquire();
+  }
+
+  async stop(): Promise<void> {
+    this.emit = null;
+    await this.socket.release();
+  }
+
+  readonly onDatagram = (datagram: Buffer, _from?: RemoteInfo): void => {
+    const emit = this.emit;
+    if (!emit) return;
+    let event;
+    try {
+      event = decodeDatagram(datagram, this.psk, this.options.maxDatagramBytes).event;
+    } catch (error) {
+      if (!(error instanceof DatagramError)) throw error;
+      this.drops.drop(error.reason, error.message);
+      return;
+    }
+    const sender = event.get(SENDER_HEADER);
+    if (sender === undefined || sender === '') {
+      this.drops.drop('malformed', 'datagram without Multicast-Sender');
+      return;
+    }
+    if (sender === this.options.nodeName) {
+      this.ownDatagrams.inc();
+      return;
+    }
+    this.countGaps(event.get(SEQ_HEADER), sender, event.coreUuid, event.sequence);
+    if (event.has(SEQ_HEADER)) event.delete(SEQ_HEADER);
+    this.counterFor(sender).inc();
+    emit({ event, origin: { transport: 'multicast', node: sender, receivedAt: Date.now() } });
+  };
+
+  private countGaps(seqHeader: string | undefined, sender: string, coreUuid: string | undefined, eventSequence: number | undefined): void {
+    if (seqHeader !== undefined) {
+      const colon = seqHeader.lastIndexOf(':');
+      const n = Number(seqHeader.slice(colon + 1));
+      if (colon > 0 && Number.isSafeInteger(n)) {
+        const lost = this.exactGaps.observe(sender + ' ' + seqHeader.slice(0, colon), n);
+        if (lost > 0) {
+          this.options.metrics.gapsLost.inc({ transport: 'multicast', node: sender }, lost);
+          this.options.gaps?.recordGap(sender, lost, true);
+        }
+        return;
+      }
+    }
+    if (coreUuid === undefined || eventSequence === undefined) return;
+    const lost = this.legacyGaps.observe(coreUuid, eventSequence);
+    if (lost > 0) {
+      this.legacyGapCounter.inc({ node: sender }, lost);
+      this.options.gaps?.recordGap(sender, lost, false);
+    }
+  }
+
+  private counterFor(sender: string): Counter.Internal {
+    let counter = this.eventsIn.get(sender);
+    if (!counter) {
+      counter = this.options.metrics.eventsIn.labels({ transport: 'multicast', node: sender });
+      // Senders are cluster nodes; the cap only stops a spoofing flood from growing the cache.
+      if (this.eventsIn.size < 1024) this.eventsIn.set(sender, counter);
+    }
+    return counter;
+  }
+}
