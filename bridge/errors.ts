@@ -88,3 +88,21 @@ export class NatsAuthError extends BridgeError {
     super('FSB_ERR_NATS_AUTH', `NATS authorization failed for ${servers.join(', ')}: check nats user/pass, token, nkey seed or creds file`, options);
   }
 }
+
+/**
+ * A header ESL cannot carry as written: an empty name, a ':' in the name (FreeSWITCH
+ * splits each sendevent line at its first ':') or a NUL byte (FreeSWITCH stops
+ * reading the command there, dropping the headers and body after it).
+ */
+export class InvalidEslHeaderError extends BridgeError {
+  constructor(readonly headerName: string, problem: string) {
+    super('FSB_ERR_INVALID_HEADER', `header ${JSON.stringify(headerName)}: ${problem}`);
+  }
+}
+
+/** A command waited longer than esl.commandTimeoutMs for its reply. */
+export class CommandTimeoutError extends BridgeError {
+  constructor(readonly command: string, readonly timeoutMs: number) {
+    super('FSB_ERR_COMMAND_TIMEOUT', `${command.split('\n')[0]}: no reply within ${timeoutMs} ms`);
+  }
+}
