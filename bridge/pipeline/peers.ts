@@ -32,10 +32,7 @@ export interface PeerTrackerOptions {
 /** peerup / peerdown, built like mod_event_multicast builds them. */
 export type PeerEventListener = (event: FsEvent, peer: string) => void;
 
-interface PeerState extends PeerInfo {
-  /** Counted only for peers that have sent a heartbeat, like the legacy hash. */
-  known: boolean;
-}
+type PeerState = PeerInfo;
 
 /**
  * HEARTBEAT-based liveness of remote nodes, for any transport (the key is the origin
@@ -103,7 +100,6 @@ export class PeerTracker implements GapRecorder {
 
   list(): PeerInfo[] {
     return [...this.peers.values()]
-      .filter((p) => p.known || p.eventsReceived > 0)
       .map(({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound }) => ({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -113,7 +109,6 @@ export class PeerTracker implements GapRecorder {
     if (!peer.up) {
       const lastseen = peer.lastHeartbeat === null ? 'Never' : epochSeconds(peer.lastHeartbeat);
       peer.up = true;
-      peer.known = true;
       peer.lastHeartbeat = now;
       this.onPeerEvent(peerEvent(MulticastSubclass.PeerUp, peer.name, lastseen), peer.name);
       return;
@@ -124,7 +119,7 @@ export class PeerTracker implements GapRecorder {
   private entry(name: string): PeerState {
     let peer = this.peers.get(name);
     if (!peer) {
-      peer = { name, up: false, known: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0 };
+      peer = { name, up: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0 };
       this.peers.set(name, peer);
     }
     return peer;
