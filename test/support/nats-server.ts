@@ -13,6 +13,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { NatsConfig, NodeConfig } from '../../bridge/config/types.js';
+import { FsEvent } from '../../bridge/event/event.js';
+import { Bindings } from '../../bridge/pipeline/bindings.js';
 
 export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server';
 
@@ -230,4 +233,35 @@ export async function startNatsCluster(size = 3, options: { auth?: NatsServerAut
     throw err;
   }
   return cluster;
+}
+
+/** A complete NatsConfig for tests: bindings ALL, small limits, unique stream name per call. */
+export function natsTestConfig(servers: string[], overrides: Partial<NatsConfig> = {}): NatsConfig {
+  return {
+    enabled: true,
+    servers,
+    subjectPrefix: 'fs',
+    bindings: Bindings.parse('ALL'),
+    stream: { name: 'FS_EVENTS', maxAgeMs: 3_600_000, maxBytes: 256 * 1024 * 1024, duplicateWindowMs: 120_000, replicas: 1 },
+    durablePrefix: 'fsb_',
+    buffer: { maxEvents: 100_000, maxBytes: 64 * 1024 * 1024 },
+    maxInFlight: 256,
+    auth: {},
+    tls: null,
+    kv: { locationBucket: 'fsb_location', blfBucket: 'fsb_blf', peersBucket: 'fsb_peers' },
+    heartbeatMs: 5_000,
+    ...overrides,
+  };
+}
+
+export function testNode(name: string, cluster = 'test'): NodeConfig {
+  return { name, hostname: name, ipv4: '127.0.0.1', cluster };
+}
+
+/** A FreeSWITCH-like event with identity headers (Core-UUID per node, increasing Event-Sequence). */
+export function testEvent(coreUuid: string, sequence: number, name = 'PRESENCE_IN', subclass?: string, extra: [string, string][] = []): FsEvent {
+  const event = FsEvent.create(name, subclass);
+  event.add('Core-UUID', coreUuid).add('Event-Sequence', String(sequence)).add('Event-Date-Timestamp', String(Date.now() * 1000));
+  for (const [h, v] of extra) event.add(h, v);
+  return event;
 }

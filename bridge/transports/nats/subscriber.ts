@@ -1,0 +1,257 @@
+import { nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstream,
+  jetstreamManager,
+  type ConsumerMessages,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import type { NatsConfig, NodeConfig } from '../../config/types.js';
+import type { FsEvent } from '../../event/event.js';
+import { parseJson } from '../../event/json.js';
+import type { Logger } from '../../observability/logger.js';
+import { DropReporter, type Metrics } from '../../observability/metrics.js';
+import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
+import type { NatsClient } from './connection.js';
+import { sharedCounter } from './metrics.js';
+import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
+import { SubjectMapper } from './subjects.js';
+
+export interface NatsSubscriberDeps {
+  client: NatsClient;
+  node: NodeConfig;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+/** JetStream consumer names may not contain `.`, `*`, `>` or whitespace. */
+export function durableName(prefix: string, node: string): string {
+  return (prefix + node).replace(/[^A-Za-z0-9_-]/g, '_');
+}
+
+/**
+ * Receives other nodes' events from a durable JetStream consumer, one per node, so
+ * a restarted bridge resumes where it stopped and catches up on what it missed
+ * (within the stream's max age). A node's first start delivers only new events:
+ * replaying the whole history into FreeSWITCH would resurrect old registrations.
+ */
+export class NatsSubscriber implements RemoteSource {
+  readonly name = 'nats';
+  readonly durable: string;
+  private readonly subjects: SubjectMapper;
+  private readonly drops: DropReporter;
+  private readonly ownSkipped;
+  private emit: ((item: BridgeEvent) => void) | null = null;
+  private messages: ConsumerMessages | null = null;
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private unlisten: (() => void) | null = null;
+  private wake: (() => void) | null = null;
+
+  constructor(
+    private readonly config: NatsConfig,
+    private readonly deps: NatsSubscriberDeps,
+  ) {
+    this.subjects = new SubjectMapper(config.subjectPrefix, deps.node.cluster);
+    this.durable = durableName(config.durablePrefix, deps.node.name);
+    this.drops = new DropReporter('nats_subscriber', deps.metrics, deps.logger);
+    this.ownSkipped = sharedCounter(deps.metrics, 'fsb_nats_own_events_skipped_total', "This node's own events seen on NATS and skipped");
+  }
+
+  async start(emit: (item: BridgeEvent) => void): Promise<void> {
+    this.emit = emit;
+    this.running = true;
+    this.unlisten = this.deps.client.onChange((up) => {
+      if (up) this.wake?.();
+    });
+    await this.deps.client.start();
+    const nc = this.deps.client.connection;
+    // When connected now, create the consumer before returning so every event
+    // published after start() is delivered; otherwise the loop does it on connect.
+    if (nc && this.deps.client.connected) {
+      try {
+        await this.prepare(nc);
+      } catch (err) {
+        this.deps.logger.warn({ component: 'nats_subscriber', err }, 'JetStream consumer not ready; retrying');
+      }
+    }
+    this.loop = this.run();
+  }
+
+  private async prepare(nc: NatsConnection): Promise<void> {
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(jsm, this.config.stream, this.subjects.clusterWildcard, this.deps.logger);
+    await this.ensureConsumer(jsm);
+  }
+
+  private async ensureConsumer(jsm: JetStreamManager): Promise<void> {
+    try {
+      await jsm.consumers.info(this.config.stream.name, this.durable);
+      return;
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) throw err;
+    }
+    await jsm.consumers.add(this.config.stream.name, {
+      durable_name: this.durable,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      filter_subject: this.subjects.clusterWildcard,
+      ack_wait: nanos(30_000),
+      max_ack_pending: 1_000,
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      const nc = this.deps.client.connection;
+      if (!nc || !this.deps.client.connected) {
+        await this.sleep(5_000);
+        continue;
+      }
+      try {
+        await this.prepare(nc);
+        const consumer = await jetstream(nc).consumers.get(this.config.stream.name, this.durable);
+        const messages = await consumer.consume({ max_messages: 256 });
+        this.messages = messages;
+        if (!this.running) messages.stop();
+        for await (const msg of messages) this.handle(msg);
+      } catch (err) {
+        if (this.running) this.deps.logger.warn({ component: 'nats_subscriber', err }, 'JetStream consumer stopped; restarting');
+      } finally {
+        this.messages = null;
+      }
+      if (this.running) await this.sleep(1_000);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private handle(msg: JsMsg): void {
+    const origin = msg.headers?.get(ORIGIN_NODE_HEADER) || this.subjects.parse(msg.subject)?.node;
+    if (origin === undefined || origin === '') {
+      this.drops.drop('no_origin', { subject: msg.subject });
+      msg.term();
+      return;
+    }
+    if (origin === this.deps.node.name) {
+      this.ownSkipped.inc();
+      msg.ack();
+      return;
+    }
+    let event: FsEvent;
+    try {
+      event = parseJson(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength));
+    } catch (err) {
+      this.drops.drop('bad_json', { subject: msg.subject, err });
+      // Redelivery would fail the same way.
+      msg.term();
+      return;
+    }
+    this.deps.metrics.eventsIn.inc({ transport: 'nats', node: origin });
+    try {
+      this.emit?.({ event, origin: { transport: 'nats', node: origin, receivedAt: Date.now() } });
+    } catch (err) {
+      this.drops.drop('emit_failed', err);
+    }
+    msg.ack();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.unlisten?.();
+    this.wake?.();
+    this.messages?.stop();
+    await this.loop;
+    this.emit = null;
+  }
+}
+
+/** A received event with where it came from, for tail and replay. */
+export interface ReadEvent {
+  event: FsEvent;
+  subject: string;
+  node: string;
+  /** Stream sequence (replay) or 0 (live core NATS). */
+  seq: number;
+  time: Date;
+  /** The payload as published (FreeSWITCH `event json`). */
+  json: string;
+}
+
+const decoder = new TextDecoder();
+
+function toReadEvent(subjects: SubjectMapper, subject: string, data: Uint8Array, origin: string | undefined, seq: number, time: Date): ReadEvent {
+  const json = decoder.decode(data);
+  return { event: parseJson(json), subject, node: origin || subjects.parse(subject)?.node || '', seq, time, json };
+}
+
+/**
+ * Live events over core NATS (no JetStream state): what `tail` uses. Unparseable
+ * payloads go to onError and the subscription continues.
+ */
+export function subscribeLive(
+  nc: NatsConnection,
+  subjects: SubjectMapper,
+  filter: { node?: string; event?: string },
+  onEvent: (item: ReadEvent) => void,
+  onError: (err: unknown, subject: string) => void = () => undefined,
+): Subscription {
+  return nc.subscribe(subjects.filter(filter), {
+    callback: (err, msg) => {
+      if (err) {
+        onError(err, '');
+        return;
+      }
+      try {
+        onEvent(toReadEvent(subjects, msg.subject, msg.data, msg.headers?.get(ORIGIN_NODE_HEADER), 0, new Date()));
+      } catch (parseErr) {
+        onError(parseErr, msg.subject);
+      }
+    },
+  });
+}
+
+/**
+ * Stored events from `since` to `until` (or to the stream's last message when the
+ * call started), oldest first, through an ordered consumer that the server removes
+ * when done. What `replay` uses.
+ */
+export async function* readStored(
+  nc: NatsConnection,
+  stream: string,
+  subjects: SubjectMapper,
+  options: { since: Date; until?: Date; node?: string; event?: string },
+): AsyncGenerator<ReadEvent> {
+  const jsm = await jetstreamManager(nc);
+  const lastSeq = (await jsm.streams.info(stream)).state.last_seq;
+  if (lastSeq === 0) return;
+  const consumer = await jetstream(nc).consumers.get(stream, {
+    filter_subjects: subjects.filter(options),
+    deliver_policy: DeliverPolicy.StartTime,
+    opt_start_time: options.since.toISOString(),
+  });
+  if ((await consumer.info(true)).num_pending === 0) return;
+  const messages = await consumer.consume({ max_messages: 512 });
+  try {
+    for await (const msg of messages) {
+      if (msg.seq > lastSeq || (options.until && msg.time > options.until)) break;
+      yield toReadEvent(subjects, msg.subject, msg.data, msg.headers?.get(ORIGIN_NODE_HEADER), msg.seq, msg.time);
+      if (msg.seq >= lastSeq || msg.info.pending === 0) break;
+    }
+  } finally {
+    messages.stop();
+  }
+}
