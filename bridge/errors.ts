@@ -106,3 +106,10 @@ export class CommandTimeoutError extends BridgeError {
     super('FSB_ERR_COMMAND_TIMEOUT', `${command.split('\n')[0]}: no reply within ${timeoutMs} ms`);
   }
 }
+
+/** A location row cannot be written through mod_db's `db insert/realm/key/value` API (a `/`, CR or LF in a part, or an empty part). */
+export class LocationRowError extends BridgeError {
+  constructor(readonly realm: string, readonly dataKey: string) {
+    super('FSB_ERR_LOCATION_ROW', `realm ${JSON.stringify(realm)} / key ${JSON.stringify(dataKey)} cannot be written through the db API`);
+  }
+}

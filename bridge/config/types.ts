@@ -82,6 +82,14 @@ export interface LocationConsumerConfig {
   busyTimeoutMs: number;
   /** Rows of a node that went down are removed after this grace period. */
   peerDownGraceMs: number;
+  /** Reproduce locationlocal.lua + locationforeign.lua exactly (rows only ever replaced, never removed). Default false. */
+  legacyParity?: boolean;
+  /** KV bucket holding the cluster's registrations (when NATS is configured). Default `fsb_location`. */
+  stateBucket?: string;
+  /** db_data.data per node, keyed by switchname or hostname; nodes not listed use their FreeSWITCH-IPv4 header. */
+  addressOverrides?: Record<string, string>;
+  /** A registration whose unregister/expire was missed is removed this long after its own expiry. Default 60000 ms. */
+  expiryMarginMs?: number;
 }
 
 export interface MetricsConfig {

@@ -1,0 +1,367 @@
+import { Counter } from 'prom-client';
+import type { Consumer, ConsumerContext, StateStore } from '../../bridge/consumer.js';
+import type { LocationConsumerConfig } from '../../bridge/config/types.js';
+import { MulticastSubclass } from '../../bridge/event/names.js';
+import { DropReporter } from '../../bridge/observability/metrics.js';
+import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
+import { LOCATION_PREFIX, LocationTable, rowKey, type Binding, type RowChange } from './location-table.js';
+import { UnusableRegistration, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
+import { EslRowSink, SqliteRowSink, type RowSink } from './sinks.js';
+
+export const DEFAULT_LOCATION_BUCKET = 'fsb_location';
+const DEFAULT_EXPIRY_MARGIN_MS = 60_000;
+/** How often registrations past their expiry are looked for. */
+const EXPIRY_SWEEP_MS = 1_000;
+/** Retry delays for a batch the database or ESL refused (busy, locked, disconnected). */
+const RETRY_MIN_MS = 10;
+const RETRY_MAX_MS = 1_000;
+/** stop() gives a busy database this long to take the last batch. */
+const STOP_FLUSH_DEADLINE_MS = 5_000;
+
+/** Cluster state keys: parts URL-encoded so a `/` in a realm or user cannot shift them. */
+export function stateKeyOf(id: { realm: string; user: string; hostname: string }): string {
+  return [id.realm, id.user, id.hostname].map(encodeURIComponent).join('/');
+}
+
+function parseStateKey(key: string): { realm: string; user: string; hostname: string } | null {
+  const parts = key.split('/');
+  if (parts.length !== 3) return null;
+  try {
+    const [realm, user, hostname] = parts.map(decodeURIComponent);
+    return { realm, user, hostname };
+  } catch {
+    return null;
+  }
+}
+
+function parseStateValue(value: string): Registered | null {
+  try {
+    const b = JSON.parse(value) as Partial<Binding>;
+    const strings = [b.realm, b.user, b.hostname, b.switchname, b.ip];
+    if (strings.some((s) => typeof s !== 'string' || s === '') || typeof b.ts !== 'number' || typeof b.expiresAt !== 'number') return null;
+    return { kind: 'register', ...(b as Binding) };
+  } catch {
+    return null;
+  }
+}
+
+function counter(context: ConsumerContext, name: string, help: string): Counter {
+  return (context.metrics.registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help, registers: [context.metrics.registry] });
+}
+
+/**
+ * Keeps mod_db's db_data answering "which node is this user registered on"
+ * (`${db(select/realm/LOCATION_user)}`) for the whole cluster.
+ *
+ * Parity mode replays locationlocal.lua + locationforeign.lua: every Registered
+ * event replaces the realm + key row, nothing ever removes one. The improved mode
+ * keeps every host's registration (LocationTable) and writes the newest live one;
+ * unregister, expire, a missed expiry and a node going down remove rows.
+ *
+ * Cluster state: each node writes only the registrations made on it (its own local
+ * sofia events) to the KV bucket, so every key has one writer and KV never sees
+ * conflicting writes; readers merge with newest-wins on the origin's event
+ * timestamp, which also settles the race between a KV change and the same event
+ * arriving over multicast. A node that starts loads the bucket before following
+ * changes, so it answers lookups before any phone re-registers.
+ */
+export class LocationConsumer implements Consumer {
+  readonly name = 'location';
+  private context: ConsumerContext | null = null;
+  private sink: RowSink | null = null;
+  private store: StateStore | null = null;
+  private stopWatch: (() => Promise<void>) | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private drops: DropReporter | null = null;
+  private retries: Counter | null = null;
+  private rowsWritten: Counter | null = null;
+  private readonly table: LocationTable;
+  private readonly pending = new Map<string, RowChange>();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> | null = null;
+  private retryDelayMs = 0;
+  private readonly downTimers = new Map<string, NodeJS.Timeout>();
+  /** switchname -> hostname, learned from events (peer events name switchnames, rows hold hostnames). */
+  private readonly hostnames = new Map<string, string>();
+  private readonly kvWrites = new Set<Promise<unknown>>();
+  private readonly legacy: boolean;
+  private readonly expiryMarginMs: number;
+  private stopping = false;
+
+  constructor(private readonly config: LocationConsumerConfig) {
+    this.legacy = config.legacyParity ?? false;
+    this.expiryMarginMs = config.expiryMarginMs ?? DEFAULT_EXPIRY_MARGIN_MS;
+    const overrides = config.addressOverrides ?? {};
+    this.table = new LocationTable((b) => overrides[b.switchname] ?? overrides[b.hostname] ?? b.ip);
+  }
+
+  async start(context: ConsumerContext): Promise<void> {
+    this.context = context;
+    this.stopping = false;
+    this.drops = new DropReporter('location', context.metrics, context.logger);
+    this.retries = counter(context, 'fsb_location_write_retries_total', 'Location batches the database or ESL refused and that were retried');
+    this.rowsWritten = counter(context, 'fsb_location_rows_written_total', 'db_data rows written or deleted by the location consumer');
+    this.sink =
+      this.config.sink === 'esl'
+        ? new EslRowSink(context.local, (error) => this.drops?.drop('unwritable_row', error.message))
+        : new SqliteRowSink(this.config.dbPath, this.config.busyTimeoutMs);
+    if (!this.legacy && context.openState) await this.loadClusterState(context);
+    this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
+    if (!this.legacy) {
+      this.sweepTimer = setInterval(() => this.sweepExpired(), EXPIRY_SWEEP_MS);
+      this.sweepTimer.unref();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const timer of this.downTimers.values()) clearTimeout(timer);
+    this.downTimers.clear();
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    await this.stopWatch?.();
+    await this.drain(Date.now() + STOP_FLUSH_DEADLINE_MS);
+    if (this.pending.size > 0) this.drops?.drop('unflushed_at_stop', undefined, this.pending.size);
+    this.pending.clear();
+    await Promise.allSettled([...this.kvWrites]);
+    await this.sink?.close();
+    this.sink = null;
+  }
+
+  /** Registrations known (live), for the status view and tests. */
+  get registrations(): number {
+    return this.table.size;
+  }
+
+  /** Write everything pending now (tests, shutdown). */
+  async flush(): Promise<void> {
+    await this.drain(Date.now() + STOP_FLUSH_DEADLINE_MS);
+  }
+
+  private onEvent(item: BridgeEvent): void {
+    const { event, origin } = item;
+    if (event.has(LOOP_GUARD_HEADER)) return;
+    const remote = origin.transport !== Transport.Esl;
+    if (remote) this.peerAlive(origin.node);
+    if (event.name === 'CUSTOM' && (event.subclass === MulticastSubclass.PeerDown || event.subclass === MulticastSubclass.PeerUp)) {
+      if (!this.legacy) this.onPeerEvent(event.subclass, event.get('Peer'));
+      return;
+    }
+    const change = registrationChange(event, { sender: origin.node, receivedAt: origin.receivedAt, expiryMarginMs: this.expiryMarginMs, legacy: this.legacy });
+    if (change === null) return;
+    if (change instanceof UnusableRegistration) {
+      this.drops?.drop(change.cause);
+      return;
+    }
+    this.hostnames.set(change.switchname, change.hostname);
+    if (this.legacy) {
+      if (change.kind === 'register') {
+        this.enqueue(rowKey(change.realm, change.user), {
+          realm: change.realm,
+          dataKey: LOCATION_PREFIX + change.user,
+          row: { hostname: change.hostname, data: this.addressOf(change) },
+        });
+      }
+      return;
+    }
+    const key = this.table.apply(change);
+    if (key === null) return;
+    this.enqueue(key, this.table.row(key));
+    if (!remote) this.publish(change);
+  }
+
+  private addressOf(change: Registered): string {
+    const overrides = this.config.addressOverrides ?? {};
+    return overrides[change.switchname] ?? overrides[change.hostname] ?? change.ip;
+  }
+
+  /** Our own registrations go to the cluster state; other nodes publish theirs. */
+  private publish(change: RegistrationChange): void {
+    const store = this.store;
+    if (!store) return;
+    const key = stateKeyOf(change);
+    if (change.kind === 'register') {
+      const { kind: _kind, ...binding } = change;
+      this.trackKv(store.put(key, JSON.stringify(binding)));
+    } else {
+      this.trackKv(store.delete(key));
+    }
+  }
+
+  private trackKv(promise: Promise<unknown>): void {
+    const tracked = promise.catch((error: unknown) => this.drops?.drop('state_write_failed', error instanceof Error ? error.message : String(error)));
+    this.kvWrites.add(tracked);
+    void tracked.finally(() => this.kvWrites.delete(tracked));
+  }
+
+  private async loadClusterState(context: ConsumerContext): Promise<void> {
+    const store = await context.openState!(this.config.stateBucket ?? DEFAULT_LOCATION_BUCKET);
+    this.store = store;
+    // Watch first and hold changes until the load is done, so nothing between the two is missed.
+    let held: [string, string | null][] | null = [];
+    this.stopWatch = await store.watch((key, value) => {
+      if (held) held.push([key, value]);
+      else this.onStateChange(key, value);
+    });
+    const now = Date.now();
+    for (const [key, value] of await store.entries()) {
+      const binding = parseStateValue(value);
+      if (!binding) {
+        this.drops?.drop('bad_state_entry', key);
+        continue;
+      }
+      if (binding.expiresAt <= now) continue;
+      this.hostnames.set(binding.switchname, binding.hostname);
+      this.table.apply(binding);
+    }
+    const changes = held;
+    held = null;
+    for (const [key, value] of changes) this.onStateChange(key, value);
+    this.resyncRows();
+  }
+
+  /** After loading the cluster state: write only the rows that differ from the database, remove LOCATION_ rows nobody holds. */
+  private resyncRows(): void {
+    const desired = new Map<string, RowChange>();
+    for (const key of this.table.keys()) {
+      const row = this.table.row(key);
+      if (row.row) desired.set(`${row.realm}\u0000${row.dataKey}`, row);
+    }
+    const existing = this.sink?.locationRows() ?? null;
+    if (existing) {
+      for (const row of existing) {
+        const id = `${row.realm}\u0000${row.dataKey}`;
+        const want = desired.get(id);
+        if (want && want.row!.hostname === row.row!.hostname && want.row!.data === row.row!.data) desired.delete(id);
+        else if (!want) this.enqueue(rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length)), { ...row, row: null });
+      }
+    }
+    for (const row of desired.values()) this.enqueue(rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length)), row);
+  }
+
+  private onStateChange(key: string, value: string | null): void {
+    let rowChanged: string | null;
+    if (value === null) {
+      const id = parseStateKey(key);
+      if (!id) return;
+      rowChanged = this.table.remove(id.realm, id.user, id.hostname);
+    } else {
+      const binding = parseStateValue(value);
+      if (!binding) {
+        this.drops?.drop('bad_state_entry', key);
+        return;
+      }
+      this.hostnames.set(binding.switchname, binding.hostname);
+      rowChanged = this.table.apply(binding);
+    }
+    if (rowChanged !== null) this.enqueue(rowChanged, this.table.row(rowChanged));
+  }
+
+  private onPeerEvent(subclass: string, peer: string | undefined): void {
+    if (!peer || peer === this.context?.node.name) return;
+    if (subclass === MulticastSubclass.PeerUp) {
+      this.peerAlive(peer);
+      return;
+    }
+    if (this.downTimers.has(peer)) return;
+    const timer = setTimeout(() => {
+      this.downTimers.delete(peer);
+      this.removeNode(peer);
+    }, this.config.peerDownGraceMs);
+    timer.unref();
+    this.downTimers.set(peer, timer);
+  }
+
+  private peerAlive(node: string): void {
+    const timer = this.downTimers.get(node);
+    if (!timer) return;
+    clearTimeout(timer);
+    this.downTimers.delete(node);
+  }
+
+  private removeNode(switchname: string): void {
+    const hostname = this.hostnames.get(switchname);
+    const ended = this.table.removeWhere((b) => b.switchname === switchname || (hostname !== undefined && b.hostname === hostname));
+    // The owner cannot clean up after itself: any survivor deletes its keys (deletes are idempotent).
+    for (const binding of ended) {
+      const key = rowKey(binding.realm, binding.user);
+      this.enqueue(key, this.table.row(key));
+      if (this.store) this.trackKv(this.store.delete(stateKeyOf(binding)));
+    }
+  }
+
+  private sweepExpired(): void {
+    const ownHostname = this.context?.node.hostname;
+    for (const binding of this.table.expire(Date.now())) {
+      const key = rowKey(binding.realm, binding.user);
+      this.enqueue(key, this.table.row(key));
+      // The owner removes its own missed expiry from the cluster state too.
+      if (this.store && binding.hostname === ownHostname) this.trackKv(this.store.delete(stateKeyOf(binding)));
+    }
+  }
+
+  private enqueue(key: string, change: RowChange): void {
+    // Re-inserting moves the key to the end: batches are written in arrival order.
+    this.pending.delete(key);
+    this.pending.set(key, change);
+    this.context?.metrics.queueDepth.set({ component: 'location' }, this.pending.size);
+    if (this.stopping || this.flushing || this.retryDelayMs > 0) return;
+    if (this.pending.size >= this.config.flushMaxRows) this.scheduleFlush(0);
+    else this.scheduleFlush(this.config.flushMs);
+  }
+
+  private scheduleFlush(delayMs: number): void {
+    if (this.flushTimer) {
+      if (delayMs > 0) return;
+      clearTimeout(this.flushTimer);
+    }
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      void this.drain(Number.POSITIVE_INFINITY);
+    }, delayMs);
+  }
+
+  /** Write pending rows in batches of flushMaxRows; a refused batch is put back (unless newer rows replaced it) and retried with backoff. */
+  private drain(deadline: number): Promise<void> {
+    if (this.flushing) return this.flushing.then(() => (this.pending.size > 0 && Date.now() < deadline ? this.drain(deadline) : undefined));
+    this.flushing = (async () => {
+      while (this.pending.size > 0 && this.sink) {
+        const batch: [string, RowChange][] = [];
+        for (const entry of this.pending) {
+          batch.push(entry);
+          if (batch.length >= this.config.flushMaxRows) break;
+        }
+        for (const [key] of batch) this.pending.delete(key);
+        try {
+          await this.sink.write(batch.map(([, change]) => change));
+          this.rowsWritten?.inc(batch.length);
+          this.retryDelayMs = 0;
+        } catch (error) {
+          this.retries?.inc();
+          this.context?.logger.debug({ err: error }, 'location batch refused, retrying');
+          for (const [key, change] of batch) if (!this.pending.has(key)) this.pending.set(key, change);
+          this.retryDelayMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.retryDelayMs * 2));
+          if (Date.now() + this.retryDelayMs > deadline) break;
+          await new Promise((resolve) => setTimeout(resolve, this.retryDelayMs));
+          continue;
+        }
+        // Let events in between batches: a large resync must not hold the event loop.
+        if (this.pending.size > 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+      this.context?.metrics.queueDepth.set({ component: 'location' }, this.pending.size);
+    })().finally(() => {
+      this.flushing = null;
+      // Rows that arrived while the last batch was being written.
+      if (this.pending.size > 0 && !this.stopping) this.scheduleFlush(this.config.flushMs);
+    });
+    return this.flushing;
+  }
+}
+
+export function createLocationConsumer(config: LocationConsumerConfig): Consumer {
+  return new LocationConsumer(config);
+}

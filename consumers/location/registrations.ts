@@ -1,0 +1,93 @@
+import type { FsEvent } from '../../bridge/event/event.js';
+
+/** The sofia subclasses that start and end a registration. */
+export const SofiaSubclass = {
+  Register: 'sofia::register',
+  Unregister: 'sofia::unregister',
+  Expire: 'sofia::expire',
+} as const;
+
+/**
+ * `Registered(UDP)`, `Registered(TLS-NAT)`, `Registered(WSS-NAT)`... Plain `Registered`
+ * is accepted too. The original wiki script matched only `Registered(UDP)`, which
+ * left TCP, TLS and WebRTC phones out of the table.
+ */
+const REGISTERED = /^Registered(?:\([A-Z0-9-]+\))?$/;
+
+/** Where a registration lives, as mod_db's db_data sees it. */
+export interface RegistrationId {
+  realm: string;
+  user: string;
+  /** FreeSWITCH-Hostname of the registering node (db_data.hostname). */
+  hostname: string;
+}
+
+export interface Registered extends RegistrationId {
+  kind: 'register';
+  /** FreeSWITCH-Switchname of the registering node (Multicast-Sender, peer events name it). */
+  switchname: string;
+  /** The registering node's FreeSWITCH-IPv4 (before any configured override). */
+  ip: string;
+  /** Event-Date-Timestamp of the origin, microseconds: newest wins. */
+  ts: number;
+  /** Epoch ms after which the registration is gone even if no unregister/expire arrives. */
+  expiresAt: number;
+}
+
+export interface Unregistered extends RegistrationId {
+  kind: 'unregister';
+  switchname: string;
+  ts: number;
+}
+
+export type RegistrationChange = Registered | Unregistered;
+
+/** expiresAt of a registration without a usable `expires` (finite, so it survives JSON). */
+export const NEVER_EXPIRES = Number.MAX_SAFE_INTEGER;
+
+/** A header was missing or unusable; the event is skipped and counted with this cause. */
+export class UnusableRegistration {
+  constructor(readonly cause: string) {}
+}
+
+export function isRegisteredStatus(status: string | undefined, legacy: boolean): boolean {
+  if (status === undefined) return false;
+  // locationlocal.lua / locationforeign.lua compare the first 10 characters.
+  return legacy ? status.startsWith('Registered') : REGISTERED.test(status);
+}
+
+function timestampUs(event: FsEvent, fallbackMs: number): number {
+  const ts = Number(event.get('Event-Date-Timestamp'));
+  return Number.isSafeInteger(ts) && ts > 0 ? ts : Math.round(fallbackMs * 1000);
+}
+
+/**
+ * The registration change a sofia event describes, null for events that are not
+ * about a completed registration, UnusableRegistration when one is but a header the
+ * table needs is missing.
+ */
+export function registrationChange(
+  event: FsEvent,
+  options: { sender: string; receivedAt: number; expiryMarginMs: number; legacy: boolean },
+): RegistrationChange | UnusableRegistration | null {
+  if (event.name !== 'CUSTOM') return null;
+  const subclass = event.subclass;
+  const isExpire = subclass === SofiaSubclass.Expire;
+  if (subclass !== SofiaSubclass.Register && subclass !== SofiaSubclass.Unregister && !isExpire) return null;
+  if (subclass === SofiaSubclass.Register && !isRegisteredStatus(event.get('status'), options.legacy)) return null;
+  // sofia::expire names the user `user` / `host`, the others `from-user` / `from-host`.
+  const user = event.get(isExpire ? 'user' : 'from-user');
+  const realm = event.get(isExpire ? 'host' : 'from-host');
+  const hostname = event.get('FreeSWITCH-Hostname');
+  if (!user || !realm) return new UnusableRegistration('no_user_or_realm');
+  if (!hostname) return new UnusableRegistration('no_hostname');
+  const switchname = event.get('FreeSWITCH-Switchname') ?? event.get('Multicast-Sender') ?? options.sender;
+  const ts = timestampUs(event, options.receivedAt);
+  if (subclass !== SofiaSubclass.Register) return { kind: 'unregister', realm, user, hostname, switchname, ts };
+  const ip = event.get('FreeSWITCH-IPv4');
+  if (!ip) return new UnusableRegistration('no_ipv4');
+  const expires = Number(event.get('expires'));
+  // No usable expires: keep the row until an unregister (what the seed scripts did for every row).
+  const expiresAt = Number.isFinite(expires) && expires > 0 ? Math.round(ts / 1000 + expires * 1000 + options.expiryMarginMs) : NEVER_EXPIRES;
+  return { kind: 'register', realm, user, hostname, switchname, ip, ts, expiresAt };
+}

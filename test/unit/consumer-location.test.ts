@@ -1,0 +1,423 @@
+import Database from 'better-sqlite3';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { LocationConsumerConfig } from '../../bridge/config/types.js';
+import { FsEvent } from '../../bridge/event/event.js';
+import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
+import { LocationConsumer, stateKeyOf } from '../../consumers/location/location-consumer.js';
+import { MOD_DB_INDEXES, MOD_DB_TABLES } from '../../consumers/location/schema.js';
+import { NODE_A, NODE_B, fakeContext, settle, type FakeContext } from '../support/consumer-context.js';
+import { asPipeline, eslEvents } from '../support/consumer-fixtures.js';
+import { fixturePath } from '../support/fixtures.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), `fsb-location-${process.pid}-`));
+});
+afterEach(() => {
+  vi.useRealTimers();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function config(overrides: Partial<LocationConsumerConfig> = {}): LocationConsumerConfig {
+  return { enabled: true, sink: 'sqlite', dbPath: join(dir, 'call_limit.db'), flushMs: 5, flushMaxRows: 500, busyTimeoutMs: 20, peerDownGraceMs: 1_000, stateBucket: 'loc', ...overrides };
+}
+
+function rows(path = join(dir, 'call_limit.db')): string[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    return (db.prepare('SELECT hostname, realm, data_key, data FROM db_data ORDER BY realm, data_key, hostname').all() as Record<string, string>[]).map(
+      (r) => `${r.hostname} | ${r.realm} | ${r.data_key} | ${r.data}`,
+    );
+  } finally {
+    db.close();
+  }
+}
+
+/** mod_db's own lookup (db select / ${db(select/...)}): no hostname filter, first row wins, empty when missing. */
+function modDbSelect(realm: string, key: string, path = join(dir, 'call_limit.db')): string {
+  const db = new Database(path, { readonly: true });
+  try {
+    const row = db.prepare('select data from db_data where realm=? and data_key=?').get(realm, key) as { data: string } | undefined;
+    return row?.data ?? '';
+  } finally {
+    db.close();
+  }
+}
+
+async function started(cfg: LocationConsumerConfig, context: FakeContext = fakeContext(NODE_A)): Promise<{ consumer: LocationConsumer; context: FakeContext }> {
+  const consumer = new LocationConsumer(cfg);
+  await consumer.start(context);
+  return { consumer, context };
+}
+
+async function feed(consumer: LocationConsumer, context: FakeContext, items: BridgeEvent[]): Promise<void> {
+  for (const item of items) context.events.emit(item);
+  await settle();
+  await consumer.flush();
+}
+
+let seq = 0;
+/** A sofia event as node `node` fires it; `transport` esl = local to the consumer's node. */
+function sofia(subclass: string, node: { name: string; hostname: string; ipv4: string }, headers: Record<string, string>, transport: Transport, tsUs = Date.now() * 1000 + seq++): BridgeEvent {
+  const event = FsEvent.create('CUSTOM', subclass)
+    .add('FreeSWITCH-Hostname', node.hostname)
+    .add('FreeSWITCH-Switchname', node.name)
+    .add('FreeSWITCH-IPv4', node.ipv4)
+    .add('Event-Date-Timestamp', String(tsUs));
+  for (const [n, v] of Object.entries(headers)) event.add(n, v);
+  if (transport !== Transport.Esl) event.add('Multicast-Sender', node.name);
+  return { event, origin: { transport, node: node.name, receivedAt: Date.now() } };
+}
+const register = (node: typeof NODE_A, user: string, transport: Transport, status = 'Registered(UDP)', realm = '127.0.0.1', expires = '300', ts?: number) =>
+  sofia('sofia::register', node, { status, 'from-user': user, 'from-host': realm, expires }, transport, ts);
+const unregister = (node: typeof NODE_A, user: string, transport: Transport, realm = '127.0.0.1', ts?: number) =>
+  sofia('sofia::unregister', node, { 'from-user': user, 'from-host': realm, expires: '0' }, transport, ts);
+const expire = (node: typeof NODE_A, user: string, transport: Transport, realm = '127.0.0.1') =>
+  sofia('sofia::expire', node, { user, host: realm, expires: String(Math.floor(Date.now() / 1000)) }, transport);
+const peer = (subclass: 'multicast::peerdown' | 'multicast::peerup', name: string): BridgeEvent => ({
+  event: FsEvent.create('CUSTOM', subclass).add('Peer', name),
+  origin: { transport: Transport.Esl, node: NODE_B.name, receivedAt: Date.now() },
+});
+
+function referenceRows(file: string): string[] {
+  return readFileSync(fixturePath('reference', file), 'utf8').trim().split('\n').slice(1).sort();
+}
+
+function byTimestamp(items: BridgeEvent[]): BridgeEvent[] {
+  return [...items].sort((x, y) => Number(x.event.get('Event-Date-Timestamp')) - Number(y.event.get('Event-Date-Timestamp')));
+}
+
+describe('location parity with locationlocal.lua + locationforeign.lua', () => {
+  it("node A: its own ESL stream (local registrations + B's multicast) gives the reference db_data", async () => {
+    const { consumer, context } = await started(config({ legacyParity: true }));
+    await feed(consumer, context, asPipeline(eslEvents('a-plain.raw'), NODE_A.name));
+    await consumer.stop();
+    expect(rows()).toEqual(referenceRows('db_data-a.txt'));
+  });
+
+  it("node B: A's registrations from multicast + B's own register give the reference db_data", async () => {
+    const remote = asPipeline(eslEvents('b-multicast-event.raw'), NODE_B.name);
+    // B's own sofia::register of 1001, as A heard it: the same event, local on B.
+    const ownOnB = asPipeline(eslEvents('a-plain.raw'), NODE_A.name)
+      .filter((i) => i.origin.node === NODE_B.name && i.event.subclass === 'sofia::register')
+      .map((i) => ({ event: i.event, origin: { ...i.origin, transport: Transport.Esl } }));
+    expect(ownOnB).toHaveLength(1);
+    const { consumer, context } = await started(config({ legacyParity: true }), fakeContext(NODE_B));
+    await feed(consumer, context, byTimestamp([...remote, ...ownOnB]));
+    await consumer.stop();
+    expect(rows()).toEqual(referenceRows('db_data-b.txt'));
+  });
+
+  it('improved mode on the same capture: the expired 1000 is gone, 1001 stays on node-b', async () => {
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, asPipeline(eslEvents('a-plain.raw'), NODE_A.name));
+    await consumer.stop();
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1001 | 10.99.0.2']);
+  });
+});
+
+describe('location improved mode', () => {
+  it.each(['Registered(UDP)', 'Registered(TCP)', 'Registered(TLS)', 'Registered(WS)', 'Registered(WSS)', 'Registered(UDP-NAT)', 'Registered(TCP-NAT)', 'Registered(TLS-NAT)', 'Registered(WS-NAT)', 'Registered(WSS-NAT)'])(
+    'writes a row for %s',
+    async (status) => {
+      const { consumer, context } = await started(config());
+      await feed(consumer, context, [register(NODE_A, '1000', Transport.Esl, status)]);
+      await consumer.stop();
+      expect(rows()).toEqual(['node-a | 127.0.0.1 | LOCATION_1000 | 10.99.0.1']);
+    },
+  );
+
+  it('ignores statuses that are not a completed registration', async () => {
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_A, '1000', Transport.Esl, 'Registration failed'), register(NODE_A, '1001', Transport.Esl, 'Registered(UDP) junk')]);
+    await consumer.stop();
+    expect(rows()).toEqual([]);
+  });
+
+  it('sofia::unregister removes the row (local and remote)', async () => {
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_A, '1000', Transport.Esl), register(NODE_B, '1001', Transport.Multicast)]);
+    expect(rows()).toHaveLength(2);
+    await feed(consumer, context, [unregister(NODE_A, '1000', Transport.Esl), unregister(NODE_B, '1001', Transport.Nats)]);
+    await consumer.stop();
+    expect(rows()).toEqual([]);
+  });
+
+  it('sofia::expire (user/host, epoch expires) removes the row', async () => {
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_B, '1000', Transport.Multicast)]);
+    await feed(consumer, context, [expire(NODE_B, '1000', Transport.Multicast)]);
+    await consumer.stop();
+    expect(rows()).toEqual([]);
+  });
+
+  it("another node's unregister does not remove where the user is now; the row falls back to the other registration", async () => {
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_A, '1001', Transport.Esl), register(NODE_B, '1001', Transport.Multicast)]);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1001')).toBe('10.99.0.2');
+    await feed(consumer, context, [unregister(NODE_A, '1001', Transport.Esl)]);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1001')).toBe('10.99.0.2');
+    await feed(consumer, context, [register(NODE_A, '1001', Transport.Esl), unregister(NODE_B, '1001', Transport.Multicast)]);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1001')).toBe('10.99.0.1');
+    await consumer.stop();
+  });
+
+  it('an older event never overrides a newer one (newest wins by origin timestamp)', async () => {
+    const { consumer, context } = await started(config());
+    const t = Date.now() * 1000;
+    await feed(consumer, context, [register(NODE_B, '1000', Transport.Multicast, undefined, undefined, undefined, t + 10), register(NODE_A, '1000', Transport.Esl, undefined, undefined, undefined, t)]);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('10.99.0.2');
+    await feed(consumer, context, [unregister(NODE_B, '1000', Transport.Multicast, '127.0.0.1', t + 5)]);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('10.99.0.2');
+    await consumer.stop();
+  });
+
+  it('removes a registration whose unregister and expire were missed, at its expiry plus the margin', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ expiryMarginMs: 2_000 }));
+    context.events.emit(register(NODE_B, '1000', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '5'));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(rows()).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(rows()).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(rows()).toEqual([]);
+    await consumer.stop();
+  });
+
+  it('keeps one row per realm + key across hostnames (a stale row of another host is replaced)', async () => {
+    const path = join(dir, 'call_limit.db');
+    const db = new Database(path);
+    // A db_data without mod_db's unique index, as old FreeSWITCH versions left it, holding a stale row.
+    db.exec(MOD_DB_TABLES.db_data);
+    db.prepare('INSERT INTO db_data VALUES (?, ?, ?, ?)').run('node-old', '127.0.0.1', 'LOCATION_1000', '10.99.0.9');
+    db.close();
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_A, '1000', Transport.Esl), register(NODE_B, '1000', Transport.Multicast)]);
+    await consumer.stop();
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1000 | 10.99.0.2']);
+  });
+
+  it('removes the rows of a node that went down after the grace period', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ peerDownGraceMs: 10_000 }), fakeContext(NODE_B));
+    context.events.emit(register(NODE_A, '1000', Transport.Multicast));
+    context.events.emit(register(NODE_B, '1001', Transport.Esl));
+    context.events.emit(peer('multicast::peerdown', 'fs-a'));
+    await vi.advanceTimersByTimeAsync(9_000);
+    expect(rows()).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1001 | 10.99.0.2']);
+    await consumer.stop();
+  });
+
+  it('keeps the rows of a node that comes back within the grace period (peerup or any event from it)', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ peerDownGraceMs: 10_000 }), fakeContext(NODE_B));
+    const nodeC = { name: 'fs-c', hostname: 'node-c', ipv4: '10.99.0.3', cluster: 'lab' };
+    context.events.emit(register(NODE_A, '1000', Transport.Multicast));
+    context.events.emit(register(nodeC, '1002', Transport.Nats));
+    context.events.emit(peer('multicast::peerdown', 'fs-a'));
+    context.events.emit(peer('multicast::peerdown', 'fs-c'));
+    await vi.advanceTimersByTimeAsync(5_000);
+    context.events.emit(peer('multicast::peerup', 'fs-a'));
+    context.events.emit({ event: FsEvent.create('HEARTBEAT'), origin: { transport: Transport.Nats, node: 'fs-c', receivedAt: Date.now() } });
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(rows()).toHaveLength(2);
+    await consumer.stop();
+  });
+
+  it('stores a hostile user or realm literally (bound parameters)', async () => {
+    const evil = "x'); DROP TABLE db_data;--";
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_A, evil, Transport.Esl, 'Registered(UDP)', evil), register(NODE_A, '1000', Transport.Esl)]);
+    await consumer.stop();
+    expect(rows()).toEqual([`node-a | 127.0.0.1 | LOCATION_1000 | 10.99.0.1`, `node-a | ${evil} | LOCATION_${evil} | 10.99.0.1`]);
+    expect(modDbSelect(evil, `LOCATION_${evil}`)).toBe('10.99.0.1');
+  });
+
+  it('batches: nothing is written before flushMs unless flushMaxRows is reached, then in one go', async () => {
+    const { consumer, context } = await started(config({ flushMs: 200, flushMaxRows: 50 }));
+    for (let i = 0; i < 10; i++) context.events.emit(register(NODE_A, `u${i}`, Transport.Esl));
+    expect(rows()).toHaveLength(0);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(rows()).toHaveLength(10);
+    for (let i = 10; i < 60; i++) context.events.emit(register(NODE_A, `u${i}`, Transport.Esl));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(rows()).toHaveLength(60);
+    const written = (await context.metrics.registry.getSingleMetric('fsb_location_rows_written_total')!.get()).values[0].value;
+    expect(written).toBe(60);
+    await consumer.stop();
+  });
+
+  it('uses a per-node address override when configured', async () => {
+    const { consumer, context } = await started(config({ addressOverrides: { 'fs-b': '192.0.2.2', 'node-a': '192.0.2.1' } }));
+    await feed(consumer, context, [register(NODE_A, '1000', Transport.Esl), register(NODE_B, '1001', Transport.Multicast)]);
+    await consumer.stop();
+    expect(rows()).toEqual(['node-a | 127.0.0.1 | LOCATION_1000 | 192.0.2.1', 'node-b | 127.0.0.1 | LOCATION_1001 | 192.0.2.2']);
+  });
+
+  it('counts registrations it cannot use and events carrying the loop guard are ignored', async () => {
+    const { consumer, context } = await started(config());
+    const noRealm = sofia('sofia::register', NODE_A, { status: 'Registered(UDP)', 'from-user': '1000' }, Transport.Esl);
+    const guarded = register(NODE_A, '1001', Transport.Esl);
+    guarded.event.add(LOOP_GUARD_HEADER, 'fs-a');
+    await feed(consumer, context, [noRealm, guarded]);
+    await consumer.stop();
+    expect(rows()).toEqual([]);
+    const drops = await context.metrics.drops.get();
+    expect(drops.values.find((v) => v.labels.cause === 'no_user_or_realm')?.value).toBe(1);
+  });
+});
+
+describe("mod_db's schema and the database file", () => {
+  it("creates mod_db's tables and indexes, with mod_db's statements, when the file is new", async () => {
+    const { consumer } = await started(config());
+    await consumer.stop();
+    const db = new Database(join(dir, 'call_limit.db'), { readonly: true });
+    const master = db.prepare('SELECT name, sql FROM sqlite_master').all() as { name: string; sql: string }[];
+    db.close();
+    const sql = new Map(master.map((m) => [m.name, m.sql]));
+    // SQLite keeps the statement text, only upper-casing the leading CREATE ... keywords.
+    for (const [name, statement] of Object.entries({ ...MOD_DB_TABLES, ...MOD_DB_INDEXES })) expect(sql.get(name)?.toLowerCase()).toBe(statement.toLowerCase());
+    expect(sql.get('db_data')).toContain('data_key   VARCHAR(255)');
+    expect([...sql.keys()].sort()).toEqual(['db_data', 'dd_data_key_realm', 'dd_realm', 'gd_groupname', 'gd_url', 'group_data', 'ld_hostname', 'ld_id', 'ld_realm', 'ld_uuid', 'limit_data']);
+  });
+
+  it('leaves the journal mode as it found it', async () => {
+    const path = join(dir, 'call_limit.db');
+    const db = new Database(path);
+    expect(db.pragma('journal_mode', { simple: true })).toBe('delete');
+    db.close();
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_A, '1000', Transport.Esl)]);
+    await consumer.stop();
+    const after = new Database(path);
+    expect(after.pragma('journal_mode', { simple: true })).toBe('delete');
+    after.close();
+  });
+});
+
+describe('ESL sink (db API)', () => {
+  it('writes through db insert / db delete and refuses parts mod_db would split', async () => {
+    const { consumer, context } = await started(config({ sink: 'esl' }));
+    await feed(consumer, context, [register(NODE_B, '1000', Transport.Multicast), register(NODE_B, 'a/b', Transport.Multicast), unregister(NODE_B, '1000', Transport.Multicast)]);
+    await consumer.stop();
+    // Register and unregister of 1000 fell into one batch: only the outcome is written.
+    expect(context.local.apiCalls).toEqual(['db delete/127.0.0.1/LOCATION_1000']);
+    const drops = await context.metrics.drops.get();
+    expect(drops.values.find((v) => v.labels.cause === 'unwritable_row')?.value).toBe(1);
+  });
+
+  it('sends db insert for a registration and retries when FreeSWITCH refuses', async () => {
+    const { consumer, context } = await started(config({ sink: 'esl' }));
+    let refusals = 2;
+    context.local.apiReply = async () => (refusals-- > 0 ? '-ERR not connected' : '+OK');
+    await feed(consumer, context, [register(NODE_B, '1000', Transport.Multicast)]);
+    await consumer.stop();
+    expect(context.local.apiCalls).toEqual(Array(3).fill('db insert/127.0.0.1/LOCATION_1000/10.99.0.2'));
+  });
+});
+
+describe('cluster state (KV bucket)', () => {
+  it('the owning node writes its own registrations; remote ones are left to their owner', async () => {
+    const { consumer, context } = await started(config());
+    await feed(consumer, context, [register(NODE_A, '1000', Transport.Esl), register(NODE_B, '1001', Transport.Multicast)]);
+    const bucket = context.buckets.get('loc')!;
+    expect([...bucket.data.keys()]).toEqual([stateKeyOf({ realm: '127.0.0.1', user: '1000', hostname: 'node-a' })]);
+    expect(JSON.parse(bucket.data.values().next().value!)).toMatchObject({ realm: '127.0.0.1', user: '1000', hostname: 'node-a', switchname: 'fs-a', ip: '10.99.0.1' });
+    await feed(consumer, context, [unregister(NODE_A, '1000', Transport.Esl)]);
+    expect(bucket.data.size).toBe(0);
+    await consumer.stop();
+  });
+
+  it('a late joiner loads the whole table from the bucket and answers lookups before any event', async () => {
+    const buckets = new Map();
+    const a = await started(config({ dbPath: join(dir, 'a.db') }), fakeContext(NODE_A, { buckets }));
+    await feed(a.consumer, a.context, [register(NODE_A, '1000', Transport.Esl), register(NODE_A, '1001', Transport.Esl)]);
+    const b = await started(config({ dbPath: join(dir, 'b.db') }), fakeContext(NODE_B, { buckets }));
+    await b.consumer.flush();
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000', join(dir, 'b.db'))).toBe('10.99.0.1');
+    expect(b.consumer.registrations).toBe(2);
+    // Then it follows changes made on other nodes.
+    await feed(a.consumer, a.context, [unregister(NODE_A, '1001', Transport.Esl)]);
+    await b.consumer.flush();
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1001', join(dir, 'b.db'))).toBe('');
+    await a.consumer.stop();
+    await b.consumer.stop();
+  });
+
+  it('on start removes LOCATION_ rows nobody holds and rewrites only what differs', async () => {
+    const buckets = new Map();
+    const path = join(dir, 'b.db');
+    const db = new Database(path);
+    for (const sql of Object.values(MOD_DB_TABLES)) db.exec(sql);
+    db.prepare('INSERT INTO db_data VALUES (?, ?, ?, ?)').run('node-a', '127.0.0.1', 'LOCATION_gone', '10.99.0.1');
+    db.prepare('INSERT INTO db_data VALUES (?, ?, ?, ?)').run('node-x', 'other', 'not_a_location', 'keep me');
+    db.close();
+    const a = await started(config({ dbPath: join(dir, 'a.db') }), fakeContext(NODE_A, { buckets }));
+    await feed(a.consumer, a.context, [register(NODE_A, '1000', Transport.Esl)]);
+    const b = await started(config({ dbPath: path }), fakeContext(NODE_B, { buckets }));
+    await b.consumer.stop();
+    await a.consumer.stop();
+    expect(rows(path)).toEqual(['node-a | 127.0.0.1 | LOCATION_1000 | 10.99.0.1', 'node-x | other | not_a_location | keep me']);
+  });
+
+  it('newest wins when the bucket and multicast disagree', async () => {
+    const buckets = new Map();
+    const t = Date.now() * 1000;
+    const b = await started(config({ dbPath: join(dir, 'b.db') }), fakeContext(NODE_B, { buckets }));
+    // The user moved to B (newer) and A's older registration arrives later through the bucket.
+    await feed(b.consumer, b.context, [register(NODE_B, '1000', Transport.Esl, undefined, undefined, undefined, t + 1000)]);
+    const stale = { realm: '127.0.0.1', user: '1000', hostname: 'node-a', switchname: 'fs-a', ip: '10.99.0.1', ts: t, expiresAt: Date.now() + 300_000 };
+    await buckets.get('loc').put(stateKeyOf(stale), JSON.stringify(stale));
+    await b.consumer.flush();
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000', join(dir, 'b.db'))).toBe('10.99.0.2');
+    await b.consumer.stop();
+  });
+
+  it("survivors delete a dead node's keys after the grace period", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const buckets = new Map();
+    const a = await started(config({ dbPath: join(dir, 'a.db') }), fakeContext(NODE_A, { buckets }));
+    a.context.events.emit(register(NODE_A, '1000', Transport.Esl));
+    await vi.advanceTimersByTimeAsync(50);
+    await a.consumer.stop();
+    const b = await started(config({ dbPath: join(dir, 'b.db'), peerDownGraceMs: 1_000 }), fakeContext(NODE_B, { buckets }));
+    b.context.events.emit({ ...register(NODE_A, '1000', Transport.Multicast) });
+    b.context.events.emit(peer('multicast::peerdown', 'fs-a'));
+    await vi.advanceTimersByTimeAsync(1_500);
+    expect(buckets.get('loc').data.size).toBe(0);
+    expect(rows(join(dir, 'b.db'))).toEqual([]);
+    await b.consumer.stop();
+  });
+});
+
+describe("mod_db's lookup across scenarios", () => {
+  it('register on A, move to B, unregister, node A down', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ peerDownGraceMs: 5_000 }), fakeContext(NODE_B));
+    const lookup = async (user: string) => {
+      await vi.advanceTimersByTimeAsync(50);
+      return modDbSelect('127.0.0.1', `LOCATION_${user}`);
+    };
+    context.events.emit(register(NODE_A, '1000', Transport.Multicast));
+    expect(await lookup('1000')).toBe('10.99.0.1');
+    context.events.emit(register(NODE_B, '1000', Transport.Esl));
+    expect(await lookup('1000')).toBe('10.99.0.2');
+    context.events.emit(unregister(NODE_B, '1000', Transport.Esl));
+    // A's registration is still live (it never unregistered there).
+    expect(await lookup('1000')).toBe('10.99.0.1');
+    context.events.emit(unregister(NODE_A, '1000', Transport.Multicast));
+    expect(await lookup('1000')).toBe('');
+    context.events.emit(register(NODE_A, '1001', Transport.Multicast));
+    expect(await lookup('1001')).toBe('10.99.0.1');
+    context.events.emit(peer('multicast::peerdown', 'fs-a'));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await lookup('1001')).toBe('');
+    await consumer.stop();
+  });
+});
