@@ -233,9 +233,23 @@ export class NatsPublisher implements Sink {
   async start(): Promise<void> {
     this.unlisten = this.deps.client.onChange((up) => {
       if (up) this.onConnected();
+      else this.onDisconnected();
     });
     await this.deps.client.start();
     if (this.deps.client.connected) await this.prepareStream();
+  }
+
+  /**
+   * Publishes in flight when the link dropped may or may not have been stored.
+   * Sending newer events before those settle could store them first, so hold
+   * everything until the window settles, then resend from the oldest unacknowledged.
+   */
+  private onDisconnected(): void {
+    if (!this.failing) {
+      this.failing = true;
+      this.deps.logger.warn({ component: 'nats_publisher', pending: this.pending }, 'NATS link down; buffering events');
+    }
+    this.afterSettle();
   }
 
   private onConnected(): void {
