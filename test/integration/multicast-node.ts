@@ -1,0 +1,132 @@
+/**
+ * A multicast transport in its own process, for tests that need it inside a network
+ * namespace (started with nodeInNetns). Config as JSON in argv[2]; commands as JSON
+ * lines on stdin; reports as JSON lines on stdout. Not a test file itself.
+ */
+import { createInterface } from 'node:readline';
+import { FsEvent, type Header } from '../../bridge/event/event.js';
+import { silentLogger } from '../../bridge/observability/logger.js';
+import { Metrics } from '../../bridge/observability/metrics.js';
+import { Bindings } from '../../bridge/pipeline/bindings.js';
+import { PeerTracker } from '../../bridge/pipeline/peers.js';
+import { MulticastTransport } from '../../bridge/transports/multicast/transport.js';
+
+export interface NodeProcessConfig {
+  nodeName: string;
+  group: string;
+  port: number;
+  interface: string;
+  psk: string | null;
+  bindings: string;
+  ttl?: number;
+  loopback?: boolean;
+  receiveBufferBytes?: number;
+  peerTimeoutMs?: number;
+  peerCheckMs?: number;
+  /** events: print every received event; count: only count them (benchmarks). */
+  report: 'events' | 'count';
+}
+
+export type NodeCommand =
+  | { cmd: 'send'; name: string; count?: number; headers?: Header[]; body?: string | null }
+  | { cmd: 'reload'; bindings: string; psk: string | null; ttl: number }
+  | { cmd: 'raw'; base64: string[] }
+  | { cmd: 'stats' };
+
+const config = JSON.parse(process.argv[2]) as NodeProcessConfig;
+const metrics = new Metrics();
+const out = (message: object) => process.stdout.write(JSON.stringify(message) + '\n');
+const peers = new PeerTracker((event) => out({ type: 'peer', headers: event.headers }), {
+  timeoutMs: config.peerTimeoutMs ?? 60_000,
+  checkIntervalMs: config.peerCheckMs ?? 5_000,
+});
+const transport = new MulticastTransport(
+  {
+    enabled: true,
+    address: config.group,
+    port: config.port,
+    bindAddress: '0.0.0.0',
+    interface: config.interface,
+    ttl: config.ttl ?? 1,
+    loopback: config.loopback ?? false,
+    psk: config.psk,
+    bindings: Bindings.parse(config.bindings),
+    receiveBufferBytes: config.receiveBufferBytes ?? 8 * 1024 * 1024,
+    peerTimeoutMs: config.peerTimeoutMs ?? 60_000,
+    maxDatagramBytes: 65_507,
+  },
+  { nodeName: config.nodeName, metrics, logger: silentLogger(), gaps: peers },
+);
+
+let received = 0;
+let sequence = 0;
+const coreUuid = `core-${config.nodeName}-${process.pid}`;
+
+async function sum(name: string, filter: (labels: Partial<Record<string, string | number>>) => boolean = () => true): Promise<number> {
+  const metric = metrics.registry.getSingleMetric(name);
+  if (!metric) return 0;
+  return (await metric.get()).values.filter((v) => filter(v.labels)).reduce((total, v) => total + v.value, 0);
+}
+
+async function stats(): Promise<object> {
+  const drops: Record<string, number> = {};
+  for (const v of (await metrics.drops.get()).values) drops[`${v.labels.component}:${v.labels.cause}`] = v.value;
+  return {
+    type: 'stats',
+    received,
+    sent: await sum('fsb_events_out_total'),
+    lost: await sum('fsb_sequence_gap_events_total'),
+    legacyGaps: await sum('fsb_multicast_legacy_sequence_gap_total'),
+    own: await sum('fsb_multicast_own_datagrams_total'),
+    drops,
+    receiveBufferBytes: transport.socket.receiveBufferBytes,
+    peers: peers.list(),
+  };
+}
+
+async function handle(command: NodeCommand): Promise<void> {
+  if (command.cmd === 'send') {
+    const count = command.count ?? 1;
+    for (let i = 0; i < count; i++) {
+      sequence++;
+      const event = new FsEvent(
+        [['Event-Name', command.name], ['Core-UUID', coreUuid], ['Event-Sequence', String(sequence)], ...(command.headers ?? [])],
+        command.body ?? null,
+      );
+      transport.sink.deliver({ event, origin: { transport: 'esl', node: config.nodeName, receivedAt: Date.now() } });
+    }
+    out({ type: 'sent', count });
+  } else if (command.cmd === 'raw') {
+    // A legacy sender: captured datagrams, byte for byte, from the same socket.
+    for (const datagram of command.base64) transport.socket.send(Buffer.from(datagram, 'base64'), () => {});
+    out({ type: 'sent', count: command.base64.length });
+  } else if (command.cmd === 'reload') {
+    transport.reconfigure({ bindings: Bindings.parse(command.bindings), psk: command.psk, ttl: command.ttl });
+    out({ type: 'reloaded' });
+  } else {
+    out(await stats());
+  }
+}
+
+await transport.sink.start();
+await transport.source.start((item) => {
+  received++;
+  peers.observe(item);
+  if (config.report === 'events') out({ type: 'event', node: item.origin.node, headers: item.event.headers, body: item.event.body });
+});
+peers.start();
+out({ type: 'ready', receiveBufferBytes: transport.socket.receiveBufferBytes });
+
+const lines = createInterface({ input: process.stdin });
+let queue = Promise.resolve();
+lines.on('line', (line) => {
+  queue = queue.then(() => handle(JSON.parse(line) as NodeCommand));
+});
+lines.on('close', () => {
+  void queue.then(async () => {
+    peers.stop();
+    await transport.source.stop();
+    await transport.sink.stop();
+    process.exit(0);
+  });
+});

@@ -1,0 +1,141 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { createLan, JsonLineProcess, nodeInNetns, type Lan } from '../support/netns.js';
+import { datagramFixtures, fixturePath } from '../support/fixtures.js';
+import type { NodeProcessConfig } from './multicast-node.js';
+
+/**
+ * Real multicast between bridge transports in separate processes, each in its own
+ * network namespace on one virtual LAN (like the two FreeSWITCH hosts of the captures).
+ */
+const NODE_SCRIPT = fileURLToPath(new URL('./multicast-node.ts', import.meta.url));
+const PSK = JSON.parse(readFileSync(fixturePath('multicast-psk', 'index.json'), 'utf8')).psk as string;
+const GROUP = '239.77.1.1';
+
+type Report = { type: string; [key: string]: unknown };
+type Stats = { received: number; lost: number; legacyGaps: number; drops: Record<string, number>; peers: { name: string; up: boolean }[] };
+
+let lan: Lan;
+const running: JsonLineProcess<Report>[] = [];
+let port = 14000 + (process.pid % 1000);
+
+beforeAll(() => {
+  lan = createLan('mc', 3);
+});
+afterAll(() => lan?.cleanup());
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((p) => p.stop()));
+  port++;
+});
+
+async function startNode(host: number, overrides: Partial<NodeProcessConfig>): Promise<JsonLineProcess<Report>> {
+  const { netns, ip } = lan.hosts[host];
+  const config: NodeProcessConfig = {
+    nodeName: `fs-${'abc'[host]}`,
+    group: GROUP,
+    port,
+    interface: ip,
+    psk: null,
+    bindings: 'HEARTBEAT PRESENCE_IN CUSTOM sofia::register',
+    report: 'events',
+    ...overrides,
+  };
+  const node = new JsonLineProcess<Report>(nodeInNetns(netns, NODE_SCRIPT, [JSON.stringify(config)]));
+  running.push(node);
+  await node.waitFor((r) => r.type === 'ready', 15_000);
+  return node;
+}
+
+async function stats(node: JsonLineProcess<Report>): Promise<Stats> {
+  return (await node.request({ cmd: 'stats' }, 'stats')) as unknown as Stats;
+}
+
+const header = (report: Report, name: string) => (report.headers as [string, string][]).find(([n]) => n === name)?.[1];
+
+describe('multicast between bridge transports on a virtual LAN', () => {
+  it('carries events with their original headers and exact bodies, plain', async () => {
+    const [a, b] = await Promise.all([startNode(0, {}), startNode(1, {})]);
+    const body = 'line: with colon\r\nand CR, \u2131 and € and a MAGIC-like \u2131\u0158\n';
+    a.send({ cmd: 'send', name: 'PRESENCE_IN', headers: [['from', '1000@127.0.0.1'], ['status', 'CS_ROUTING']], body });
+    a.send({ cmd: 'send', name: 'CHANNEL_CREATE' });
+    a.send({ cmd: 'send', name: 'HEARTBEAT' });
+    const presence = await b.waitFor((r) => r.type === 'event' && header(r, 'Event-Name') === 'PRESENCE_IN');
+    expect(presence.node).toBe('fs-a');
+    expect(presence.body).toBe(body);
+    expect(header(presence, 'from')).toBe('1000@127.0.0.1');
+    expect((presence.headers as [string, string][]).at(-1)).toEqual(['Multicast-Sender', 'fs-a']);
+    await b.waitFor((r) => r.type === 'event' && header(r, 'Event-Name') === 'HEARTBEAT');
+    const peerup = await b.waitFor((r) => r.type === 'peer');
+    expect(peerup.headers).toEqual([['Event-Name', 'CUSTOM'], ['Event-Subclass', 'multicast::peerup'], ['Peer', 'fs-a'], ['Lastseen', 'Never']]);
+    const s = await stats(b);
+    // CHANNEL_CREATE is outside A's bindings: two events, nothing lost.
+    expect(s.received).toBe(2);
+    expect(s.lost).toBe(0);
+    expect(s.peers).toMatchObject([{ name: 'fs-a', up: true }]);
+  });
+
+  it('psk: a node with the same psk decodes, one with a wrong psk drops everything as bad_psk', async () => {
+    const [a, b, c] = await Promise.all([startNode(0, { psk: PSK }), startNode(1, { psk: PSK }), startNode(2, { psk: 'wrong-psk' })]);
+    a.send({ cmd: 'send', name: 'PRESENCE_IN', count: 5 });
+    await b.waitFor((r) => r.type === 'event' && header(r, 'Event-Sequence') === '5');
+    const [sb, sc] = await Promise.all([stats(b), stats(c)]);
+    expect(sb.received).toBe(5);
+    expect(sc.received).toBe(0);
+    expect(sc.drops['multicast-receive:bad_psk']).toBe(5);
+    expect(c.reports.filter((r) => r.type === 'event')).toHaveLength(0);
+  });
+
+  for (const [folder, psk] of [['multicast-plain', null], ['multicast-psk', PSK]] as const) {
+    it(`hears a legacy sender: captured ${folder} datagrams arrive with the headers of their .json`, async () => {
+      const [legacy, b] = await Promise.all([startNode(0, { nodeName: 'replayer' }), startNode(1, { nodeName: 'fs-x', psk })]);
+      const fixtures = datagramFixtures(folder).slice(0, 12);
+      legacy.send({ cmd: 'raw', base64: fixtures.map((f) => f.bin.toString('base64')) });
+      const sender = (headers: [string, string][]) => headers.find(([n]) => n === 'Multicast-Sender')![1];
+      await b.waitFor(() => b.reports.filter((r) => r.type === 'event').length === fixtures.length);
+      const events = b.reports.filter((r) => r.type === 'event');
+      expect(events.map((r) => r.headers)).toEqual(fixtures.map((f) => f.decoded.headers));
+      expect(events.map((r) => r.node)).toEqual(fixtures.map((f) => sender(f.decoded.headers)));
+    });
+  }
+
+  it('fires peerup then peerdown when heartbeats stop (short timeout)', async () => {
+    const [a, b] = await Promise.all([startNode(0, {}), startNode(1, { peerTimeoutMs: 400, peerCheckMs: 50 })]);
+    a.send({ cmd: 'send', name: 'HEARTBEAT' });
+    await b.waitFor((r) => r.type === 'peer' && header(r, 'Event-Subclass') === 'multicast::peerup');
+    const started = Date.now();
+    const down = await b.waitFor((r) => r.type === 'peer' && header(r, 'Event-Subclass') === 'multicast::peerdown', 5_000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(header(down, 'Peer')).toBe('fs-a');
+    expect(Number(header(down, 'Lastseen'))).toBeGreaterThan(1_600_000_000);
+    a.send({ cmd: 'send', name: 'HEARTBEAT' });
+    const again = await b.waitFor((r) => r.type === 'peer' && header(r, 'Event-Subclass') === 'multicast::peerup' && header(r, 'Lastseen') !== 'Never');
+    expect(header(again, 'Lastseen')).toBe(header(down, 'Lastseen'));
+  });
+
+  it('reloads bindings and TTL under traffic without losing a datagram; new bindings apply at once', async () => {
+    const [a, b] = await Promise.all([startNode(0, { bindings: 'PRESENCE_IN' }), startNode(1, { report: 'count' })]);
+    const batches = 40;
+    const perBatch = 250;
+    for (let i = 0; i < batches; i++) {
+      a.send({ cmd: 'send', name: 'PRESENCE_IN', count: perBatch });
+      a.send({ cmd: 'send', name: 'CUSTOM', headers: [['Event-Subclass', 'sofia::register']] });
+      if (i === batches / 2) {
+        a.send({ cmd: 'reload', bindings: 'PRESENCE_IN CUSTOM sofia::register', psk: null, ttl: 2 });
+        b.send({ cmd: 'reload', bindings: 'HEARTBEAT', psk: null, ttl: 1 });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // sofia::register only matches A's bindings after the reload: batches/2 - 1 of them.
+    const expected = batches * perBatch + (batches / 2 - 1);
+    const deadline = Date.now() + 10_000;
+    let s = await stats(b);
+    while (s.received < expected && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      s = await stats(b);
+    }
+    expect(s.received).toBe(expected);
+    expect(s.lost).toBe(0);
+    expect(Object.values(s.drops).reduce((x, y) => x + y, 0)).toBe(0);
+  });
+});
