@@ -87,6 +87,7 @@ export class EslClient extends EventEmitter {
   private stopping = false;
   private loggedError: string | null = null;
   private disconnectNotice: string | null = null;
+  private everConnected = false;
 
   private queue: FsEvent[] = [];
   /** Frames read while the queue was full; at most one socket read's worth. */
@@ -286,7 +287,7 @@ export class EslClient extends EventEmitter {
     this.disconnectNotice = null;
     socket.on('data', (chunk: Buffer) => this.onData(socket, chunk));
     socket.on('error', (err) => {
-      if (this.stateValue !== EslState.Connected) this.lastErrorValue ??= err;
+      if (this.stateValue !== EslState.Connected) this.lastErrorValue = err;
       this.options.logger.debug({ err: err.message }, 'ESL socket error');
     });
     socket.on('close', () => this.onClose(socket));
@@ -459,10 +460,9 @@ export class EslClient extends EventEmitter {
     this.lastErrorValue = null;
     this.loggedError = null;
     this.retryDelay = FIRST_RETRY_MS;
-    if (this.lastSequence.size > 0) {
-      this.checkGap = true;
-      this.reconnects.inc();
-    }
+    if (this.everConnected) this.reconnects.inc();
+    this.everConnected = true;
+    this.checkGap = this.lastSequence.size > 0;
     this.setState(EslState.Connected, true);
   }
 
@@ -473,11 +473,12 @@ export class EslClient extends EventEmitter {
     // Frames held for the consumer were complete events: they stay deliverable.
     this.paused = false;
     if (this.stopping) return;
+    // Refused credentials need an operator, so they are logged on their own (once
+    // until they change); a refused or reset connection is what the state log says.
     const err = this.lastErrorValue;
-    if (err && err.message !== this.loggedError) {
+    if (err instanceof AuthError && err.message !== this.loggedError) {
       this.loggedError = err.message;
-      const log = err instanceof AuthError ? this.options.logger.error.bind(this.options.logger) : this.options.logger.warn.bind(this.options.logger);
-      log({ err: err.message, code: (err as { code?: string }).code }, err instanceof AuthError ? 'ESL authentication failed; retrying (fix the password or the ACL)' : 'ESL connection failed');
+      this.options.logger.error({ err: err.message, code: err.code }, 'ESL authentication failed; retrying (fix the password or the ACL)');
     }
     this.setState(EslState.Disconnected, true);
     this.retryTimer = setTimeout(() => {
