@@ -3,19 +3,14 @@ import { MulticastSubclass } from '../event/names.js';
 import type { EventStream } from '../consumer.js';
 import type { Logger } from '../observability/logger.js';
 import { DropReporter, type Metrics } from '../observability/metrics.js';
-import type { Bindings } from './bindings.js';
 import { DedupCache } from './dedup.js';
 import { fromMulticastEvent } from './inject.js';
 import { LOOP_GUARD_HEADER, Transport, type BridgeEvent, type Sink } from './types.js';
 
-export interface RoutedSink {
-  sink: Sink;
-  bindings: Bindings;
-}
-
 export interface PipelineOptions {
   nodeName: string;
-  sinks: RoutedSink[];
+  /** Each sink applies its own bindings (they can change on reload) and loop rules. */
+  sinks: Sink[];
   dedup: { maxEntries: number; ttlMs: number };
   /** Hands a remote event to the local node (the bridge turns it into multicast::event over ESL). */
   inject: (item: BridgeEvent) => void;
@@ -24,8 +19,8 @@ export interface PipelineOptions {
 }
 
 /**
- * The one place events are routed. Local events (ESL) fan out to the sinks whose
- * bindings match; remote events (any transport) are deduplicated, injected into
+ * The one place events are routed. Local events (ESL) fan out to every sink (each
+ * keeps its own bindings); remote events (any transport) are deduplicated, injected into
  * the local node once, and handed to consumers. Everything here is synchronous:
  * sinks buffer on their own, so a slow transport never stalls the others.
  */
@@ -59,9 +54,7 @@ export class Pipeline implements EventStream {
       return;
     }
     const item: BridgeEvent = { event, origin: { transport: Transport.Esl, node: this.options.nodeName, receivedAt } };
-    for (const { sink, bindings } of this.options.sinks) {
-      if (bindings.matches(event)) sink.deliver(item);
-    }
+    for (const sink of this.options.sinks) sink.deliver(item);
     this.publish(item);
   }
 

@@ -8,9 +8,9 @@ import { LOOP_GUARD_HEADER, type BridgeEvent, type Sink } from '../../bridge/pip
 import { Metrics } from '../../bridge/observability/metrics.js';
 import { silentLogger } from '../../bridge/observability/logger.js';
 
-function recordingSink(name: string): Sink & { got: BridgeEvent[] } {
+function recordingSink(name: string, bindings: Bindings): Sink & { got: BridgeEvent[] } {
   const got: BridgeEvent[] = [];
-  return { name, got, deliver: (item) => got.push(item), start: async () => {}, stop: async () => {} };
+  return { name, got, deliver: (item) => bindings.matches(item.event) && got.push(item), start: async () => {}, stop: async () => {} };
 }
 
 function event(name: string, seq: number, uuid = 'u-1', subclass?: string): FsEvent {
@@ -26,16 +26,13 @@ async function dropCount(metrics: Metrics, cause: string): Promise<number> {
 
 function setup() {
   const metrics = new Metrics();
-  const multicast = recordingSink('multicast');
-  const nats = recordingSink('nats');
+  const multicast = recordingSink('multicast', Bindings.parse('PRESENCE_IN CUSTOM sofia::register'));
+  const nats = recordingSink('nats', Bindings.parse('ALL'));
   const injected: BridgeEvent[] = [];
   const seen: BridgeEvent[] = [];
   const pipeline = new Pipeline({
     nodeName: 'fs-a',
-    sinks: [
-      { sink: multicast, bindings: Bindings.parse('PRESENCE_IN CUSTOM sofia::register') },
-      { sink: nats, bindings: Bindings.parse('ALL') },
-    ],
+    sinks: [multicast, nats],
     dedup: { maxEntries: 1000, ttlMs: 60_000 },
     inject: (item) => injected.push(item),
     metrics,
@@ -46,7 +43,7 @@ function setup() {
 }
 
 describe('pipeline', () => {
-  it('routes local events to the sinks whose bindings match, and to consumers', () => {
+  it('routes local events to every sink, and to consumers', () => {
     const { pipeline, multicast, nats, seen } = setup();
     pipeline.local(event('PRESENCE_IN', 1));
     pipeline.local(event('CUSTOM', 2, 'u-1', 'sofia::register'));
