@@ -308,7 +308,6 @@ export class LocationConsumer implements Consumer {
     // Re-inserting moves the key to the end: batches are written in arrival order.
     this.pending.delete(key);
     this.pending.set(key, change);
-    this.context?.metrics.queueDepth.set({ component: 'location' }, this.pending.size);
     if (this.stopping || this.flushing || this.retryDelayMs > 0) return;
     if (this.pending.size >= this.config.flushMaxRows) this.scheduleFlush(0);
     else this.scheduleFlush(this.config.flushMs);
@@ -336,6 +335,7 @@ export class LocationConsumer implements Consumer {
           if (batch.length >= this.config.flushMaxRows) break;
         }
         for (const [key] of batch) this.pending.delete(key);
+        this.context?.metrics.queueDepth.set({ component: 'location' }, this.pending.size + batch.length);
         try {
           await this.sink.write(batch.map(([, change]) => change));
           this.rowsWritten?.inc(batch.length);
