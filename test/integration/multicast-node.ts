@@ -10,6 +10,7 @@ import { Metrics } from '../../bridge/observability/metrics.js';
 import { Bindings } from '../../bridge/pipeline/bindings.js';
 import { PeerTracker } from '../../bridge/pipeline/peers.js';
 import { MulticastTransport } from '../../bridge/transports/multicast/transport.js';
+import { listen } from '../../bridge/cli/commands/listen.js';
 
 export interface NodeProcessConfig {
   nodeName: string;
@@ -23,8 +24,8 @@ export interface NodeProcessConfig {
   receiveBufferBytes?: number;
   peerTimeoutMs?: number;
   peerCheckMs?: number;
-  /** events: print every received event; count: only count them (benchmarks). */
-  report: 'events' | 'count';
+  /** events: print every received event; count: only count them (benchmarks); listen: run the `listen` command's code instead of a transport. */
+  report: 'events' | 'count' | 'listen';
 }
 
 export type NodeCommand =
@@ -34,6 +35,11 @@ export type NodeCommand =
   | { cmd: 'stats' };
 
 const config = JSON.parse(process.argv[2]) as NodeProcessConfig;
+if (config.report === 'listen') {
+  await listen({ address: config.group, port: config.port, psk: config.psk === null ? null : Buffer.from(config.psk), interface: config.interface }, (line) => process.stdout.write(line), silentLogger());
+  process.stdout.write(JSON.stringify({ type: 'ready' }) + '\n');
+  process.stdin.resume().on('end', () => process.exit(0));
+}
 const metrics = new Metrics();
 const out = (message: object) => process.stdout.write(JSON.stringify(message) + '\n');
 const peers = new PeerTracker((event) => out({ type: 'peer', headers: event.headers }), {
@@ -108,25 +114,29 @@ async function handle(command: NodeCommand): Promise<void> {
   }
 }
 
-await transport.sink.start();
-await transport.source.start((item) => {
-  received++;
-  peers.observe(item);
-  if (config.report === 'events') out({ type: 'event', node: item.origin.node, headers: item.event.headers, body: item.event.body });
-});
-peers.start();
-out({ type: 'ready', receiveBufferBytes: transport.socket.receiveBufferBytes });
+if (config.report !== 'listen') await run();
 
-const lines = createInterface({ input: process.stdin });
-let queue = Promise.resolve();
-lines.on('line', (line) => {
-  queue = queue.then(() => handle(JSON.parse(line) as NodeCommand));
-});
-lines.on('close', () => {
-  void queue.then(async () => {
-    peers.stop();
-    await transport.source.stop();
-    await transport.sink.stop();
-    process.exit(0);
+async function run(): Promise<void> {
+  await transport.sink.start();
+  await transport.source.start((item) => {
+    received++;
+    peers.observe(item);
+    if (config.report === 'events') out({ type: 'event', node: item.origin.node, headers: item.event.headers, body: item.event.body });
   });
-});
+  peers.start();
+  out({ type: 'ready', receiveBufferBytes: transport.socket.receiveBufferBytes });
+
+  const lines = createInterface({ input: process.stdin });
+  let queue = Promise.resolve();
+  lines.on('line', (line) => {
+    queue = queue.then(() => handle(JSON.parse(line) as NodeCommand));
+  });
+  lines.on('close', () => {
+    void queue.then(async () => {
+      peers.stop();
+      await transport.source.stop();
+      await transport.sink.stop();
+      process.exit(0);
+    });
+  });
+}

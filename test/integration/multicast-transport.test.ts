@@ -99,6 +99,19 @@ describe('multicast between bridge transports on a virtual LAN', () => {
     });
   }
 
+  it('`listen` prints every datagram as a JSON line, and refused ones with their reason', async () => {
+    const [a, listener] = await Promise.all([startNode(0, { psk: PSK }), startNode(1, { report: 'listen', psk: PSK })]);
+    const replayer = await startNode(2, { nodeName: 'replayer' });
+    a.send({ cmd: 'send', name: 'HEARTBEAT' });
+    const line = await listener.waitFor((r) => 'headers' in r);
+    expect(line.mode).toBe('psk');
+    expect(String(line.from)).toMatch(new RegExp(`^${lan.hosts[0].ip.replaceAll('.', '\\.')}:`));
+    expect((line.headers as [string, string][]).at(-1)).toEqual(['Multicast-Sender', 'fs-a']);
+    replayer.send({ cmd: 'raw', base64: [datagramFixtures('multicast-plain')[0].bin.toString('base64')] });
+    const refused = await listener.waitFor((r) => 'reason' in r);
+    expect(refused.reason).toBe('plaintext_with_psk');
+  });
+
   it('fires peerup then peerdown when heartbeats stop (short timeout)', async () => {
     const [a, b] = await Promise.all([startNode(0, {}), startNode(1, { peerTimeoutMs: 400, peerCheckMs: 50 })]);
     a.send({ cmd: 'send', name: 'HEARTBEAT' });
