@@ -247,7 +247,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
     },
     dedup: { maxEntries: num('dedup', 'max-entries'), ttlMs: num('dedup', 'ttl') },
     consumers: {
-      blf: { enabled: bool('consumer:blf', 'enabled'), legacyParity: bool('consumer:blf', 'legacy-parity') },
+      blf: { enabled: bool('consumer:blf', 'enabled'), legacyParity: bool('consumer:blf', 'legacy-parity'), stateBucket: str('nats', 'kv-blf-bucket') },
       location: {
         enabled: bool('consumer:location', 'enabled'),
         sink: str('consumer:location', 'sink') as 'sqlite' | 'esl',
@@ -256,6 +256,10 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
         flushMaxRows: num('consumer:location', 'flush-max-rows'),
         busyTimeoutMs: num('consumer:location', 'busy-timeout'),
         peerDownGraceMs: num('consumer:location', 'peer-down-grace'),
+        legacyParity: bool('consumer:location', 'legacy-parity'),
+        stateBucket: str('nats', 'kv-location-bucket'),
+        addressOverrides: get<Record<string, string>>('consumer:location', 'address-overrides'),
+        expiryMarginMs: num('consumer:location', 'expiry-margin'),
       },
     },
     metrics: { enabled: bool('metrics', 'enabled'), host: str('metrics', 'host'), port: num('metrics', 'port') },
@@ -305,6 +309,15 @@ function convert(spec: ParamSpec, text: string, source: string, flavour: ConfigF
     }
     case 'list':
       return value.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'map': {
+      const map: Record<string, string> = {};
+      for (const pair of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+        const eq = pair.indexOf('=');
+        if (eq <= 0 || eq === pair.length - 1) fail(`${JSON.stringify(pair)} is not a name=value pair`);
+        map[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+      }
+      return map;
+    }
     case 'enum':
       if (!spec.values!.includes(value)) fail(`${JSON.stringify(text)} is not one of ${spec.values!.join(', ')}`);
       return value;

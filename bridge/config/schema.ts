@@ -3,7 +3,7 @@
  * against this table and docs/config-reference.md is generated from it, so the
  * reference cannot drift from the code (a test compares them).
  */
-export type ParamType = 'string' | 'int' | 'bool' | 'duration' | 'bytes' | 'list' | 'bindings' | 'enum' | 'secret';
+export type ParamType = 'string' | 'int' | 'bool' | 'duration' | 'bytes' | 'list' | 'map' | 'bindings' | 'enum' | 'secret';
 
 export interface ParamSpec {
   /** XML section (`settings`, `esl`, ... or `consumer:blf`). */
@@ -97,9 +97,12 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'consumer:location', name: 'enabled', type: 'bool', default: 'false', description: 'Keep the registration location table (db_data LOCATION_<user>).' },
   { section: 'consumer:location', name: 'sink', type: 'enum', default: 'sqlite', values: ['sqlite', 'esl'], description: "sqlite: write call_limit.db directly; esl: use the 'db insert/delete' API when the file is not reachable.", appliesTo: 'location enabled' },
   { section: 'consumer:location', name: 'db-path', type: 'string', default: '/var/lib/freeswitch/db/call_limit.db', description: "mod_db's sqlite file (call_limit.db in FreeSWITCH's db dir).", appliesTo: 'sink sqlite' },
-  { section: 'consumer:location', name: 'flush-interval', type: 'duration', default: '5ms', min: 1, unit: 'ms', description: 'Writes are batched into one short transaction at most this often.', appliesTo: 'sink sqlite' },
-  { section: 'consumer:location', name: 'flush-max-rows', type: 'int', default: '500', min: 1, description: 'A batch is written as soon as it holds this many rows.', appliesTo: 'sink sqlite' },
-  { section: 'consumer:location', name: 'busy-timeout', type: 'duration', default: '2s', min: 1, unit: 'ms', description: 'How long a write waits for a lock held by FreeSWITCH before the batch is retried.', appliesTo: 'sink sqlite' },
+  { section: 'consumer:location', name: 'legacy-parity', type: 'bool', default: 'false', description: 'Behave exactly like locationlocal.lua + locationforeign.lua (Registered(...) only, rows replaced, never removed).', appliesTo: 'location enabled' },
+  { section: 'consumer:location', name: 'address-overrides', type: 'map', default: '', description: "db_data.data per node, as name=address pairs keyed by switchname or hostname; nodes not listed use the FreeSWITCH-IPv4 of their events.", example: 'fs-a=192.0.2.10,fs-b=192.0.2.11', appliesTo: 'location enabled' },
+  { section: 'consumer:location', name: 'expiry-margin', type: 'duration', default: '60s', min: 0, unit: 'ms', description: 'A registration whose unregister/expire event was missed is removed this long after its own expiry.', appliesTo: 'location enabled' },
+  { section: 'consumer:location', name: 'flush-interval', type: 'duration', default: '20ms', min: 1, unit: 'ms', description: 'Writes are batched into one short transaction at most this often.', appliesTo: 'sink sqlite' },
+  { section: 'consumer:location', name: 'flush-max-rows', type: 'int', default: '2000', min: 1, description: 'A batch is written as soon as it holds this many rows.', appliesTo: 'sink sqlite' },
+  { section: 'consumer:location', name: 'busy-timeout', type: 'duration', default: '20ms', min: 1, unit: 'ms', description: "How long one write waits for a lock held by FreeSWITCH. Kept short because the wait blocks the bridge's event loop; a refused batch is kept and retried (10 ms doubling to 1 s).", appliesTo: 'sink sqlite' },
   { section: 'consumer:location', name: 'peer-down-grace', type: 'duration', default: '30s', min: 0, unit: 'ms', description: "Rows of a node that went down are removed after this grace period unless it comes back." , appliesTo: 'location enabled' },
 
   // metrics

@@ -92,4 +92,11 @@ describe('config loader', () => {
     expect(config.node.name).toBe('hub');
     expect(config.consumers.blf.enabled).toBe(true);
   });
+
+  it('reads name=address maps and rejects malformed pairs', () => {
+    const text = defaultConfigXml({ 'consumer:location': { 'address-overrides': 'fs-a=192.0.2.1, node-b=192.0.2.2' } });
+    expect(loadConfigText(text, 'f.xml', {}).config.consumers.location.addressOverrides).toEqual({ 'fs-a': '192.0.2.1', 'node-b': '192.0.2.2' });
+    const bad = defaultConfigXml({ 'consumer:location': { 'address-overrides': 'fs-a' } });
+    expect(() => loadConfigText(bad, 'f.xml', {})).toThrow(/param "address-overrides": "fs-a" is not a name=value pair/);
+  });
 });
