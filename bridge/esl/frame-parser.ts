@@ -69,10 +69,7 @@ export class EslFrameParser {
         if (frame !== null) frames.push(frame);
       } else {
         if (this.size < this.bodyLength) break;
-        const buf = this.flatten();
-        const body = buf.subarray(0, this.bodyLength);
-        frames.push({ headers: this.pendingHeaders, body });
-        this.consume(this.bodyLength);
+        frames.push({ headers: this.pendingHeaders, body: this.take(this.bodyLength) });
         this.pendingHeaders = null;
       }
     }
@@ -127,6 +124,34 @@ export class EslFrameParser {
     this.pendingHeaders = headers;
     this.bodyLength = length;
     return null;
+  }
+
+  /**
+   * Remove and return the first n buffered bytes. Copies only a body that straddles
+   * reads, not the whole read behind it (flatten would copy 64 KB per read).
+   */
+  private take(n: number): Buffer {
+    const first = this.chunks[0];
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let filled = 0;
+      while (filled < n) {
+        const chunk = this.chunks[0];
+        const part = Math.min(chunk.length, n - filled);
+        chunk.copy(out, filled, 0, part);
+        filled += part;
+        if (part === chunk.length) this.chunks.shift();
+        else this.chunks[0] = chunk.subarray(part);
+      }
+    }
+    this.size -= n;
+    this.scanFrom = 0;
+    return out;
   }
 
   private flatten(): Buffer {

@@ -26,30 +26,44 @@ export function serializePlain(event: FsEvent): string {
 }
 
 const CONTENT_LENGTH = 'Content-Length';
+const BLANK_LINE = Buffer.from('\n\n');
 
 /**
  * Parse a plain-serialized event. Accepts a Buffer (the ESL frame body or a decoded
  * datagram) so the body length is counted in bytes, as FreeSWITCH counts it.
+ *
+ * The header block is decoded to one string and cut with string indexOf: one
+ * Buffer-to-string conversion per event instead of one per header line, which
+ * was most of the cost (test/bench/esl-parse.ts).
  */
 export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEvent {
   const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   const stop = end ?? buf.length;
+  // The header block ends at the first blank line: a leading LF, or the first LF LF.
+  let textEnd = stop;
+  let bodyStart = stop;
+  if (start < stop && buf[start] === 10) {
+    textEnd = start;
+    bodyStart = start + 1;
+  } else {
+    const blank = buf.indexOf(BLANK_LINE, start);
+    if (blank >= 0 && blank + 1 < stop) {
+      textEnd = blank + 1;
+      bodyStart = blank + 2;
+    }
+  }
+  const text = buf.toString('utf8', start, textEnd);
   const headers: Header[] = [];
   let bodyLength = -1;
-  let pos = start;
-  while (pos < stop) {
-    let eol = buf.indexOf(10, pos);
-    if (eol < 0 || eol >= stop) eol = stop;
-    if (eol === pos) {
-      pos++;
-      break; // blank line: end of the header block
-    }
-    const line = buf.toString('utf8', pos, eol);
+  let pos = 0;
+  while (pos < text.length) {
+    let eol = text.indexOf('\n', pos);
+    if (eol < 0) eol = text.length;
+    const colon = text.indexOf(': ', pos);
+    if (colon <= pos || colon >= eol) throw new ParseError(`malformed header line ${JSON.stringify(text.slice(pos, Math.min(eol, pos + 80)))}`);
+    const name = text.slice(pos, colon);
+    const raw = text.slice(colon + 2, eol);
     pos = eol + 1;
-    const colon = line.indexOf(': ');
-    if (colon <= 0) throw new ParseError(`malformed header line ${JSON.stringify(line.slice(0, 80))}`);
-    const name = line.slice(0, colon);
-    const raw = line.slice(colon + 2);
     if (name === CONTENT_LENGTH) {
       const n = Number(raw);
       if (!Number.isSafeInteger(n) || n < 0) throw new ParseError(`bad Content-Length ${JSON.stringify(raw)}`);
@@ -60,10 +74,10 @@ export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEv
   }
   let body: string | null = null;
   if (bodyLength >= 0) {
-    if (pos + bodyLength > stop) {
-      throw new ParseError(`body of ${bodyLength} bytes truncated to ${stop - pos}`);
+    if (bodyStart + bodyLength > stop) {
+      throw new ParseError(`body of ${bodyLength} bytes truncated to ${stop - bodyStart}`);
     }
-    body = buf.toString('utf8', pos, pos + bodyLength);
+    body = buf.toString('utf8', bodyStart, bodyStart + bodyLength);
   }
   return new FsEvent(headers, body);
 }
