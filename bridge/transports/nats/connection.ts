@@ -20,6 +20,8 @@ export interface NatsConnectDeps {
   logger: Logger;
   /** Connection name shown by the server (`nats server report connections`). */
   name?: string;
+  /** Try servers in the configured order instead of shuffled (a preferred local server first). */
+  inOrder?: boolean;
 }
 
 /** A TLS value is either a PEM text or a path to a PEM file (what the XML config holds). */
@@ -28,11 +30,12 @@ function pemOrFile(value: string, inline: 'ca' | 'cert' | 'key'): Partial<TlsOpt
   return { [`${inline}File`]: value };
 }
 
-export function connectionOptions(settings: NatsConnectSettings, name?: string): NodeConnectionOptions {
+export function connectionOptions(settings: NatsConnectSettings, name?: string, inOrder = false): NodeConnectionOptions {
   const { auth, tls } = settings;
   const options: NodeConnectionOptions = {
     servers: settings.servers,
     name,
+    noRandomize: inOrder,
     // A bridge must come back after any outage: never give up reconnecting.
     reconnect: true,
     maxReconnectAttempts: -1,
@@ -73,7 +76,7 @@ function mapConnectError(err: unknown, servers: readonly string[]): unknown {
  */
 export async function connectNats(settings: NatsConnectSettings, deps: NatsConnectDeps): Promise<NatsConnection> {
   try {
-    const nc = await connect(connectionOptions(settings, deps.name));
+    const nc = await connect(connectionOptions(settings, deps.name, deps.inOrder));
     watchStatus(nc, deps.logger);
     return nc;
   } catch (err) {
@@ -176,7 +179,7 @@ export class NatsClient {
    * cancelled, so close() during a startup outage would leave a timer running forever.
    */
   private async connectLoop(): Promise<void> {
-    const options = { ...connectionOptions(this.settings, this.deps.name), waitOnFirstConnect: false };
+    const options = { ...connectionOptions(this.settings, this.deps.name, this.deps.inOrder), waitOnFirstConnect: false };
     let delayMs = 100;
     while (!this.closing) {
       try {

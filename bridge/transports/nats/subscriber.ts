@@ -1,4 +1,4 @@
-import { nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { nanos, TimeoutError, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -115,7 +115,9 @@ export class NatsSubscriber implements RemoteSource {
       try {
         await this.prepare(nc);
         const consumer = await jetstream(nc).consumers.get(this.config.stream.name, this.durable);
-        const messages = await consumer.consume({ max_messages: 256 });
+        // Short pulls and heartbeats: after a consumer leader dies, missed heartbeats
+        // trigger a fresh pull within seconds instead of the 30 s default.
+        const messages = await consumer.consume({ max_messages: 256, expires: 5_000, idle_heartbeat: 1_000 });
         this.messages = messages;
         if (!this.running) messages.stop();
         for await (const msg of messages) this.handle(msg);
@@ -238,11 +240,13 @@ export async function* readStored(
   const jsm = await jetstreamManager(nc);
   const lastSeq = (await jsm.streams.info(stream)).state.last_seq;
   if (lastSeq === 0) return;
-  const consumer = await jetstream(nc).consumers.get(stream, {
-    filter_subjects: subjects.filter(options),
-    deliver_policy: DeliverPolicy.StartTime,
-    opt_start_time: options.since.toISOString(),
-  });
+  const consumer = await retryOnTimeout(() =>
+    jetstream(nc).consumers.get(stream, {
+      filter_subjects: subjects.filter(options),
+      deliver_policy: DeliverPolicy.StartTime,
+      opt_start_time: options.since.toISOString(),
+    }),
+  );
   if ((await consumer.info(true)).num_pending === 0) return;
   const messages = await consumer.consume({ max_messages: 512 });
   try {
@@ -253,5 +257,16 @@ export async function* readStored(
     }
   } finally {
     messages.stop();
+  }
+}
+
+/** A JetStream API call can time out while a cluster elects a new meta leader; a few seconds later it works. */
+async function retryOnTimeout<T>(call: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!(err instanceof TimeoutError) || i >= attempts) throw err;
+    }
   }
 }

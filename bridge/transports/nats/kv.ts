@@ -1,0 +1,123 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { DeliverPolicy, jetstream } from '@nats-io/jetstream';
+import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
+import type { StateStore } from '../../consumer.js';
+import type { Logger } from '../../observability/logger.js';
+
+/**
+ * KV keys are subject tokens limited to [-/_=.a-zA-Z0-9]. Free-text keys (AORs like
+ * `1000@example.com`, realms with spaces) are escaped: every UTF-8 byte outside
+ * [-/_a-zA-Z0-9], including `.` and `=`, becomes `=XX` (uppercase hex). Escaping
+ * every dot rules out empty tokens and leading/trailing dots, and `=` as the escape
+ * character keeps the rule reversible. The empty key is a lone `=`.
+ */
+export function encodeKvKey(key: string): string {
+  if (key === '') return '=';
+  if (/^[-/_a-zA-Z0-9]+$/.test(key)) return key;
+  let out = '';
+  for (const byte of Buffer.from(key, 'utf8')) {
+    const plain = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || byte === 0x2d || byte === 0x2f || byte === 0x5f;
+    out += plain ? String.fromCharCode(byte) : '=' + byte.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+export function decodeKvKey(encoded: string): string {
+  if (encoded === '=') return '';
+  if (!encoded.includes('=')) return encoded;
+  const bytes: number[] = [];
+  for (let i = 0; i < encoded.length; i++) {
+    if (encoded[i] === '=') {
+      bytes.push(parseInt(encoded.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else bytes.push(encoded.charCodeAt(i));
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+export interface StateStoreOptions {
+  /** Replicas when the bucket is created (ignored for an existing bucket). */
+  replicas?: number;
+  logger?: Logger;
+}
+
+const decoder = new TextDecoder();
+
+/** A StateStore on a NATS KV bucket (created when missing, one value per key). */
+export class NatsStateStore implements StateStore {
+  private readonly subjectPrefix: string;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+    readonly bucket: string,
+    private readonly logger?: Logger,
+  ) {
+    this.subjectPrefix = `$KV.${bucket}.`;
+  }
+
+  async put(key: string, value: string): Promise<void> {
+    await this.kv.put(encodeKvKey(key), value);
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.kv.delete(encodeKvKey(key));
+  }
+
+  /**
+   * One ordered consumer over the bucket's stream with last-per-subject delivery,
+   * pulled in large batches: a late joiner loads the whole table in one pass
+   * instead of keys() followed by a get() per key.
+   */
+  async entries(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const consumer = await jetstream(this.nc).consumers.get(`KV_${this.bucket}`, {
+      filter_subjects: `${this.subjectPrefix}>`,
+      deliver_policy: DeliverPolicy.LastPerSubject,
+    });
+    if ((await consumer.info(true)).num_pending === 0) return out;
+    const messages = await consumer.consume({ max_messages: 10_000 });
+    try {
+      for await (const msg of messages) {
+        const key = decodeKvKey(msg.subject.slice(this.subjectPrefix.length));
+        const op = msg.headers?.get('KV-Operation');
+        if (op === 'DEL' || op === 'PURGE') out.delete(key);
+        else out.set(key, decoder.decode(msg.data));
+        if (msg.info.pending === 0) break;
+      }
+    } finally {
+      messages.stop();
+    }
+    return out;
+  }
+
+  async watch(onChange: (key: string, value: string | null) => void): Promise<() => Promise<void>> {
+    const iter = await this.kv.watch({ include: KvWatchInclude.UpdatesOnly });
+    const done = (async () => {
+      for await (const entry of iter) {
+        const value = entry.operation === 'PUT' ? entry.string() : null;
+        try {
+          onChange(decodeKvKey(entry.key), value);
+        } catch (err) {
+          this.logger?.error({ component: 'nats_kv', bucket: this.bucket, err }, 'KV watch listener threw');
+        }
+      }
+    })();
+    return async () => {
+      iter.stop();
+      await done;
+    };
+  }
+}
+
+export async function openStateStore(nc: NatsConnection, bucket: string, options: StateStoreOptions = {}): Promise<NatsStateStore> {
+  const kvm = new Kvm(nc);
+  let kv: KV;
+  try {
+    kv = await kvm.open(bucket);
+    await kv.status();
+  } catch {
+    kv = await kvm.create(bucket, { history: 1, replicas: options.replicas ?? 1 });
+  }
+  return new NatsStateStore(nc, kv, bucket, options.logger);
+}
