@@ -101,7 +101,7 @@ describe('multicast receive path', () => {
     const { source, received, metrics, start, peers } = setup({ nodeName: 'fs-x' });
     await start();
     const fixtures = datagramFixtures('multicast-plain');
-    for (const { bin } of fixtures) source.onDatagram(bin);
+    for (const { bin } of fixtures) source.process(bin);
     expect(received).toHaveLength(fixtures.length);
     expect(received[0].event.headers).toEqual(fixtures[0].decoded.headers);
     expect(received[0].origin.transport).toBe('multicast');
@@ -119,7 +119,7 @@ describe('multicast receive path', () => {
     const { source, received, metrics, start } = setup({ nodeName: 'fs-b' });
     await start();
     const fixtures = datagramFixtures('multicast-plain');
-    for (const { bin } of fixtures) source.onDatagram(bin);
+    for (const { bin } of fixtures) source.process(bin);
     const own = fixtures.filter((f) => f.decoded.headers.some(([n, v]) => n === 'Multicast-Sender' && v === 'fs-b')).length;
     expect(received).toHaveLength(fixtures.length - own);
     expect(await value(metrics, 'fsb_multicast_own_datagrams_total')).toBe(own);
@@ -129,17 +129,35 @@ describe('multicast receive path', () => {
     const { source, received, metrics, start } = setup({ psk: Buffer.from('not-the-psk'), nodeName: 'fs-x' });
     await start();
     const encrypted = datagramFixtures('multicast-psk');
-    for (const { bin } of encrypted) source.onDatagram(bin);
-    source.onDatagram(datagramFixtures('multicast-plain')[0].bin);
-    source.onDatagram(Buffer.alloc(100));
+    for (const { bin } of encrypted) source.process(bin);
+    source.process(datagramFixtures('multicast-plain')[0].bin);
+    source.process(Buffer.alloc(100));
     expect(received).toHaveLength(0);
     const drops = (cause: string) => value(metrics, 'fsb_drops_total', { component: 'multicast-receive', cause });
     expect(await drops('bad_psk')).toBe(encrypted.length);
     expect(await drops('plaintext_with_psk')).toBe(1);
     expect(await drops('too_short')).toBe(1);
     source.setPsk(PSK);
-    for (const { bin } of encrypted) source.onDatagram(bin);
+    for (const { bin } of encrypted) source.process(bin);
     expect(received).toHaveLength(encrypted.length);
+  });
+
+  it('queues datagrams from the socket and decodes them on a later turn; a full queue drops, counted', async () => {
+    const metrics = new Metrics();
+    const source = new MulticastSource(new FakeSocket() as unknown as MulticastSocket, {
+      nodeName: 'fs-x', psk: null, maxDatagramBytes: 65_507, metrics, logger: silentLogger(), maxQueuedDatagrams: 3,
+    });
+    const received: BridgeEvent[] = [];
+    await source.start((item) => received.push(item));
+    const fixtures = datagramFixtures('multicast-plain').slice(0, 4);
+    for (const { bin } of fixtures) source.onDatagram(bin);
+    expect(received).toHaveLength(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(received.map((r) => r.event.headers)).toEqual(fixtures.slice(0, 3).map((f) => f.decoded.headers));
+    expect(await value(metrics, 'fsb_drops_total', { cause: 'queue_full' })).toBe(1);
+    source.onDatagram(fixtures[3].bin);
+    await source.stop();
+    expect(received).toHaveLength(4);
   });
 
   it('counts exact loss from the bridge counter and strips the counter header', async () => {
@@ -151,7 +169,7 @@ describe('multicast receive path', () => {
     }
     const lost = new Set([2, 5, 6]);
     sender.socket.sent.forEach((datagram, i) => {
-      if (!lost.has(i)) receiver.source.onDatagram(datagram);
+      if (!lost.has(i)) receiver.source.process(datagram);
     });
     expect(receiver.received).toHaveLength(7);
     expect(receiver.received[0].event.has(SEQ_HEADER)).toBe(false);
