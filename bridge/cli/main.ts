@@ -1,9 +1,14 @@
 #!/usr/bin/env node
 import { BridgeError } from '../errors.js';
+import { blowfishAvailable, relaunchWithLegacyProvider } from '../transports/multicast/blowfish.js';
 import { buildProgram } from './program.js';
+
+/** Commands that may meet a psk: they need Blowfish, which Node's OpenSSL 3 keeps in the legacy provider. */
+const CIPHER_COMMANDS = new Set(['run', 'listen', 'decode', 'encode', 'demo', 'consumer']);
 
 export async function main(argv = process.argv): Promise<void> {
   try {
+    if (argv.slice(2).some((arg) => CIPHER_COMMANDS.has(arg)) && !blowfishAvailable() && (await relaunchWithLegacyProvider())) return;
     await buildProgram().parseAsync(argv);
   } catch (err) {
     const message = err instanceof BridgeError ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);

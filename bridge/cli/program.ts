@@ -1,6 +1,10 @@
 import { Command, Option } from 'commander';
 import { loadConfigFile } from '../config/load.js';
 import { renderConfigReference } from '../config/reference.js';
+import { registerDecode } from './commands/decode.js';
+import { registerEncode } from './commands/encode.js';
+import { registerListen } from './commands/listen.js';
+import { registerRun } from './commands/run.js';
 
 /**
  * Thin by design: parse arguments, load config, call the library. Each subcommand
@@ -31,5 +35,9 @@ export function buildProgram(): Command {
       process.stdout.write(renderConfigReference());
     });
 
+  registerRun(program);
+  registerDecode(program);
+  registerEncode(program);
+  registerListen(program);
   return program;
 }

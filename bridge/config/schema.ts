@@ -39,7 +39,7 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'esl', name: 'host', type: 'string', default: '127.0.0.1', description: 'Event socket address of the local FreeSWITCH. Keep ESL on loopback: anyone who reaches it can inject events.' },
   { section: 'esl', name: 'port', type: 'int', default: '8021', min: 1, max: 65535, description: 'Event socket port.' },
   { section: 'esl', name: 'password', type: 'secret', default: 'ClueCon', description: 'Event socket password (event_socket.conf.xml).' },
-  { section: 'esl', name: 'reconnect-max', type: 'duration', default: '5s', min: 100, max: 5000, unit: 'ms', description: 'Longest wait between reconnect attempts; the backoff doubles from 100 ms up to this.' },
+  { section: 'esl', name: 'reconnect-max', type: 'duration', default: '800ms', min: 100, max: 5000, unit: 'ms', description: 'Longest wait between reconnect attempts; the backoff doubles from 100 ms up to this. The 800 ms default puts the bridge back on a restarted FreeSWITCH within a second.' },
   { section: 'esl', name: 'queue-max-events', type: 'int', default: '10000', min: 100, description: 'Events parsed but not yet handled before the bridge stops reading the socket (backpressure; FreeSWITCH then queues them).' },
   { section: 'esl', name: 'max-frame-bytes', type: 'bytes', default: '16MB', min: 65536, unit: 'bytes', description: 'Largest ESL frame accepted; a larger one is a protocol error (counted, connection reset).' },
   { section: 'esl', name: 'command-timeout', type: 'duration', default: '10s', min: 100, unit: 'ms', description: 'How long api and sendevent wait for their reply.' },

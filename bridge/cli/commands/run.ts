@@ -1,0 +1,72 @@
+import type { Command } from 'commander';
+import { Bridge } from '../../bridge.js';
+import { loadConfigFile } from '../../config/load.js';
+import type { BridgeConfig } from '../../config/types.js';
+import type { Consumer } from '../../consumer.js';
+import { createLogger, type Logger } from '../../observability/logger.js';
+import { createBlfConsumer, createLocationConsumer } from '../../../consumers/index.js';
+
+/** The consumers a config enables, built with the public factories. */
+export function consumersFor(config: BridgeConfig): Consumer[] {
+  const consumers: Consumer[] = [];
+  if (config.consumers.blf.enabled) consumers.push(createBlfConsumer(config.consumers.blf));
+  if (config.consumers.location.enabled) consumers.push(createLocationConsumer(config.consumers.location));
+  return consumers;
+}
+
+/**
+ * Run until SIGINT/SIGTERM (graceful: stop reading ESL, flush sinks and consumers,
+ * close). SIGHUP re-reads the file and applies bindings, psk and TTL without
+ * closing the multicast socket.
+ */
+export async function runBridge(file: string, logLevel: string | undefined, logger?: Logger): Promise<Bridge> {
+  const { config, warnings } = loadConfigFile(file);
+  const log = logger ?? createLogger(logLevel ?? config.logLevel);
+  for (const warning of warnings) log.warn(warning);
+  const bridge = new Bridge(config, { logger: log, consumers: consumersFor(config) });
+  await bridge.start();
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    const force = setTimeout(() => {
+      log.error('graceful stop took over 15 s; exiting');
+      process.exit(1);
+    }, 15_000);
+    force.unref();
+    bridge.stop().then(
+      () => {
+        log.flush?.();
+        process.exitCode = 0;
+      },
+      (err: Error) => {
+        log.error({ err }, 'stop failed');
+        process.exitCode = 1;
+      },
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => {
+    try {
+      const next = loadConfigFile(file);
+      for (const warning of next.warnings) log.warn(warning);
+      bridge.reload(next.config);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'reload refused; keeping the running configuration');
+    }
+  });
+  return bridge;
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('run the bridge (graceful stop on SIGINT/SIGTERM, reload on SIGHUP)')
+    .requiredOption('-c, --config <file>', 'event_bridge.conf.xml or a legacy event_multicast.conf.xml')
+    .action(async (options: { config: string }) => {
+      await runBridge(options.config, program.opts<{ logLevel?: string }>().logLevel);
+    });
+}
