@@ -25,6 +25,18 @@ export interface BridgeOptions {
   eslStartTimeoutMs?: number;
 }
 
+/** A LocalNode over an ESL client whose sendevent always carries the loop guard. */
+export function guardedLocalNode(esl: Pick<EslClient, 'api' | 'sendEvent'>, nodeName: string): LocalNode {
+  return {
+    api: (command) => esl.api(command),
+    sendEvent: async (event) => {
+      const guarded = event.clone();
+      guarded.set(LOOP_GUARD_HEADER, nodeName);
+      await esl.sendEvent(guarded);
+    },
+  };
+}
+
 /** Local events the consumers need whatever the transports carry. */
 const CONSUMER_BINDINGS = 'CUSTOM sofia::register sofia::unregister sofia::expire';
 /** Remote events waiting for FreeSWITCH to acknowledge their injection. */
@@ -118,14 +130,9 @@ export class Bridge {
   }
 
   /** What a consumer may do to the local node: api, and sendevent with the loop guard. */
-  readonly local: LocalNode = {
-    api: (command) => this.esl.api(command),
-    sendEvent: async (event) => {
-      const guarded = event.clone();
-      guarded.set(LOOP_GUARD_HEADER, this.config.node.name);
-      await this.esl.sendEvent(guarded);
-    },
-  };
+  get local(): LocalNode {
+    return guardedLocalNode(this.esl, this.config.node.name);
+  }
 
   async start(options: { eslTimeoutMs?: number } = {}): Promise<void> {
     const { config } = this;

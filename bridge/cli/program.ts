@@ -1,9 +1,11 @@
 import { Command, Option } from 'commander';
 import { loadConfigFile } from '../config/load.js';
 import { renderConfigReference } from '../config/reference.js';
+import { registerConsumer } from './commands/consumer.js';
 import { registerDecode } from './commands/decode.js';
 import { registerEncode } from './commands/encode.js';
 import { registerListen } from './commands/listen.js';
+import { registerPeers } from './commands/peers.js';
 import { registerRun } from './commands/run.js';
 
 /**
@@ -39,5 +41,7 @@ export function buildProgram(): Command {
   registerDecode(program);
   registerEncode(program);
   registerListen(program);
+  registerConsumer(program);
+  registerPeers(program);
   return program;
 }

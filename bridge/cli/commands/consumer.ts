@@ -1,0 +1,94 @@
+import type { Command } from 'commander';
+import { guardedLocalNode } from '../../bridge.js';
+import { loadConfigFile } from '../../config/load.js';
+import type { Consumer, ConsumerContext } from '../../consumer.js';
+import { ConfigError } from '../../errors.js';
+import { createLogger } from '../../observability/logger.js';
+import { Metrics } from '../../observability/metrics.js';
+import { PeerTracker } from '../../pipeline/peers.js';
+import { Pipeline } from '../../pipeline/pipeline.js';
+import { EslClient } from '../../sources/esl/client.js';
+import { NatsClient } from '../../transports/nats/connection.js';
+import { openStateStore } from '../../transports/nats/kv.js';
+import { SubjectMapper } from '../../transports/nats/subjects.js';
+import { subscribeLive } from '../../transports/nats/subscriber.js';
+import { createBlfConsumer, createLocationConsumer } from '../../../consumers/index.js';
+
+/**
+ * `fs-event-bridge consumer blf|location`: one consumer outside the bridge process,
+ * fed from NATS (every node's events, this node's included, which the bridge
+ * publishes) and acting on the local FreeSWITCH over its own ESL connection. Useful
+ * where the bridge runs elsewhere, or to scale a consumer separately.
+ */
+export function registerConsumer(program: Command): void {
+  program
+    .command('consumer')
+    .description('run one consumer standalone, reading events from NATS')
+    .argument('<kind>', 'blf or location')
+    .requiredOption('-c, --config <file>', 'event_bridge.conf.xml (its <nats>, <esl> and consumer sections are used)')
+    .action(async (kind: string, options: { config: string }) => {
+      const { config } = loadConfigFile(options.config);
+      if (kind !== 'blf' && kind !== 'location') throw new ConfigError(options.config, '<consumer>', `unknown consumer ${JSON.stringify(kind)}; expected blf or location`);
+      if (!config.nats.enabled) throw new ConfigError(options.config, 'enabled', 'a standalone consumer reads from NATS: enable <nats>');
+      const logger = createLogger(program.opts<{ logLevel?: string }>().logLevel ?? config.logLevel);
+      const metrics = new Metrics({ defaultMetrics: true });
+      const node = config.node;
+      const consumer: Consumer = kind === 'blf' ? createBlfConsumer(config.consumers.blf) : createLocationConsumer(config.consumers.location);
+
+      const nats = new NatsClient(config.nats, { name: `fs-event-bridge consumer ${kind} ${node.name}`, logger });
+      await nats.start();
+      const nc = await nats.ready();
+      // The pipeline gives the same own-node, dedup and fan-out rules as inside the bridge; it has no sinks and injects nothing.
+      const stream = new Pipeline({ nodeName: node.name, sinks: [], dedup: config.dedup, inject: () => undefined, metrics, logger });
+      const peers = new PeerTracker((event, peer) => stream.publish({ event, origin: { transport: 'nats', node: peer, receivedAt: Date.now() } }), {
+        timeoutMs: config.multicast.peerTimeoutMs,
+      });
+      const subjects = new SubjectMapper(config.nats.subjectPrefix, node.cluster);
+      const subscription = subscribeLive(
+        nc,
+        subjects,
+        {},
+        (read) => {
+          const receivedAt = Date.now();
+          if (read.node === node.name) {
+            stream.local(read.event, receivedAt);
+            return;
+          }
+          const item = { event: read.event, origin: { transport: 'nats' as const, node: read.node, receivedAt } };
+          peers.observe(item);
+          stream.remote(item);
+        },
+        (err, subject) => logger.warn({ subject, err: (err as Error).message }, 'unreadable event on NATS'),
+      );
+
+      // The ESL session only carries commands; its event stream is drained so replies never wait behind it.
+      const esl = new EslClient(config.esl, { subscription: 'BACKGROUND_JOB', logger, metrics, nodeName: node.name });
+      esl.start();
+      void (async () => {
+        for await (const _ of esl.events()) void _;
+      })();
+
+      const context: ConsumerContext = {
+        node,
+        events: stream,
+        local: guardedLocalNode(esl, node.name),
+        logger,
+        metrics,
+        openState: (bucket) => openStateStore(nc, bucket, { replicas: config.nats.stream.replicas, logger }),
+      };
+      await consumer.start(context);
+      peers.start();
+      logger.info({ consumer: kind, node: node.name }, 'consumer started');
+
+      const stop = async () => {
+        peers.stop();
+        subscription.unsubscribe();
+        await consumer.stop();
+        await esl.stop();
+        await nats.close();
+        logger.info({ consumer: kind }, 'consumer stopped');
+      };
+      process.once('SIGINT', () => void stop());
+      process.once('SIGTERM', () => void stop());
+    });
+}

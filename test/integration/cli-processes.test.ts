@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { defaultConfigXml } from '../../bridge/config/load.js';
+import { FsEvent } from '../../bridge/event/event.js';
+import { CLI, runCli } from '../support/cli.js';
+import { EslSimulator } from '../support/esl-simulator.js';
+import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
+
+/** The real binaries as an operator runs them: `run`, `peers`, `consumer location`. */
+let nats: NatsServer;
+let dir: string;
+const sims: EslSimulator[] = [];
+const children: ChildProcess[] = [];
+
+function start(args: string[]): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  children.push(child);
+  return { child, output: () => output };
+}
+
+async function until<T>(probe: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value) return value as NonNullable<T>;
+    } catch {
+      // not there yet
+    }
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function configFile(name: string, sections: Record<string, Record<string, string>>): string {
+  const file = join(dir, `${name}.xml`);
+  writeFileSync(file, defaultConfigXml(sections));
+  return file;
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  dir = mkdtempSync(join(tmpdir(), 'fsb-cli-'));
+}, 30_000);
+
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const sim of sims) await sim.stop();
+  await nats?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('fs-event-bridge processes', () => {
+  it('run bridges two nodes, peers lists the other one, consumer location fills its table, SIGTERM stops cleanly', async () => {
+    const nodes = ['fs-a', 'fs-b', 'fs-c'];
+    const ports: Record<string, number> = {};
+    for (const name of nodes) {
+      const sim = await EslSimulator.start({ switchname: name, hostname: `host-${name}`, ipv4: `192.0.2.${sims.length + 1}` });
+      sims.push(sim);
+      ports[name] = await freePort();
+    }
+    const base = (name: string, i: number) => ({
+      settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli' },
+      esl: { port: String(sims[i].port) },
+      multicast: { enabled: 'no', 'peer-timeout': '2s' },
+      nats: { enabled: 'yes', servers: nats.url },
+      metrics: { enabled: 'yes', port: String(ports[name]) },
+    });
+    const a = start(['run', '--config', configFile('a', base('fs-a', 0))]);
+    const b = start(['run', '--config', configFile('b', base('fs-b', 1))]);
+    const dbPath = join(dir, 'c.db');
+    const c = start(['consumer', 'location', '--config', configFile('c', { ...base('fs-c', 2), 'consumer:location': { enabled: 'yes', 'db-path': dbPath } })]);
+
+    for (const [name, url] of [['fs-a', ports['fs-a']], ['fs-b', ports['fs-b']]] as const) {
+      await until(async () => (await fetch(`http://127.0.0.1:${url}/ready`)).status === 200).catch((err) => {
+        throw new Error(`${name} never ready: ${err.message}\n${(name === 'fs-a' ? a : b).output()}`);
+      });
+    }
+    await until(() => c.output().includes('consumer started'));
+
+    sims[0].fire(FsEvent.create('HEARTBEAT').add('Event-Info', 'System Ready'));
+    const peers = await until(async () => {
+      const result = await runCli(['peers', '--url', `http://127.0.0.1:${ports['fs-b']}`]);
+      return result.stdout.includes('Peer fs-a UP') ? result : null;
+    });
+    expect(peers.code).toBe(0);
+    expect(peers.stdout).toMatch(/^Peer fs-a UP; last seen \d+ seconds ago; 1 events received, 0 lost$/m);
+
+    const register = EslSimulator.loadCapture('a-plain.raw').find((e) => e.event.subclass === 'sofia::register')!.event.clone();
+    sims[0].fire(register);
+    const user = register.get('from-user')!;
+    const row = await until(() => {
+      const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+      try {
+        return db.prepare('select hostname, data from db_data where realm=? and data_key=?').get(register.get('from-host'), `LOCATION_${user}`) as { hostname: string; data: string } | undefined;
+      } finally {
+        db.close();
+      }
+    });
+    expect(row).toEqual({ hostname: 'host-fs-a', data: '192.0.2.1' });
+
+    const exited = new Promise<number | null>((resolve) => a.child.once('exit', (code) => resolve(code)));
+    a.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(a.output()).toMatch(/"msg":"bridge stopped"/);
+  }, 60_000);
+
+  it('peers explains when no bridge answers', async () => {
+    const result = await runCli(['peers', '--url', `http://127.0.0.1:${await freePort()}`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/FSB_ERR_NOT_CONNECTED: no bridge answering at/);
+  });
+});
