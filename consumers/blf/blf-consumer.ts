@@ -1,10 +1,10 @@
 import { Counter } from 'prom-client';
-import type { Consumer, ConsumerContext, StateStore } from '../../bridge/consumer.js';
-import type { BlfConsumerConfig } from '../../bridge/config/types.js';
-import type { FsEvent } from '../../bridge/event/event.js';
-import { MulticastSubclass } from '../../bridge/event/names.js';
-import { DropReporter } from '../../bridge/observability/metrics.js';
-import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
+import type { Consumer, ConsumerContext, StateStore } from '../../bridge/index.js';
+import type { BlfConsumerConfig } from '../../bridge/index.js';
+import type { FsEvent } from '../../bridge/index.js';
+import { MulticastSubclass } from '../../bridge/index.js';
+import { DropReporter } from '../../bridge/index.js';
+import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
 import { DIALOG_RANK, DialogState, callPresence, dialogPresence, legacyPresence, type CallPresence } from './presence.js';
 
 export type LampState = 'idle' | 'ringing' | 'busy';

@@ -1,4 +1,4 @@
-import { FsEvent } from '../../bridge/event/event.js';
+import { FsEvent } from '../../bridge/index.js';
 
 /** RFC 4235 dialog states, the values mod_sofia expects in `answer-state`. */
 export const DialogState = { Early: 'early', Confirmed: 'confirmed', Terminated: 'terminated' } as const;

@@ -1,9 +1,9 @@
 import { Counter } from 'prom-client';
-import type { Consumer, ConsumerContext, StateStore } from '../../bridge/consumer.js';
-import type { LocationConsumerConfig } from '../../bridge/config/types.js';
-import { MulticastSubclass } from '../../bridge/event/names.js';
-import { DropReporter } from '../../bridge/observability/metrics.js';
-import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
+import type { Consumer, ConsumerContext, StateStore } from '../../bridge/index.js';
+import type { LocationConsumerConfig } from '../../bridge/index.js';
+import { MulticastSubclass } from '../../bridge/index.js';
+import { DropReporter } from '../../bridge/index.js';
+import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
 import { LOCATION_PREFIX, LocationTable, rowKey, type Binding, type RowChange } from './location-table.js';
 import { UnusableRegistration, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
 import { EslRowSink, SqliteRowSink, type RowSink } from './sinks.js';

@@ -1,4 +1,4 @@
-import type { FsEvent } from '../../bridge/event/event.js';
+import type { FsEvent } from '../../bridge/index.js';
 
 /** The sofia subclasses that start and end a registration. */
 export const SofiaSubclass = {
