@@ -22,6 +22,8 @@ export interface NodeProcessConfig {
   ttl?: number;
   loopback?: boolean;
   receiveBufferBytes?: number;
+  /** Bound of the receiver's hand-off to the main thread (datagrams). */
+  receiveQueueDatagrams?: number;
   peerTimeoutMs?: number;
   peerCheckMs?: number;
   /** events: print every received event; count: only count them (benchmarks); listen: run the `listen` command's code instead of a transport. */
@@ -32,6 +34,8 @@ export type NodeCommand =
   | { cmd: 'send'; name: string; count?: number; headers?: Header[]; body?: string | null }
   | { cmd: 'reload'; bindings: string; psk: string | null; ttl: number }
   | { cmd: 'raw'; base64: string[] }
+  /** Block the main thread (no CPU used) for `ms`, as a long GC pause or a stuck consumer would; reports 'blocking' first. */
+  | { cmd: 'block'; ms: number }
   | { cmd: 'stats' };
 
 const config = JSON.parse(process.argv[2]) as NodeProcessConfig;
@@ -61,10 +65,24 @@ const transport = new MulticastTransport(
     peerTimeoutMs: config.peerTimeoutMs ?? 60_000,
     maxDatagramBytes: 65_507,
   },
-  { nodeName: config.nodeName, metrics, logger: silentLogger(), gaps: peers },
+  { nodeName: config.nodeName, metrics, logger: silentLogger(), gaps: peers, receiveQueue: { datagrams: config.receiveQueueDatagrams } },
 );
 
 let received = 0;
+/** Event-Sequence bookkeeping per sender: the loss and order a benchmark can count independently of the transport's own counters. */
+const lastSequence = new Map<string, number>();
+let sequenceGaps = 0;
+let outOfOrder = 0;
+
+function observeSequence(sender: string, value: string | undefined): void {
+  const seq = Number(value);
+  const last = lastSequence.get(sender) ?? 0;
+  if (seq <= last) outOfOrder++;
+  else {
+    sequenceGaps += seq - last - 1;
+    lastSequence.set(sender, seq);
+  }
+}
 let sequence = 0;
 const coreUuid = `core-${config.nodeName}-${process.pid}`;
 
@@ -80,6 +98,9 @@ async function stats(): Promise<object> {
   return {
     type: 'stats',
     received,
+    sequenceGaps,
+    outOfOrder,
+    lastSequence: Object.fromEntries(lastSequence),
     sent: await sum('fsb_events_out_total'),
     lost: await sum('fsb_sequence_gap_events_total'),
     legacyGaps: await sum('fsb_multicast_legacy_sequence_gap_total'),
@@ -106,6 +127,10 @@ async function handle(command: NodeCommand): Promise<void> {
     // A legacy sender: captured datagrams, byte for byte, from the same socket.
     for (const datagram of command.base64) transport.socket.send(Buffer.from(datagram, 'base64'), () => {});
     out({ type: 'sent', count: command.base64.length });
+  } else if (command.cmd === 'block') {
+    out({ type: 'blocking' });
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, command.ms);
+    out({ type: 'unblocked' });
   } else if (command.cmd === 'reload') {
     transport.reconfigure({ bindings: Bindings.parse(command.bindings), psk: command.psk, ttl: command.ttl });
     out({ type: 'reloaded' });
@@ -120,6 +145,7 @@ async function run(): Promise<void> {
   await transport.sink.start();
   await transport.source.start((item) => {
     received++;
+    observeSequence(item.origin.node, item.event.get('Event-Sequence'));
     peers.observe(item);
     if (config.report === 'events') out({ type: 'event', node: item.origin.node, headers: item.event.headers, body: item.event.body });
   });

@@ -24,7 +24,12 @@ class FakeSocket {
   release(): Promise<void> {
     return Promise.resolve();
   }
-  setListener(): void {}
+  listener: (datagram: Buffer) => void = () => {};
+  onDropped: (count: number) => void = () => {};
+  setListener(listener: (datagram: Buffer) => void, onDropped: (count: number) => void): void {
+    this.listener = listener;
+    this.onDropped = onDropped;
+  }
   send(datagram: Buffer, callback: SendCallback): void {
     if (this.failNext) {
       this.failNext = false;
@@ -142,21 +147,19 @@ describe('multicast receive path', () => {
     expect(received).toHaveLength(encrypted.length);
   });
 
-  it('queues datagrams from the socket and decodes them on a later turn; a full queue drops, counted', async () => {
+  it('decodes what the socket hands over, in order, and counts hand-off drops as queue_full', async () => {
     const metrics = new Metrics();
-    const source = new MulticastSource(new FakeSocket() as unknown as MulticastSocket, {
-      nodeName: 'fs-x', psk: null, maxDatagramBytes: 65_507, metrics, logger: silentLogger(), maxQueuedDatagrams: 3,
-    });
+    const socket = new FakeSocket();
+    const source = new MulticastSource(socket as unknown as MulticastSocket, { nodeName: 'fs-x', psk: null, maxDatagramBytes: 65_507, metrics, logger: silentLogger() });
     const received: BridgeEvent[] = [];
     await source.start((item) => received.push(item));
     const fixtures = datagramFixtures('multicast-plain').slice(0, 4);
-    for (const { bin } of fixtures) source.onDatagram(bin);
-    expect(received).toHaveLength(0);
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(received.map((r) => r.event.headers)).toEqual(fixtures.slice(0, 3).map((f) => f.decoded.headers));
-    expect(await value(metrics, 'fsb_drops_total', { cause: 'queue_full' })).toBe(1);
-    source.onDatagram(fixtures[3].bin);
+    for (const { bin } of fixtures) socket.listener(bin);
+    socket.onDropped(7);
+    expect(received.map((r) => r.event.headers)).toEqual(fixtures.map((f) => f.decoded.headers));
+    expect(await value(metrics, 'fsb_drops_total', { component: 'multicast-receive', cause: 'queue_full' })).toBe(7);
     await source.stop();
+    socket.listener(fixtures[0].bin);
     expect(received).toHaveLength(4);
   });
 

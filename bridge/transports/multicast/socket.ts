@@ -1,9 +1,19 @@
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../observability/logger.js';
+import { HandOffReader, HandOffWriter, type DatagramListener, type DropListener, type HandOffLimits, type HandOffMessage } from './hand-off.js';
+import { receiverWorkerSource, type ReceiverWorkerData, type WorkerCommand, type WorkerReport } from './receiver-worker.js';
 
-/** Default SO_RCVBUF request: room for a burst of thousands of ~1-4 KB events while the event loop is busy. */
+export type { DatagramListener, DropListener } from './hand-off.js';
+
+/** Default SO_RCVBUF request: room for a burst of thousands of ~1-4 KB events. */
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 8 * 1024 * 1024;
+/** Default hand-off bound: ten 10,000-datagram bursts, or 64 MiB, whichever is reached first. */
+export const DEFAULT_RECEIVE_QUEUE_DATAGRAMS = 100_000;
+export const DEFAULT_RECEIVE_QUEUE_BYTES = 64 * 1024 * 1024;
+/** One worker turn reads at most 32 datagrams; 256 KiB holds that many of any usual size. */
+const STAGING_BYTES = 256 * 1024;
 
 export interface MulticastSocketOptions {
   /** Group to join and send to. */
@@ -16,85 +26,178 @@ export interface MulticastSocketOptions {
   ttl: number;
   loopback: boolean;
   receiveBufferBytes: number;
+  /** Received datagrams waiting for the main thread before new ones are dropped (cause queue_full). */
+  maxQueuedDatagrams?: number;
+  maxQueuedBytes?: number;
 }
 
-export type DatagramListener = (datagram: Buffer, from: RemoteInfo) => void;
 export type SendCallback = (error: Error | null) => void;
 
+interface Open {
+  worker: Worker;
+  sender: Socket;
+  closed: Promise<void>;
+}
+
 /**
- * Thin adapter over one dgram socket, shared by the sink and the source (the legacy
- * module also sends from the socket it listens on). No decoding here: the listener
- * gets the raw bytes synchronously from the 'message' event, so the receive path
- * never awaits and the kernel buffer is drained as fast as the event loop turns.
+ * The multicast socket pair: a receiver worker thread owns the socket bound to the
+ * group port and joined to the group, and hands datagrams over in batches
+ * (hand-off.ts); a send socket stays on the main thread.
+ *
+ * Why a worker: the kernel buffer (SO_RCVBUF, capped host-wide by net.core.rmem_max)
+ * only covers main-thread stalls shorter than it takes a burst to fill it; with
+ * decoding, the pipeline and GC on the main thread, 10,000-datagram bursts overflowed
+ * it on some runs. The worker's loop only reads and copies, so the socket is drained
+ * at read speed whatever the main thread does; excess beyond the bounded hand-off is
+ * dropped and counted instead of lost silently in the kernel.
+ *
+ * Why sending stays on the main thread, on its own socket: a send is one synchronous
+ * call with its error callback where the sink is, with no cross-thread queue to lose
+ * or delay it. The send socket carries the same interface, TTL and loopback options
+ * the legacy module sets on its one socket, so what leaves the host is the same
+ * datagram to the same group and port, and with loopback on our own datagrams come
+ * back to the receiver (and are ignored there by Multicast-Sender) exactly as before.
+ * Only the UDP source port differs (ephemeral instead of the group port);
+ * mod_event_multicast reads with recvfrom and never looks at it.
  */
 export class MulticastSocket {
-  private socket: Socket | null = null;
+  private current: Open | null = null;
   private opening: Promise<void> | null = null;
   private users = 0;
-  private listener: DatagramListener = () => {};
-  /** SO_RCVBUF as the kernel granted it (Linux reports twice the usable size). 0 until open. */
+  private readonly reader: HandOffReader;
+  /** SO_RCVBUF of the receiving socket as the kernel granted it (Linux reports twice the usable size). 0 until open. */
   receiveBufferBytes = 0;
 
   constructor(
     private readonly options: MulticastSocketOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.reader = new HandOffReader(new Int32Array(new SharedArrayBuffer(HandOffWriter.SHARED_SLOTS * Int32Array.BYTES_PER_ELEMENT)));
+    this.reader.onDropped = (count) => this.logger.warn({ dropped: count }, 'multicast hand-off queue full: datagrams dropped');
+  }
 
-  setListener(listener: DatagramListener): void {
-    this.listener = listener;
+  /** Every received datagram, in arrival order, on the main thread; `onDropped` counts what the full hand-off refused. */
+  setListener(listener: DatagramListener, onDropped?: DropListener): void {
+    this.reader.listener = listener;
+    if (onDropped) this.reader.onDropped = onDropped;
   }
 
   /** Open (once) and count one more user; sink and source each acquire and release. */
   acquire(): Promise<void> {
     this.users++;
-    this.opening ??= this.open();
+    this.opening ??= this.open().catch((error: unknown) => {
+      this.opening = null;
+      this.users = 0;
+      throw error;
+    });
     return this.opening;
   }
 
+  /** Last user: close the receiver (delivering what it already read) and the send socket. */
   async release(): Promise<void> {
     if (this.users === 0) return;
     this.users--;
     if (this.users > 0) return;
-    const socket = this.socket;
-    this.socket = null;
+    await this.opening?.catch(() => {});
+    const current = this.current;
+    this.current = null;
     this.opening = null;
-    if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
+    if (!current) return;
+    current.worker.postMessage({ type: 'close' } satisfies WorkerCommand);
+    await Promise.all([current.closed, new Promise<void>((resolve) => current.sender.close(() => resolve()))]);
   }
 
   send(datagram: Buffer, callback: SendCallback): void {
-    const socket = this.socket;
-    if (!socket) {
+    const sender = this.current?.sender;
+    if (!sender) {
       callback(new Error('multicast socket is not open'));
       return;
     }
-    socket.send(datagram, this.options.port, this.options.group, callback);
+    sender.send(datagram, this.options.port, this.options.group, callback);
   }
 
   setTtl(ttl: number): void {
     this.options.ttl = ttl;
-    this.socket?.setMulticastTTL(ttl);
+    this.current?.sender.setMulticastTTL(ttl);
   }
 
   private async open(): Promise<void> {
-    const { group, port, bindAddress, ttl, loopback, receiveBufferBytes } = this.options;
+    const worker = await this.startReceiver();
+    try {
+      const sender = await this.openSender();
+      const closed = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      this.current = { worker, sender, closed };
+    } catch (error) {
+      await worker.terminate();
+      throw error;
+    }
+    this.reportBufferSize(this.options.receiveBufferBytes);
+  }
+
+  private startReceiver(): Promise<Worker> {
+    const { group, port, bindAddress, receiveBufferBytes } = this.options;
+    const limits: HandOffLimits = {
+      maxDatagrams: this.options.maxQueuedDatagrams ?? DEFAULT_RECEIVE_QUEUE_DATAGRAMS,
+      maxBytes: this.options.maxQueuedBytes ?? DEFAULT_RECEIVE_QUEUE_BYTES,
+      stagingBytes: STAGING_BYTES,
+    };
+    const workerData: ReceiverWorkerData = { group, port, bindAddress, interface: this.options.interface, receiveBufferBytes, limits, shared: this.reader.shared.buffer as SharedArrayBuffer };
+    // execArgv []: the receiver needs no flags of ours (the TypeScript loader of test
+    // children would only slow its start).
+    const worker = new Worker(receiverWorkerSource(), { eval: true, workerData, execArgv: [], name: 'multicast-receiver' });
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number) => reject(new Error(`multicast receiver exited (code ${code}) before it was ready`));
+      worker.once('exit', onExit);
+      worker.once('error', reject);
+      worker.on('message', (message: HandOffMessage | WorkerReport) => {
+        switch (message.type) {
+          case 'batch':
+          case 'dropped':
+            this.reader.receive(message);
+            break;
+          case 'ready':
+            this.receiveBufferBytes = message.receiveBufferBytes;
+            worker.off('exit', onExit);
+            worker.off('error', reject);
+            worker.on('error', (error) => this.logger.error({ err: error }, 'multicast receiver failed; no more datagrams are received'));
+            resolve(worker);
+            break;
+          case 'open-failed':
+            reject(Object.assign(new Error(`multicast socket ${bindAddress}:${port} (group ${group}): ${message.message}`), { code: message.code }));
+            break;
+          case 'socket-error':
+            this.logger.error({ err: message.message }, 'multicast socket error');
+            break;
+          case 'closed':
+            break;
+        }
+      });
+    });
+  }
+
+  private async openSender(): Promise<Socket> {
+    const { ttl, loopback, bindAddress } = this.options;
     const iface = this.options.interface;
-    const socket = createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: receiveBufferBytes });
-    socket.on('message', (datagram, from) => this.listener(datagram, from));
+    const sender = createSocket({ type: 'udp4' });
+    // A group address cannot be a source; otherwise send from the address the legacy module binds.
+    const from = isMulticast(bindAddress) ? undefined : bindAddress;
     await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(port, bindAddress, () => {
-        socket.off('error', reject);
+      sender.once('error', reject);
+      sender.bind(0, from, () => {
+        sender.off('error', reject);
         resolve();
       });
     });
-    socket.on('error', (error) => this.logger.error({ err: error }, 'multicast socket error'));
-    if (iface) socket.setMulticastInterface(iface);
-    socket.addMembership(group, iface || undefined);
-    socket.setMulticastTTL(ttl);
-    socket.setMulticastLoopback(loopback);
-    this.socket = socket;
-    this.receiveBufferBytes = socket.getRecvBufferSize();
-    this.reportBufferSize(receiveBufferBytes);
+    sender.on('error', (error) => this.logger.error({ err: error }, 'multicast send socket error'));
+    try {
+      if (iface) sender.setMulticastInterface(iface);
+      sender.setMulticastTTL(ttl);
+      sender.setMulticastLoopback(loopback);
+    } catch (error) {
+      sender.close();
+      throw error;
+    }
+    return sender;
   }
 
   private reportBufferSize(requested: number): void {
@@ -107,6 +210,11 @@ export class MulticastSocket {
       this.logger.info(fields, 'multicast receive buffer');
     }
   }
+}
+
+function isMulticast(address: string): boolean {
+  const first = Number(address.split('.')[0]);
+  return first >= 224 && first <= 239;
 }
 
 function readRmemMax(): number | null {

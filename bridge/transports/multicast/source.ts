@@ -1,5 +1,4 @@
 import { Counter } from 'prom-client';
-import type { RemoteInfo } from 'node:dgram';
 import { DatagramError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
@@ -8,14 +7,6 @@ import type { GapRecorder } from '../../pipeline/peers.js';
 import { SENDER_HEADER, SEQ_HEADER, decodeDatagram } from './codec.js';
 import { SequenceGaps } from './sequence.js';
 import type { MulticastSocket } from './socket.js';
-
-/** libuv reads at most this many datagrams per socket per event-loop turn. */
-const LIBUV_READS_PER_TURN = 32;
-/** Datagrams decoded per turn while the socket keeps delivering full batches: draining wins. */
-const DRAIN_BUDGET = 4;
-/** Datagrams decoded per turn once the socket is quiet: catching up wins (~2 ms of work). */
-const CATCH_UP_BUDGET = 256;
-export const DEFAULT_RECEIVE_QUEUE_DATAGRAMS = 200_000;
 
 export interface MulticastSourceOptions {
   /** Our node name: datagrams whose Multicast-Sender equals it are our own, looped back. */
@@ -26,8 +17,6 @@ export interface MulticastSourceOptions {
   logger: Logger;
   /** Receives per-peer gap counts (the PeerTracker). */
   gaps?: GapRecorder;
-  /** Datagrams held between reading and decoding before new ones are dropped (cause queue_full). */
-  maxQueuedDatagrams?: number;
 }
 
 /**
@@ -35,12 +24,10 @@ export interface MulticastSourceOptions {
  * Event-Name and headers, Multicast-Sender included). No awaits, no logging per event;
  * every refused datagram is counted by cause.
  *
- * Drain first, decode second: the socket listener only queues the bytes (a few µs),
- * and decoding runs in setImmediate turns. While the socket keeps handing over full
- * batches of 32 (a burst), each turn decodes only a few, so the kernel buffer (capped
- * by net.core.rmem_max, 8 MB here, about 3,500 typical datagrams) is emptied at read
- * speed and the burst waits in our queue instead of overflowing it. Decoding inline
- * lost a quarter of 10,000-datagram bursts.
+ * The socket's receiver worker drains the kernel buffer and hands datagrams over in
+ * batches (socket.ts); this class decodes each one as it is handed over, on the main
+ * thread. What the bounded hand-off refused while the main thread was busy arrives as
+ * a count and is dropped as queue_full here.
  *
  * Loss accounting, per origin:
  * - A bridge sender numbers every datagram it sends (SEQ_HEADER); a gap in that
@@ -50,8 +37,6 @@ export interface MulticastSourceOptions {
  *   (per Core-UUID) skips every unbound event: gaps there are an upper bound of the
  *   loss, counted apart in fsb_multicast_legacy_sequence_gap_total{node}.
  */
-const EMPTY = Buffer.alloc(0);
-
 export class MulticastSource implements RemoteSource {
   readonly name = 'multicast';
   private emit: ((item: BridgeEvent) => void) | null = null;
@@ -62,18 +47,12 @@ export class MulticastSource implements RemoteSource {
   private readonly ownDatagrams: Counter;
   private readonly legacyGapCounter: Counter<'node'>;
   private readonly eventsIn = new Map<string, Counter.Internal>();
-  private queue: Buffer[] = [];
-  private head = 0;
-  private arrivedThisTurn = 0;
-  private scheduled = false;
-  private readonly maxQueued: number;
 
   constructor(
     private readonly socket: MulticastSocket,
     private readonly options: MulticastSourceOptions,
   ) {
     this.psk = options.psk;
-    this.maxQueued = options.maxQueuedDatagrams ?? DEFAULT_RECEIVE_QUEUE_DATAGRAMS;
     this.drops = new DropReporter('multicast-receive', options.metrics, options.logger);
     const registry = options.metrics.registry;
     this.ownDatagrams =
@@ -95,63 +74,22 @@ export class MulticastSource implements RemoteSource {
 
   async start(emit: (item: BridgeEvent) => void): Promise<void> {
     this.emit = emit;
-    this.socket.setListener(this.onDatagram);
+    this.socket.setListener(this.onDatagram, this.onHandOffDrops);
     await this.socket.acquire();
   }
 
+  /** Stops after the datagrams the receiver already read have been decoded. */
   async stop(): Promise<void> {
-    this.socket.setListener(() => {});
-    this.drain(Number.POSITIVE_INFINITY);
-    this.emit = null;
     await this.socket.release();
+    this.socket.setListener(() => {}, () => {});
+    this.emit = null;
   }
 
-  /** Socket listener: queue only; decoding happens in drain(). */
-  readonly onDatagram = (datagram: Buffer, _from?: RemoteInfo): void => {
-    if (!this.emit) return;
-    if (this.queue.length - this.head >= this.maxQueued) {
-      this.drops.drop('queue_full', `receive queue holds ${this.maxQueued} datagrams`);
-      return;
-    }
-    this.queue.push(datagram);
-    this.arrivedThisTurn++;
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.onTurn);
-    }
-  };
+  private readonly onDatagram = (datagram: Buffer): void => this.process(datagram);
 
-  private readonly onTurn = (): void => {
-    this.scheduled = false;
-    const busy = this.arrivedThisTurn >= LIBUV_READS_PER_TURN;
-    this.arrivedThisTurn = 0;
-    this.drain(busy ? DRAIN_BUDGET : CATCH_UP_BUDGET);
-    if (this.head < this.queue.length && !this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.onTurn);
-    }
+  private readonly onHandOffDrops = (count: number): void => {
+    this.drops.drop('queue_full', 'the main thread fell behind the receiver: hand-off queue full', count);
   };
-
-  /** Decode up to `budget` queued datagrams. */
-  private drain(budget: number): void {
-    const queue = this.queue;
-    let head = this.head;
-    const end = Math.min(queue.length, head + budget);
-    while (head < end) {
-      const datagram = queue[head];
-      queue[head++] = EMPTY;
-      this.process(datagram);
-    }
-    if (head === queue.length) {
-      this.queue = [];
-      this.head = 0;
-    } else if (head > 65_536) {
-      this.queue = queue.slice(head);
-      this.head = 0;
-    } else {
-      this.head = head;
-    }
-  }
 
   /** Decode one datagram now (also what tests call to feed datagrams synchronously). */
   process(datagram: Buffer): void {
@@ -178,7 +116,7 @@ export class MulticastSource implements RemoteSource {
     if (event.has(SEQ_HEADER)) event.delete(SEQ_HEADER);
     this.counterFor(sender).inc();
     emit({ event, origin: { transport: 'multicast', node: sender, receivedAt: Date.now() } });
-  };
+  }
 
   private countGaps(seqHeader: string | undefined, sender: string, coreUuid: string | undefined, eventSequence: number | undefined): void {
     if (seqHeader !== undefined) {

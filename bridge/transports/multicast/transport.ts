@@ -14,6 +14,8 @@ export interface MulticastTransportDeps {
   metrics: Metrics;
   logger: Logger;
   gaps?: GapRecorder;
+  /** Bound of the receiver's hand-off to the main thread (defaults in socket.ts); beyond it datagrams are dropped as queue_full. */
+  receiveQueue?: { datagrams?: number; bytes?: number };
 }
 
 export interface MulticastReload {
@@ -49,6 +51,8 @@ export class MulticastTransport {
         ttl: config.ttl,
         loopback: config.loopback,
         receiveBufferBytes: config.receiveBufferBytes,
+        maxQueuedDatagrams: deps.receiveQueue?.datagrams,
+        maxQueuedBytes: deps.receiveQueue?.bytes,
       },
       deps.logger,
     );

@@ -1,0 +1,100 @@
+import type * as Dgram from 'node:dgram';
+import type * as Threads from 'node:worker_threads';
+import { HandOffWriter, type HandOffLimits } from './hand-off.js';
+
+export interface ReceiverWorkerData {
+  group: string;
+  port: number;
+  bindAddress: string;
+  /** Interface address to join on; empty for the kernel's choice. */
+  interface: string;
+  receiveBufferBytes: number;
+  limits: HandOffLimits;
+  /** HandOffWriter.SHARED_SLOTS Int32 slots, shared with the main thread's HandOffReader. */
+  shared: SharedArrayBuffer;
+}
+
+export type WorkerReport =
+  | { type: 'ready'; receiveBufferBytes: number }
+  | { type: 'open-failed'; message: string; code?: string }
+  | { type: 'socket-error'; message: string }
+  | { type: 'closed' };
+
+export type WorkerCommand = { type: 'close' };
+
+/**
+ * The receiver thread: owns the dgram socket that is bound and joined, reads it on an
+ * event loop that does nothing else (no decoding, no GC pressure from the pipeline),
+ * and posts one batch per loop turn. Sending stays on the main thread (socket.ts).
+ *
+ * It references only its parameters and globals because it runs from source text.
+ */
+function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer: typeof HandOffWriter): void {
+  const parent = threads.parentPort!;
+  const data = threads.workerData as ReceiverWorkerData;
+  const report = (message: WorkerReport) => parent.postMessage(message);
+  const writer = new Writer(new Int32Array(data.shared), data.limits, (message, transfer) => parent.postMessage(message, transfer));
+  const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: data.receiveBufferBytes });
+  let scheduled = false;
+  // libuv reads up to 32 datagrams per poll; flushing in the check phase right after
+  // posts whatever one turn read, so a quiet link gets no added latency and a burst
+  // goes out in batches without the loop ever sleeping.
+  const flush = () => {
+    scheduled = false;
+    writer.flush();
+  };
+  socket.on('message', (datagram, from) => {
+    writer.append(datagram, from.address, from.port);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  });
+  const failOpen = (error: NodeJS.ErrnoException) => {
+    report({ type: 'open-failed', message: error.message, code: error.code });
+    socket.close();
+    parent.close();
+  };
+  socket.once('error', failOpen);
+  socket.bind(data.port, data.bindAddress, () => {
+    socket.off('error', failOpen);
+    socket.on('error', (error) => report({ type: 'socket-error', message: error.message }));
+    try {
+      socket.addMembership(data.group, data.interface || undefined);
+    } catch (error) {
+      failOpen(error as NodeJS.ErrnoException);
+      return;
+    }
+    report({ type: 'ready', receiveBufferBytes: socket.getRecvBufferSize() });
+  });
+  parent.on('message', (command: WorkerCommand) => {
+    if (command.type !== 'close') return;
+    socket.close(() => {
+      writer.flush();
+      report({ type: 'closed' });
+      parent.close();
+    });
+  });
+}
+
+let source: string | null = null;
+
+/**
+ * The worker's program as plain JavaScript, for `new Worker(source, { eval: true })`.
+ *
+ * Why source text and not a worker file: the same module runs compiled (dist/*.js),
+ * from TypeScript under vitest (transformed in memory, no file on disk a Worker could
+ * load) and in namespace children through a transpiling loader. A worker file would
+ * need a different path and loader in each; the functions' own text is already
+ * JavaScript in all three, and it needs nothing but node:dgram and node:worker_threads.
+ * test/unit/multicast-worker.test.ts runs the writer from this very text.
+ */
+export function receiverWorkerSource(): string {
+  source ??= `(${receiverWorkerMain.toString()})(require('node:dgram'), require('node:worker_threads'), (${handOffWriterSource()}));`;
+  return source;
+}
+
+/** HandOffWriter's class text: the part of the worker program the unit tests evaluate. */
+export function handOffWriterSource(): string {
+  return HandOffWriter.toString();
+}
