@@ -20,6 +20,17 @@ async function until(condition: () => boolean, timeoutMs: number): Promise<void>
   }
 }
 
+async function retry<T>(call: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (i >= attempts) throw err;
+      await sleep(500);
+    }
+  }
+}
+
 describe('NATS 3-server cluster on loopback', () => {
   let cluster: NatsCluster | undefined;
   afterAll(async () => {
@@ -67,7 +78,8 @@ describe('NATS 3-server cluster on loopback', () => {
       const survivor = cluster.servers.find((s) => s !== victim)!;
       const nc = await connectNats({ servers: [survivor.url], auth: {}, tls: null }, { logger });
       try {
-        const info = await (await jetstreamManager(nc)).streams.info('CLUSTER');
+        // Right after the kill the survivors may still be electing a JetStream meta leader.
+        const info = await retry(async () => (await jetstreamManager(nc)).streams.info('CLUSTER'));
         expect(info.state.messages).toBe(seq);
         const stored: number[] = [];
         for await (const item of readStored(nc, 'CLUSTER', new SubjectMapper('fs', 'test'), { since: new Date(0) })) stored.push(item.event.sequence!);

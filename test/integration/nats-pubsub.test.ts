@@ -187,6 +187,7 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       await until(() => publisher.pending === 0);
       await new Promise((r) => setTimeout(r, 50));
       const untilTime = new Date();
+      await new Promise((r) => setTimeout(r, 30));
       for (let i = 11; i <= 13; i++) publisher.deliver(local(testEvent('uuid-r', i), 'fs-a'));
       await until(() => publisher.pending === 0);
 

@@ -237,8 +237,7 @@ export async function* readStored(
   subjects: SubjectMapper,
   options: { since: Date; until?: Date; node?: string; event?: string },
 ): AsyncGenerator<ReadEvent> {
-  const jsm = await jetstreamManager(nc);
-  const lastSeq = (await jsm.streams.info(stream)).state.last_seq;
+  const lastSeq = await retryOnTimeout(async () => (await (await jetstreamManager(nc)).streams.info(stream)).state.last_seq);
   if (lastSeq === 0) return;
   const consumer = await retryOnTimeout(() =>
     jetstream(nc).consumers.get(stream, {
@@ -247,16 +246,21 @@ export async function* readStored(
       opt_start_time: options.since.toISOString(),
     }),
   );
-  if ((await consumer.info(true)).num_pending === 0) return;
-  const messages = await consumer.consume({ max_messages: 512 });
-  try {
-    for await (const msg of messages) {
-      if (msg.seq > lastSeq || (options.until && msg.time > options.until)) break;
+  // Batches until one comes back short: everything up to lastSeq was stored before
+  // we started, so a short batch means the window is exhausted. (The per-message
+  // pending count is not used: nats-server 2.9 reports 0 too early for start-time
+  // consumers.)
+  const batchSize = 512;
+  while (true) {
+    const batch = await consumer.fetch({ max_messages: batchSize, expires: 1_000 });
+    let received = 0;
+    for await (const msg of batch) {
+      received++;
+      if (msg.seq > lastSeq || (options.until && msg.time > options.until)) return;
       yield toReadEvent(subjects, msg.subject, msg.data, msg.headers?.get(ORIGIN_NODE_HEADER), msg.seq, msg.time);
-      if (msg.seq >= lastSeq || msg.info.pending === 0) break;
+      if (msg.seq >= lastSeq) return;
     }
-  } finally {
-    messages.stop();
+    if (received < batchSize) return;
   }
 }
 
