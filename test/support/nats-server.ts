@@ -28,6 +28,8 @@ export interface NatsServerOptions {
   serverName?: string;
   /** Set by startNatsCluster. */
   cluster?: { name: string; port: number; routes: number[] };
+  /** Run inside this network namespace, serving clients on every address of it (`address` is the one clients use). */
+  netns?: { name: string; address: string };
 }
 
 const live = new Set<NatsServer>();
@@ -76,6 +78,15 @@ async function waitForInfo(port: number, timeoutMs: number, child: ChildProcess,
   throw new Error(`nats-server on port ${port} did not accept connections within ${timeoutMs} ms:\n${log()}`);
 }
 
+async function waitForLog(ready: RegExp, timeoutMs: number, child: ChildProcess, log: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ready.test(log())) {
+    if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}:\n${log()}`);
+    if (Date.now() > deadline) throw new Error(`nats-server did not report ready within ${timeoutMs} ms:\n${log()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export class NatsServer {
   readonly url: string;
   readonly configFile: string;
@@ -87,7 +98,7 @@ export class NatsServer {
     readonly dir: string,
     readonly options: NatsServerOptions,
   ) {
-    this.url = `nats://127.0.0.1:${port}`;
+    this.url = `nats://${options.netns?.address ?? '127.0.0.1'}:${port}`;
     this.configFile = join(dir, 'nats-server.conf');
     writeFileSync(this.configFile, this.renderConfig());
   }
@@ -112,7 +123,7 @@ export class NatsServer {
 
   private renderConfig(): string {
     const o = this.options;
-    const lines = [`listen: "127.0.0.1:${this.port}"`];
+    const lines = [`listen: "${o.netns ? '0.0.0.0' : '127.0.0.1'}:${this.port}"`];
     if (o.serverName) lines.push(`server_name: "${o.serverName}"`);
     if (o.jetstream !== false) lines.push(`jetstream { store_dir: "${this.storeDir}", max_memory_store: 268435456, max_file_store: 4294967296 }`);
     if (o.auth && 'token' in o.auth) lines.push(`authorization { token: "${o.auth.token}" }`);
@@ -128,7 +139,11 @@ export class NatsServer {
     if (this.running) return;
     installExitHook();
     live.add(this);
-    const child = spawn(NATS_SERVER_BIN, ['-c', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const netns = this.options.netns;
+    // In a namespace readiness is read from the log: a restart must not see the previous run's line.
+    if (netns) this.output = '';
+    const command: [string, string[]] = netns ? ['ip', ['netns', 'exec', netns.name, NATS_SERVER_BIN, '-c', this.configFile]] : [NATS_SERVER_BIN, ['-c', this.configFile]];
+    const child = spawn(command[0], command[1], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     const append = (chunk: Buffer) => {
       // Keep the tail only: a long test must not grow memory with server logs.
@@ -136,7 +151,9 @@ export class NatsServer {
     };
     child.stdout?.on('data', append);
     child.stderr?.on('data', append);
-    await waitForInfo(this.port, timeoutMs, child, () => this.output);
+    // The root namespace cannot connect into another one: there the server's own log says when it listens.
+    if (netns) await waitForLog(/Server is ready/, timeoutMs, child, () => this.output);
+    else await waitForInfo(this.port, timeoutMs, child, () => this.output);
   }
 
   /** Graceful stop (SIGTERM), waits for exit. */
@@ -197,8 +214,8 @@ export interface NatsCluster {
   dispose(): Promise<void>;
 }
 
-/** A JetStream cluster of `size` servers (default 3) routed on loopback, named n1..nN. */
-export async function startNatsCluster(size = 3, options: { auth?: NatsServerAuth } = {}): Promise<NatsCluster> {
+/** A JetStream cluster of `size` servers (default 3) routed on loopback (of `netns` when given), named n1..nN. */
+export async function startNatsCluster(size = 3, options: { auth?: NatsServerAuth; netns?: { name: string; address: string } } = {}): Promise<NatsCluster> {
   const clientPorts: number[] = [];
   const routePorts: number[] = [];
   for (let i = 0; i < size; i++) {

@@ -122,7 +122,7 @@ export function runInNetns(netns: string, cmd: string, args: readonly string[], 
 let loaderUrl: string | null = null;
 
 /** Loader that lets plain node run this repository's .ts files (see the file comment). */
-function typescriptLoader(): string {
+export function typescriptLoader(): string {
   if (loaderUrl) return loaderUrl;
   const dir = mkdtempSync(join(tmpdir(), 'fsb-ts-loader-'));
   const typescript = pathToFileURL(createRequire(import.meta.url).resolve('typescript')).href;
