@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
+import { freePort } from '../support/nats-server.js';
+
+/**
+ * Benchmark processes: the bridge as it is deployed (`fs-event-bridge run --config`)
+ * in a child process, so a figure measures the bridge's one JS thread and not the
+ * simulator or the counting code that share the benchmark's process.
+ *
+ * The benchmarks run from dist/ (`npm run bench` builds first): the CLI is the built
+ * dist/bridge/cli/main.js next to this file's dist/test/bench/.
+ */
+const CLI = fileURLToPath(new URL('../../bridge/cli/main.js', import.meta.url));
+
+export type ConfigSections = Record<string, Record<string, string>>;
+
+export interface BridgeProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** The status server's port (/ready, /metrics). */
+  readonly statusPort: number;
+  /** GET a status endpoint; resolves with the body text. */
+  status(path: string): Promise<{ code: number; body: string }>;
+  /** Sum of one Prometheus metric's samples whose labels match. */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+  /** Resident set size from /proc/PID/status, in bytes. */
+  rss(): number;
+  /** SIGTERM (graceful stop), SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Start the bridge CLI with a config built from `sections` (validated here first so a
+ * bad benchmark config fails with the loader's message, not a child's exit code).
+ * Resolves once /ready answers 200 (ESL connected, consumers loaded).
+ */
+export async function startBridgeProcess(sections: ConfigSections, options: { readyTimeoutMs?: number; nodeArgs?: string[] } = {}): Promise<BridgeProcess> {
+  const statusPort = await freePort();
+  const xml = defaultConfigXml({ ...sections, metrics: { enabled: 'true', host: '127.0.0.1', port: String(statusPort) }, settings: { 'log-level': 'warn', ...sections.settings } });
+  loadConfigText(xml, 'bench', {});
+  const dir = mkdtempSync(join(tmpdir(), `fsb-bench-bridge-${process.pid}-`));
+  const file = join(dir, 'event_bridge.conf.xml');
+  writeFileSync(file, xml);
+  // The legacy provider up front: otherwise `run` relaunches itself and the pid we watch would not be the bridge.
+  // FSB_BENCH_CPU_PROF=DIR: profile the bridge (written when it stops), for the "Profile findings" in docs/benchmarks.md.
+  const profile = process.env.FSB_BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.FSB_BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, ['--openssl-legacy-provider', ...profile, ...(options.nodeArgs ?? []), CLI, 'run', '--config', file], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  const exited = once(child, 'exit');
+  const status = async (path: string) => {
+    const response = await fetch(`http://127.0.0.1:${statusPort}${path}`);
+    return { code: response.status, body: await response.text() };
+  };
+  const bridge: BridgeProcess = {
+    child,
+    pid: child.pid!,
+    statusPort,
+    status,
+    async metric(name, labels = {}) {
+      const { body } = await status('/metrics');
+      let total = 0;
+      for (const line of body.split('\n')) {
+        if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+        if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) total += Number(line.slice(line.lastIndexOf(' ') + 1));
+      }
+      return total;
+    },
+    rss() {
+      const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      return match ? Number(match[1]) * 1024 : NaN;
+    },
+    async stop(graceMs = 10_000) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
+  for (;;) {
+    if (child.exitCode !== null) {
+      await bridge.stop();
+      throw new Error(`bridge exited with code ${child.exitCode} before it was ready`);
+    }
+    const ready = await status('/ready').then(
+      (r) => r.code === 200,
+      () => false,
+    );
+    if (ready) return bridge;
+    if (Date.now() > deadline) {
+      await bridge.stop();
+      throw new Error(`bridge not ready within ${options.readyTimeoutMs ?? 20_000} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
+}
+
+export function round(value: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
