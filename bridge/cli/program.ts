@@ -5,7 +5,9 @@ import { registerConsumer } from './commands/consumer.js';
 import { registerDecode } from './commands/decode.js';
 import { registerEncode } from './commands/encode.js';
 import { registerListen } from './commands/listen.js';
+import { registerTail } from './commands/tail.js';
 import { registerPeers } from './commands/peers.js';
+import { registerReplay } from './commands/replay.js';
 import { registerRun } from './commands/run.js';
 
 /**
@@ -43,5 +45,7 @@ export function buildProgram(): Command {
   registerListen(program);
   registerConsumer(program);
   registerPeers(program);
+  registerTail(program);
+  registerReplay(program);
   return program;
 }
