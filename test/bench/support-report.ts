@@ -72,7 +72,7 @@ export function toJson(rows: readonly ReportRow[]): string {
 }
 
 function cell(value: unknown): string {
-  if (value === null || value === undefined) return '–';
+  if (value === null || value === undefined || value === '') return '–';
   const text = typeof value === 'number' ? value.toLocaleString('en-US', { maximumFractionDigits: 3 }) : String(value);
   return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }

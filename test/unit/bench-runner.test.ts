@@ -1,0 +1,94 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CASES, parseArgs, writeReport } from '../bench/run.js';
+import { FINDINGS_END, FINDINGS_START, errorRow, extractFindings, machine, renderMarkdown, renderTable, resultRow, type Report } from '../bench/support-report.js';
+import type { BenchResult } from '../bench/types.js';
+
+const met: BenchResult = { case: 'fake fast', value: 123_456, unit: 'events/s', baseline: 'fake peer', baseline_value: 1_000, ratio: 123.456, target: 100_000, met: true, notes: 'higher | better' };
+const missed: BenchResult = { case: 'fake slow', value: 5, unit: 'ms', baseline: 'floor', baseline_value: 1, ratio: 5, target: 2, met: false };
+
+function report(rows = [resultRow(met), resultRow(missed), errorRow('fake-broken', 'nats-server not found at /x\nstack line')]): Report {
+  return { machine: machine(true, new Date('2026-01-02T03:04:05Z')), rows, setup: ['one process per case'], durations: { 'fake-broken': 0.5 }, findings: '## Profile findings\n\nJSON serialization was hot.' };
+}
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('bench report', () => {
+  it('writes benchmarks.json as the documented array of rows, error rows with null figures', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fsb-bench-test-'));
+    dirs.push(dir);
+    const written = writeReport(dir, report());
+    const rows = JSON.parse(readFileSync(written.json, 'utf8')) as Record<string, unknown>[];
+    expect(rows).toHaveLength(3);
+    for (const row of rows) {
+      expect(Object.keys(row)).toEqual(expect.arrayContaining(['case', 'value', 'unit', 'baseline', 'baseline_value', 'ratio', 'target', 'met']));
+      expect(typeof row.met).toBe('boolean');
+    }
+    expect(rows[0]).toMatchObject({ case: 'fake fast', value: 123_456, baseline_value: 1_000, ratio: 123.46, target: 100_000, met: true });
+    expect(rows[1]).toMatchObject({ case: 'fake slow', met: false });
+    expect(rows[2]).toMatchObject({ case: 'fake-broken', value: null, baseline_value: null, ratio: null, met: false });
+    expect(rows[2].error).toContain('nats-server not found');
+  });
+
+  it('writes benchmarks.md with the machine, one table row per figure, notes and the findings', () => {
+    const markdown = renderMarkdown(report());
+    expect(markdown).toContain(`- Node: ${process.version}`);
+    expect(markdown).toMatch(/- CPU: .+, \d+ cores/);
+    expect(markdown).toContain('- Date: 2026-01-02T03:04:05.000Z');
+    expect(markdown).toContain('- Mode: quick');
+    const tableRows = markdown.split('\n').filter((line) => line.startsWith('| fake'));
+    expect(tableRows).toEqual([
+      '| fake fast | 123,456 | events/s | fake peer | 1,000 | 123.46 | 100,000 | yes |',
+      '| fake slow | 5 | ms | floor | 1 | 5 | 2 | **no** |',
+      '| fake-broken | error | – | – | – | – | – | error |',
+    ]);
+    expect(markdown).toContain('higher \\| better');
+    expect(markdown).toContain('fake-broken 0.5 s');
+    expect(extractFindings(markdown)).toBe('## Profile findings\n\nJSON serialization was hot.');
+  });
+
+  it('keeps the findings block across regenerations and drops it when there is none', () => {
+    const once = renderMarkdown(report());
+    const again = renderMarkdown({ ...report(), findings: extractFindings(once) });
+    expect(again).toBe(once);
+    expect(renderMarkdown({ ...report(), findings: '' })).not.toContain(FINDINGS_START);
+    expect(extractFindings(`x ${FINDINGS_END} y ${FINDINGS_START}`)).toBe('');
+  });
+
+  it('prints a terminal table with a line per row and the error in place of the baseline', () => {
+    const lines = renderTable(report().rows).trimEnd().split('\n');
+    expect(lines).toHaveLength(5);
+    expect(lines[4]).toContain('ERROR');
+    expect(lines[4]).toContain('nats-server not found at /x');
+    expect(lines[4]).not.toContain('stack line');
+  });
+
+  it('turns non-finite figures into null rather than invalid JSON', () => {
+    const row = resultRow({ ...met, value: NaN, ratio: Infinity });
+    expect(row.value).toBeNull();
+    expect(row.ratio).toBeNull();
+  });
+});
+
+describe('bench arguments', () => {
+  it('parses --quick, --out and --only, and refuses unknown cases and options', () => {
+    const args = parseArgs(['--quick', '--out', '/tmp/x', '--only', 'esl-parse,rss']);
+    expect(args).toMatchObject({ quick: true, out: '/tmp/x', only: ['esl-parse', 'rss'] });
+    expect(() => parseArgs(['--only', 'nope'])).toThrow(/unknown case nope/);
+    expect(() => parseArgs(['--fast'])).toThrow(/unknown option/);
+    expect(() => parseArgs(['--out'])).toThrow(/needs a value/);
+  });
+
+  it('lists every case of the issue, each with a bounded timeout', () => {
+    expect(CASES.map((c) => c.name)).toEqual(['esl-parse', 'esl-to-sinks', 'multicast-receive', 'latency', 'location-writes', 'kv-load', 'rss']);
+    const quickTotal = CASES.reduce((sum, c) => sum + c.timeoutMs.quick, 0);
+    const fullTotal = CASES.reduce((sum, c) => sum + c.timeoutMs.full, 0);
+    expect(Math.max(...CASES.map((c) => c.timeoutMs.quick))).toBeLessThanOrEqual(40_000);
+    expect(fullTotal).toBeGreaterThan(quickTotal);
+  });
+});
