@@ -151,15 +151,16 @@ export class Bridge {
 
     this.esl.start();
     this.pump = this.pumpLocalEvents();
-    // Consumers load their state (KV) before the bridge reports ready.
-    const context = this.consumerContext();
-    for (const consumer of this.consumers) await consumer.start(context);
-    this.consumersReady = true;
     try {
       await this.esl.ready(options.eslTimeoutMs ?? 10_000);
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'FreeSWITCH not reachable yet; retrying in the background');
     }
+    // Consumers load their state (KV) before the bridge reports ready; they start once ESL is up
+    // because loading relights lamps on the local node (a sendevent before the connection is lost).
+    const context = this.consumerContext();
+    for (const consumer of this.consumers) await consumer.start(context);
+    this.consumersReady = true;
     this.logger.info(
       { node: config.node.name, multicast: config.multicast.enabled ? `${config.multicast.address}:${config.multicast.port}` : 'off', nats: config.nats.enabled ? config.nats.servers : 'off', status: this.statusAddress },
       'bridge started',
