@@ -33,7 +33,7 @@ interface Entry {
   readonly msgId: string | undefined;
   readonly bytes: number;
   state: State;
-  /** Dropped by overflow while its publish was in flight: its ack is ignored. */
+  /** Evicted by overflow while its publish was in flight: counted as sent if acked, as dropped if the publish fails. */
   dropped: boolean;
 }
 
@@ -129,8 +129,9 @@ export class NatsPublisher implements Sink {
     while (this.pending > 0 && (this.pending > maxEvents || this.bytes > maxBytes)) {
       const entry = this.items[this.head];
       this.removeHead();
+      // An in-flight event may still be stored: it counts as dropped only if its publish fails.
       if (entry.state === State.InFlight) entry.dropped = true;
-      dropped++;
+      else dropped++;
     }
     if (dropped > 0) this.drops.drop('buffer_full', { maxEvents, maxBytes }, dropped);
   }
@@ -196,6 +197,8 @@ export class NatsPublisher implements Sink {
       while (this.head < this.items.length && this.items[this.head].state === State.Acked) this.removeHead();
       this.depth.set(this.pending);
       this.retryDelayMs = 100;
+    } else if (!ack.duplicate) {
+      this.out.inc();
     }
     this.afterSettle();
   }
@@ -208,6 +211,9 @@ export class NatsPublisher implements Sink {
         this.failing = true;
         this.deps.logger.warn({ component: 'nats_publisher', err, pending: this.pending }, 'JetStream publish failed; holding events and resending in order');
       }
+    } else {
+      const { maxEvents, maxBytes } = this.config.buffer;
+      this.drops.drop('buffer_full', { maxEvents, maxBytes });
     }
     this.afterSettle();
   }
