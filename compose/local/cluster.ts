@@ -54,6 +54,8 @@ const MULTICAST_GROUP = '225.1.1.1';
 const MULTICAST_PORT = 4242;
 const BINDINGS = 'HEARTBEAT PRESENCE_IN CUSTOM sofia::register sofia::unregister sofia::expire';
 const REALM = '127.0.0.1';
+/** mod_db key prefix of the location rows (db_data.data_key = LOCATION_<user>). */
+const PREFIX = 'LOCATION_';
 
 /** The agent process of one node: requests by id, sendevents kept in order. */
 class AgentClient {
@@ -222,19 +224,16 @@ export class ClusterNode {
 
   /** What mod_db's `db select/realm/LOCATION_user` reads: every matching row's data (no hostname filter, as mod_db). */
   location(user: string, realm = REALM): string[] {
-    const rows = this.database().prepare('select data from db_data where realm=? and data_key=?').all(realm, `LOCATION_${user}`) as { data: string }[];
+    const rows = this.database().prepare('select data from db_data where realm=? and data_key=?').all(realm, PREFIX + user) as { data: string }[];
     return rows.map((r) => r.data);
   }
 
   /** Every LOCATION_ row of this node's call_limit.db. */
   locationRows(): { hostname: string; realm: string; user: string; data: string }[] {
-    const rows = this.database().prepare("select hostname, realm, data_key, data from db_data where data_key like ? order by data_key").all('LOCATION\\_%') as {
-      hostname: string;
-      realm: string;
-      data_key: string;
-      data: string;
-    }[];
-    return rows.filter((r) => r.data_key.startsWith('LOCATION_')).map((r) => ({ hostname: r.hostname, realm: r.realm, user: r.data_key.slice(9), data: r.data }));
+    const rows = this.database()
+      .prepare('select hostname, realm, data_key, data from db_data where substr(data_key, 1, ?) = ? order by data_key')
+      .all(PREFIX.length, PREFIX) as { hostname: string; realm: string; data_key: string; data: string }[];
+    return rows.map((r) => ({ hostname: r.hostname, realm: r.realm, user: r.data_key.slice(PREFIX.length), data: r.data }));
   }
 
   /** Remove every db_data row (as if FreeSWITCH started with an empty database). */

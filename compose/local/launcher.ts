@@ -23,15 +23,19 @@ process.once('exit', () => {
 /** `entry` is relative to the repository root without extension, e.g. `bridge/cli/main`. */
 export function launch(netns: string | null, entry: string, args: readonly string[]): ChildProcess {
   const stdio: ['pipe', 'pipe', 'pipe'] = ['pipe', 'pipe', 'pipe'];
+  // Own process group: a Ctrl-C in the terminal reaches the runner only, which then stops the children in order.
+  const detached = true;
   let child: ChildProcess;
-  if (FROM_SOURCES && netns) child = nodeInNetns(netns, join(REPO_ROOT, `${entry}.ts`), args, { stdio });
+  if (FROM_SOURCES && netns) child = nodeInNetns(netns, join(REPO_ROOT, `${entry}.ts`), args, { stdio, detached });
   else {
     const nodeArgs = FROM_SOURCES
       ? ['--openssl-legacy-provider', '--import', typescriptLoader(), join(REPO_ROOT, `${entry}.ts`), ...args]
       : ['--openssl-legacy-provider', join(REPO_ROOT, 'dist', `${entry}.js`), ...args];
     // `ip netns exec` execs the command itself, so the pid stays the node process's.
-    child = netns ? spawn('ip', ['netns', 'exec', netns, process.execPath, ...nodeArgs], { stdio }) : spawn(process.execPath, nodeArgs, { stdio });
+    child = netns ? spawn('ip', ['netns', 'exec', netns, process.execPath, ...nodeArgs], { stdio, detached }) : spawn(process.execPath, nodeArgs, { stdio, detached });
   }
+  // A child that died first must not turn a late write to its stdin into an uncaught EPIPE.
+  child.stdin!.on('error', () => undefined);
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;
