@@ -63,6 +63,8 @@ export class Bridge {
   private pendingInjections = 0;
   private consumersReady = false;
   private pump: Promise<void> | null = null;
+  private statsTimer: NodeJS.Timeout | null = null;
+  private lastTotals = new Map<string, number>();
   private stopped = false;
 
   constructor(
@@ -161,6 +163,10 @@ export class Bridge {
     const context = this.consumerContext();
     for (const consumer of this.consumers) await consumer.start(context);
     this.consumersReady = true;
+    if (config.statsIntervalMs > 0) {
+      this.statsTimer = setInterval(() => void this.logStats(), config.statsIntervalMs);
+      this.statsTimer.unref();
+    }
     this.logger.info(
       { node: config.node.name, multicast: config.multicast.enabled ? `${config.multicast.address}:${config.multicast.port}` : 'off', nats: config.nats.enabled ? config.nats.servers : 'off', status: this.statusAddress },
       'bridge started',
@@ -171,6 +177,7 @@ export class Bridge {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.statsTimer) clearInterval(this.statsTimer);
     await this.esl.stop();
     await this.pump;
     this.peers.stop();
@@ -253,6 +260,20 @@ export class Bridge {
       ? async (bucket: string): Promise<StateStore> => openStateStore(await client.ready(), bucket, { replicas: this.config.nats.stream.replicas, logger: this.logger })
       : undefined;
     return { node: this.config.node, events: this.pipeline, local: this.local, logger: this.logger, metrics: this.metrics, openState };
+  }
+
+  /** One line per interval with what flowed since the last one, so an operator sees traffic (or its absence) at a glance. */
+  private async logStats(): Promise<void> {
+    const totals = new Map<string, number>();
+    const add = (key: string, value: number) => totals.set(key, (totals.get(key) ?? 0) + value);
+    for (const v of (await this.metrics.eventsIn.get()).values) add(`in_${v.labels.transport}`, v.value);
+    for (const v of (await this.metrics.eventsOut.get()).values) add(`out_${v.labels.transport}`, v.value);
+    for (const v of (await this.metrics.injected.get()).values) add('injected', v.value);
+    for (const v of (await this.metrics.drops.get()).values) add('dropped', v.value);
+    const delta: Record<string, number> = {};
+    for (const [key, value] of totals) delta[key] = value - (this.lastTotals.get(key) ?? 0);
+    this.lastTotals = totals;
+    this.logger.info({ ...delta, esl: this.esl.state, peers: this.peers.list().filter((p) => p.up).length, intervalMs: this.config.statsIntervalMs }, 'traffic');
   }
 
   private statusReport(): Record<string, unknown> {

@@ -264,6 +264,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
     },
     metrics: { enabled: bool('metrics', 'enabled'), host: str('metrics', 'host'), port: num('metrics', 'port') },
     logLevel: str('settings', 'log-level'),
+    statsIntervalMs: num('settings', 'stats-interval'),
   };
 }
 

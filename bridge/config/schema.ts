@@ -33,6 +33,7 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'settings', name: 'hostname', type: 'string', default: '', description: 'The hostname FreeSWITCH reports (FreeSWITCH-Hostname); written as db_data.hostname for local registrations. Empty: the system hostname.', example: 'node-a' },
   { section: 'settings', name: 'ipv4', type: 'string', default: '', description: "The address other nodes reach this node's SIP profile on; written as db_data.data for local registrations. Empty: the first non-loopback IPv4 address.", example: '10.99.0.1' },
   { section: 'settings', name: 'cluster', type: 'string', default: 'default', description: 'Cluster name: the second token of every NATS subject, so several clusters can share one NATS.', example: 'eu1' },
+  { section: 'settings', name: 'stats-interval', type: 'duration', default: '60s', min: 0, unit: 'ms', description: 'How often the bridge logs one line of traffic figures (events in/out per transport, injected, dropped). 0 turns it off.' },
   { section: 'settings', name: 'log-level', type: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], description: 'Log level (pino). The CLI --log-level overrides it.' },
 
   // esl

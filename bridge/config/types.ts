@@ -109,4 +109,6 @@ export interface BridgeConfig {
   consumers: { blf: BlfConsumerConfig; location: LocationConsumerConfig };
   metrics: MetricsConfig;
   logLevel: string;
+  /** Period of the traffic summary log line; 0 = off. */
+  statsIntervalMs: number;
 }

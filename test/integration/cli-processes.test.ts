@@ -67,7 +67,7 @@ describe('fs-event-bridge processes', () => {
       ports[name] = await freePort();
     }
     const base = (name: string, i: number) => ({
-      settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli' },
+      settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli', 'stats-interval': '300ms' },
       esl: { port: String(sims[i].port) },
       multicast: { enabled: 'no', 'peer-timeout': '2s' },
       nats: { enabled: 'yes', servers: nats.url },
@@ -105,6 +105,17 @@ describe('fs-event-bridge processes', () => {
       }
     });
     expect(row).toEqual({ hostname: 'host-fs-a', data: '192.0.2.1' });
+
+    // The periodic traffic line shows events flowing from ESL to NATS.
+    const traffic = await until(() =>
+      a
+        .output()
+        .split('\n')
+        .filter((line) => line.includes('"msg":"traffic"'))
+        .map((line) => JSON.parse(line) as Record<string, number | string>)
+        .find((line) => Number(line.in_esl) > 0),
+    );
+    expect(traffic).toMatchObject({ esl: 'connected', out_nats: expect.any(Number) });
 
     const exited = new Promise<number | null>((resolve) => a.child.once('exit', (code) => resolve(code)));
     a.child.kill('SIGTERM');
