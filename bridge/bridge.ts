@@ -144,25 +144,28 @@ export class Bridge {
     }
     if (this.natsClient) await this.natsClient.start();
     for (const sink of this.sinks) await sink.start();
+
+    // Order matters. ESL first: until the pump runs, its events wait in the client's
+    // bounded queue (FreeSWITCH holds the rest). Consumers next, once ESL is up,
+    // since loading their state relights lamps on the local node. Then local events
+    // flow, and only then remote sources start: a NATS durable consumer delivers
+    // what arrived meanwhile, and nothing is injected into a node we cannot reach yet.
+    this.esl.start();
+    try {
+      await this.esl.ready(options.eslTimeoutMs ?? 10_000);
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'FreeSWITCH not reachable yet; retrying in the background');
+    }
+    const context = this.consumerContext();
+    for (const consumer of this.consumers) await consumer.start(context);
+    this.consumersReady = true;
+    this.pump = this.pumpLocalEvents();
     const emit = (item: BridgeEvent) => {
       this.peers.observe(item);
       this.pipeline.remote(item);
     };
     for (const source of this.sources) await source.start(emit);
     this.peers.start();
-
-    this.esl.start();
-    this.pump = this.pumpLocalEvents();
-    try {
-      await this.esl.ready(options.eslTimeoutMs ?? 10_000);
-    } catch (err) {
-      this.logger.warn({ err: (err as Error).message }, 'FreeSWITCH not reachable yet; retrying in the background');
-    }
-    // Consumers load their state (KV) before the bridge reports ready; they start once ESL is up
-    // because loading relights lamps on the local node (a sendevent before the connection is lost).
-    const context = this.consumerContext();
-    for (const consumer of this.consumers) await consumer.start(context);
-    this.consumersReady = true;
     if (config.statsIntervalMs > 0) {
       this.statsTimer = setInterval(() => void this.logStats(), config.statsIntervalMs);
       this.statsTimer.unref();
