@@ -58,7 +58,7 @@ afterAll(async () => {
 });
 
 describe('fs-event-bridge processes', () => {
-  it('run bridges two nodes, peers lists the other one, consumer location fills its table, SIGTERM stops cleanly', async () => {
+  it('run bridges two nodes, peers lists the other one, consumer location fills its table, SIGHUP reloads, SIGTERM stops cleanly', async () => {
     const nodes = ['fs-a', 'fs-b', 'fs-c'];
     const ports: Record<string, number> = {};
     for (const name of nodes) {
@@ -116,6 +116,12 @@ describe('fs-event-bridge processes', () => {
         .find((line) => Number(line.in_esl) > 0),
     );
     expect(traffic).toMatchObject({ esl: 'connected', out_nats: expect.any(Number) });
+
+    // SIGHUP re-reads the file without a restart and, like the legacy module, forgets its peers.
+    b.child.kill('SIGHUP');
+    await until(() => b.output().includes('"msg":"configuration reloaded"'));
+    const afterReload = await runCli(['peers', '--url', `http://127.0.0.1:${ports['fs-b']}`]);
+    expect(afterReload.stdout).toBe('No multicast peers seen\n');
 
     const exited = new Promise<number | null>((resolve) => a.child.once('exit', (code) => resolve(code)));
     a.child.kill('SIGTERM');
