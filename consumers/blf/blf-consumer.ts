@@ -1,10 +1,5 @@
 import { Counter } from 'prom-client';
-import type { Consumer, ConsumerContext, StateStore } from '../../bridge/index.js';
-import type { BlfConsumerConfig } from '../../bridge/index.js';
-import type { FsEvent } from '../../bridge/index.js';
-import { MulticastSubclass } from '../../bridge/index.js';
-import { DropReporter } from '../../bridge/index.js';
-import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
+import { type Consumer, type ConsumerContext, type StateStore, type BlfConsumerConfig, type FsEvent, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
 import { DIALOG_RANK, DialogState, callPresence, dialogPresence, legacyPresence, type CallPresence } from './presence.js';
 
 export type LampState = 'idle' | 'ringing' | 'busy';

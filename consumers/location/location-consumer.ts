@@ -1,9 +1,5 @@
 import { Counter } from 'prom-client';
-import type { Consumer, ConsumerContext, StateStore } from '../../bridge/index.js';
-import type { LocationConsumerConfig } from '../../bridge/index.js';
-import { MulticastSubclass } from '../../bridge/index.js';
-import { DropReporter } from '../../bridge/index.js';
-import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
+import { type Consumer, type ConsumerContext, type StateStore, type LocationConsumerConfig, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
 import { LOCATION_PREFIX, LocationTable, rowKey, type Binding, type RowChange } from './location-table.js';
 import { UnusableRegistration, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
 import { EslRowSink, SqliteRowSink, type RowSink } from './sinks.js';

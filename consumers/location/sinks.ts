@@ -1,6 +1,5 @@
 import Database from 'better-sqlite3';
-import type { LocalNode } from '../../bridge/index.js';
-import { CommandError, LocationRowError } from '../../bridge/index.js';
+import { type LocalNode, CommandError, LocationRowError } from '../../bridge/index.js';
 import { LOCATION_PREFIX, type RowChange } from './location-table.js';
 import { MOD_DB_INDEXES, MOD_DB_TABLES } from './schema.js';
 
