@@ -14,7 +14,7 @@ describe('config loader', () => {
     expect(warnings).toEqual([]);
     expect(config.node).toMatchObject({ name: 'fs-a', hostname: 'node-a', ipv4: '10.99.0.1' });
     expect(config.esl).toMatchObject({ host: '127.0.0.1', port: 8021, password: 'ClueCon', reconnectMaxMs: 800 });
-    expect(config.multicast).toMatchObject({ enabled: true, address: '225.1.1.1', port: 4242, ttl: 1, loopback: false, psk: null, receiveBufferBytes: 8 * 1024 * 1024 });
+    expect(config.multicast).toMatchObject({ enabled: true, address: '225.1.1.1', port: 4242, ttl: 1, loopback: false, psk: null, receiveBufferBytes: 32 * 1024 * 1024 });
     expect(config.nats.enabled).toBe(true);
     expect(config.nats.stream.maxAgeMs).toBe(24 * 3600 * 1000);
     expect(config.consumers.location.enabled).toBe(true);
