@@ -92,4 +92,16 @@ describe('NATS KV state store (real nats-server)', () => {
     expect(entries.size).toBe(100_000);
     expect(entries.get('user99999@example.com')).toBe('sip:user99999@10.0.0.9:5060;transport=udp');
   }, 60_000);
+
+  it('a write made while the server is down lands once it is back (retried, not dropped)', async () => {
+    const store = await openStateStore(nc, 'kv_retry', { logger });
+    await store.put('warm', 'up');
+    await server.stop();
+    const write = store.put('during-outage', 'kept');
+    await new Promise((r) => setTimeout(r, 800));
+    await server.restart();
+    await write;
+    const entries = await (await openStateStore(other, 'kv_retry')).entries();
+    expect(entries.get('during-outage')).toBe('kept');
+  }, 30_000);
 });

@@ -42,6 +42,7 @@ export interface StateStoreOptions {
 }
 
 const decoder = new TextDecoder();
+const WRITE_ATTEMPTS = 6;
 
 /** A StateStore on a NATS KV bucket (created when missing, one value per key). */
 export class NatsStateStore implements StateStore {
@@ -57,11 +58,32 @@ export class NatsStateStore implements StateStore {
   }
 
   async put(key: string, value: string): Promise<void> {
-    await this.kv.put(encodeKvKey(key), value);
+    await this.retrying('put', () => this.kv.put(encodeKvKey(key), value));
   }
 
   async delete(key: string): Promise<void> {
-    await this.kv.delete(encodeKvKey(key));
+    await this.retrying('delete', () => this.kv.delete(encodeKvKey(key)));
+  }
+
+  /**
+   * While a NATS cluster recovers from a lost member, JetStream answers "jetstream
+   * is not enabled", times out or has no responders for a few seconds; a state
+   * write must outlive that, or a lamp or location row would be missing from KV
+   * until its next change. Retries with backoff (about 6 s in all), then gives up
+   * and lets the caller count the failure.
+   */
+  private async retrying<T>(operation: string, call: () => Promise<T>): Promise<T> {
+    let delayMs = 100;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (attempt >= WRITE_ATTEMPTS || this.nc.isClosed()) throw err;
+        if (attempt === 1) this.logger?.warn({ component: 'nats_kv', bucket: this.bucket, operation, err: (err as Error).message }, 'KV write failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        delayMs = Math.min(delayMs * 2, 2_000);
+      }
+    }
   }
 
   /**
