@@ -12,10 +12,29 @@ export type Header = [name: string, value: string];
 export class FsEvent {
   readonly headers: Header[];
   body: string | null;
+  /**
+   * The plain-format header block this event was parsed from (parsePlain), so the
+   * multicast sink can send those bytes instead of re-encoding 60 headers per event.
+   * Valid only while the headers are unchanged: add/set/delete drop it, and a length
+   * check catches pushes on `headers` itself.
+   */
+  private plainHeaders: string | null = null;
+  private plainHeaderCount = 0;
 
   constructor(headers: Header[] = [], body: string | null = null) {
     this.headers = headers;
     this.body = body;
+  }
+
+  /** For parsePlain: `text` is exactly the URL-encoded `Name: value\n` lines of these headers, in order. */
+  rememberPlainHeaders(text: string): void {
+    this.plainHeaders = text;
+    this.plainHeaderCount = this.headers.length;
+  }
+
+  /** The header block this event was parsed from, if its headers have not changed since. */
+  get parsedPlainHeaders(): string | null {
+    return this.plainHeaders !== null && this.headers.length === this.plainHeaderCount ? this.plainHeaders : null;
   }
 
   static create(name: string, subclass?: string): FsEvent {
@@ -77,12 +96,14 @@ export class FsEvent {
   }
 
   add(name: string, value: string): this {
+    this.plainHeaders = null;
     this.headers.push([name, value]);
     return this;
   }
 
   /** Replace the first header of that name (case-insensitive) or append it. */
   set(name: string, value: string): this {
+    this.plainHeaders = null;
     const lower = name.toLowerCase();
     for (const header of this.headers) {
       if (header[0].toLowerCase() === lower) {
@@ -96,6 +117,7 @@ export class FsEvent {
 
   /** Remove every header of that name (case-insensitive); returns how many went. */
   delete(name: string): number {
+    this.plainHeaders = null;
     const lower = name.toLowerCase();
     let removed = 0;
     for (let i = this.headers.length - 1; i >= 0; i--) {

@@ -55,8 +55,11 @@ export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEv
   const text = buf.toString('utf8', start, textEnd);
   const headers: Header[] = [];
   let bodyLength = -1;
+  /** Where the header lines end in `text` (before a final Content-Length line); -1 when they cannot be reused as they are. */
+  let linesEnd = text.length > 0 && text.charCodeAt(text.length - 1) === 10 ? text.length : -1;
   let pos = 0;
   while (pos < text.length) {
+    const lineStart = pos;
     let eol = text.indexOf('\n', pos);
     if (eol < 0) eol = text.length;
     const colon = text.indexOf(': ', pos);
@@ -68,6 +71,8 @@ export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEv
       const n = Number(raw);
       if (!Number.isSafeInteger(n) || n < 0) throw new ParseError(`bad Content-Length ${JSON.stringify(raw)}`);
       bodyLength = n;
+      // serializePlain writes Content-Length after every header: only then are the lines before it the headers' own.
+      linesEnd = pos >= text.length && linesEnd >= 0 ? lineStart : -1;
       continue;
     }
     headers.push([name, urlDecode(raw)]);
@@ -79,5 +84,7 @@ export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEv
     }
     body = buf.toString('utf8', bodyStart, bodyStart + bodyLength);
   }
-  return new FsEvent(headers, body);
+  const event = new FsEvent(headers, body);
+  if (linesEnd >= 0) event.rememberPlainHeaders(linesEnd === text.length ? text : text.slice(0, linesEnd));
+  return event;
 }

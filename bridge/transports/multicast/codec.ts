@@ -138,7 +138,9 @@ export interface EncodeOptions {
 export function encodeDatagram(event: FsEvent, sender: string, psk: Buffer | null, options: EncodeOptions = {}): Buffer {
   const own = event.has(SENDER_HEADER) ? withoutSender(event) : event;
   const trailer = new FsEvent([...(options.extraHeaders ?? []), [SENDER_HEADER, sender]]);
-  const text = serializePlainHeaders(own) + serializePlainHeaders(trailer) + serializePlainTail(event.body);
+  // An event straight from ESL still has the header block FreeSWITCH encoded: reuse it.
+  const ownHeaders = own.parsedPlainHeaders ?? serializePlainHeaders(own);
+  const text = ownHeaders + serializePlainHeaders(trailer) + serializePlainTail(event.body);
   const maxBytes = options.maxBytes ?? MAX_DATAGRAM_BYTES;
   let datagram: Buffer;
   if (psk === null) {

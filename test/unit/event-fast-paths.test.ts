@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { FsEvent, type Header } from '../../bridge/event/event.js';
+import { serializeJson } from '../../bridge/event/json.js';
+import { parsePlain, serializePlain, serializePlainHeaders } from '../../bridge/event/plain.js';
+import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
+import { decodeDatagram, encodeDatagram, SEQ_HEADER } from '../../bridge/transports/multicast/codec.js';
+import { eslFrames } from '../support/fixtures.js';
+
+/**
+ * The hot path's shortcuts must give the same bytes as the general code:
+ * serializeJson's quoting without JSON.stringify, and the multicast encoder reusing the
+ * header block an event was parsed from.
+ */
+
+/** serializeJson as it was written before the quoting shortcut: JSON.stringify for every string. */
+function referenceJson(event: FsEvent): string {
+  const groups = new Map<string, string[]>();
+  for (const [name, value] of event.headers) groups.set(name, [...(groups.get(name) ?? []), value]);
+  const parts: string[] = [];
+  for (const [name, values] of groups) parts.push(JSON.stringify(name) + ':' + (values.length > 1 ? JSON.stringify(values) : JSON.stringify(values[0])));
+  if (event.body !== null && event.body !== '') {
+    parts.push('"Content-Length":' + JSON.stringify(String(Buffer.byteLength(event.body))), '"_body":' + JSON.stringify(event.body));
+  }
+  return '{' + parts.join(',') + '}';
+}
+
+// Strings JSON must escape: quotes, backslashes, controls, lone and paired surrogates, U+2028.
+const tricky = fc.constantFrom('"', '\\', '\n', '\r', '\t', '\u0000', '\u001f', '\ud800', '\udfff', '😀', '\u2028', '/', 'é', '%41', '_undef_', ' ');
+const text = fc.array(fc.oneof(tricky, fc.string({ unit: 'binary', maxLength: 12 })), { maxLength: 8 }).map((parts) => parts.join(''));
+const headerName = fc.stringMatching(/^[A-Za-z][A-Za-z0-9_-]{0,20}$/).filter((n) => n.toLowerCase() !== 'content-length' && n.toLowerCase() !== 'multicast-sender');
+const eventArb = fc
+  .record({
+    headers: fc.array(fc.tuple(fc.oneof(headerName, fc.constantFrom('Event-Name', 'Unique-ID')), text), { minLength: 1, maxLength: 12 }),
+    body: fc.option(text, { nil: null }),
+  })
+  .map(({ headers, body }) => new FsEvent([['Event-Name', 'CUSTOM'], ...headers.map(([n, v]) => [n, v] as Header)], body));
+
+describe('serializeJson quoting shortcut', () => {
+  it('gives exactly what JSON.stringify per string gives, for any header text and repeated names', () => {
+    fc.assert(
+      fc.property(eventArb, (event) => {
+        expect(serializeJson(event)).toBe(referenceJson(event));
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('plain header block reuse', () => {
+  it('an event parsed from plain text remembers exactly the header lines serializePlainHeaders writes', () => {
+    fc.assert(
+      fc.property(eventArb, (event) => {
+        const parsed = parsePlain(serializePlain(event));
+        expect(parsed.parsedPlainHeaders).toBe(serializePlainHeaders(event));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('every captured FreeSWITCH event keeps its header block, and the datagram is the one re-encoding would give', () => {
+    const frames = eslFrames('a-plain.raw').filter(isEventFrame);
+    expect(frames).toHaveLength(200);
+    for (const frame of frames) {
+      const parsed = eventFromFrame(frame);
+      expect(parsed.parsedPlainHeaders).not.toBeNull();
+      const rebuilt = new FsEvent(parsed.headers.map(([n, v]) => [n, v] as Header), parsed.body);
+      expect(rebuilt.parsedPlainHeaders).toBeNull();
+      const options = { extraHeaders: [[SEQ_HEADER, 'cafe:7']] as Header[] };
+      expect(encodeDatagram(parsed, 'fs-a', null, options).equals(encodeDatagram(rebuilt, 'fs-a', null, options))).toBe(true);
+    }
+  });
+
+  it('a generated event round-trips through a datagram built from its remembered block', () => {
+    fc.assert(
+      fc.property(eventArb, (event) => {
+        const parsed = parsePlain(serializePlain(event));
+        const decoded = decodeDatagram(encodeDatagram(parsed, 'fs-a', null, { extraHeaders: [[SEQ_HEADER, 'cafe:1']] }), null).event;
+        // Compared with the parsed event, since plain text itself writes '' as _undef_.
+        expect(decoded.headers).toEqual([...parsed.headers, [SEQ_HEADER, 'cafe:1'], ['Multicast-Sender', 'fs-a']]);
+        expect(decoded.body ?? '').toBe(parsed.body ?? '');
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('any change to the headers forgets the block, so the datagram carries the change', () => {
+    const source = serializePlain(new FsEvent([['Event-Name', 'PRESENCE_IN'], ['Unique-ID', 'abc'], ['status', 'Ringing']], 'hello'));
+    const changes: [string, (event: FsEvent) => void][] = [
+      ['add', (e) => e.add('X-New', 'v')],
+      ['set', (e) => e.set('status', 'Answered')],
+      ['delete', (e) => e.delete('Unique-ID')],
+      ['push on headers', (e) => e.headers.push(['X-Pushed', 'v'])],
+    ];
+    for (const [what, change] of changes) {
+      const event = parsePlain(source);
+      expect(event.parsedPlainHeaders, what).not.toBeNull();
+      change(event);
+      expect(event.parsedPlainHeaders, what).toBeNull();
+      expect(decodeDatagram(encodeDatagram(event, 'fs-a', null), null).event.headers.slice(0, -1), what).toEqual(event.headers);
+    }
+    expect(parsePlain(source).clone().parsedPlainHeaders).toBeNull();
+  });
+
+  it('a Content-Length that is not the last header line, or a block without its final newline, is not reused', () => {
+    expect(parsePlain('Event-Name: A\nContent-Length: 2\nX: y\n\nhi').parsedPlainHeaders).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y').parsedPlainHeaders).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y\nContent-Length: 2\n\nhi').parsedPlainHeaders).toBe('Event-Name: A\nX: y\n');
+  });
+});
