@@ -19,10 +19,25 @@ import { Bindings } from '../../bridge/pipeline/bindings.js';
 
 export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server';
 
-export type NatsServerAuth = { user: string; pass: string } | { token: string };
+export type NatsServerAuth =
+  | { user: string; pass: string }
+  | { token: string }
+  /** Users allowed by NKey public key (U...). */
+  | { nkeys: string[] }
+  /** Operator (JWT) mode: account JWTs preloaded into a memory resolver, keyed by public key; JetStream needs the system account. */
+  | { operatorJwt: string; systemAccount: string; accounts: Record<string, string> };
+
+/** Server TLS from PEM files; `verify` requires and checks client certificates against `caFile`. */
+export interface NatsServerTls {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
+  verify?: boolean;
+}
 
 export interface NatsServerOptions {
   auth?: NatsServerAuth;
+  tls?: NatsServerTls;
   /** JetStream on by default. */
   jetstream?: boolean;
   serverName?: string;
@@ -127,7 +142,15 @@ export class NatsServer {
     if (o.serverName) lines.push(`server_name: "${o.serverName}"`);
     if (o.jetstream !== false) lines.push(`jetstream { store_dir: "${this.storeDir}", max_memory_store: 268435456, max_file_store: 4294967296 }`);
     if (o.auth && 'token' in o.auth) lines.push(`authorization { token: "${o.auth.token}" }`);
-    else if (o.auth) lines.push(`authorization { user: "${o.auth.user}", password: "${o.auth.pass}" }`);
+    else if (o.auth && 'nkeys' in o.auth) lines.push(`authorization { users: [${o.auth.nkeys.map((key) => `{ nkey: "${key}" }`).join(', ')}] }`);
+    else if (o.auth && 'operatorJwt' in o.auth) {
+      const preload = Object.entries(o.auth.accounts).map(([key, jwt]) => `${key}: "${jwt}"`);
+      lines.push(`operator: "${o.auth.operatorJwt}"`, `system_account: "${o.auth.systemAccount}"`, 'resolver: MEMORY', `resolver_preload: { ${preload.join(', ')} }`);
+    } else if (o.auth) lines.push(`authorization { user: "${o.auth.user}", password: "${o.auth.pass}" }`);
+    if (o.tls) {
+      const ca = o.tls.caFile ? `, ca_file: "${o.tls.caFile}"` : '';
+      lines.push(`tls { cert_file: "${o.tls.certFile}", key_file: "${o.tls.keyFile}"${ca}, verify: ${o.tls.verify === true}, timeout: 2 }`);
+    }
     if (o.cluster) {
       const routes = o.cluster.routes.map((p) => `"nats-route://127.0.0.1:${p}"`).join(', ');
       lines.push(`cluster { name: "${o.cluster.name}", listen: "127.0.0.1:${o.cluster.port}", routes: [${routes}] }`);
