@@ -113,3 +113,14 @@ export class LocationRowError extends BridgeError {
     super('FSB_ERR_LOCATION_ROW', `realm ${JSON.stringify(realm)} / key ${JSON.stringify(dataKey)} cannot be written through the db API`);
   }
 }
+
+/**
+ * The TLS handshake with every NATS server failed on our side (server certificate not
+ * signed by the configured CA, name mismatch, TLS required on one end only); `reason`
+ * is Node's or nats.js's own text. Like NatsAuthError it fails startup instead of retrying.
+ */
+export class NatsTlsError extends BridgeError {
+  constructor(readonly servers: readonly string[], readonly reason: string, options?: { cause?: unknown }) {
+    super('FSB_ERR_NATS_TLS', `NATS TLS with ${servers.join(', ')} failed: ${reason}: check nats tls-ca, tls-cert and tls-key against the server's tls block`, options);
+  }
+}

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import {
   AuthorizationError,
   connect,
@@ -10,7 +10,7 @@ import {
   type TlsOptions,
 } from '@nats-io/transport-node';
 import type { NatsConfig } from '../../config/types.js';
-import { NatsAuthError } from '../../errors.js';
+import { ConfigError, NatsAuthError, NatsTlsError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 
 /** The part of NatsConfig a connection needs (the CLI builds one from flags alone). */
@@ -24,10 +24,37 @@ export interface NatsConnectDeps {
   inOrder?: boolean;
 }
 
-/** A TLS value is either a PEM text or a path to a PEM file (what the XML config holds). */
+/**
+ * A TLS value is either a PEM text or a path to a PEM file (what the XML config holds).
+ * The file is checked here because nats.js reads it only when dialing and would retry
+ * a missing one forever; it stays a path so a renewed certificate is used on reconnect.
+ */
 function pemOrFile(value: string, inline: 'ca' | 'cert' | 'key'): Partial<TlsOptions> {
   if (value.includes('-----BEGIN')) return { [inline]: value };
+  try {
+    accessSync(value, fsConstants.R_OK);
+  } catch (err) {
+    throw new ConfigError(value, `tls-${inline}`, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
   return { [`${inline}File`]: value };
+}
+
+function readCreds(file: string): Uint8Array {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(file, 'creds-file', `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+}
+
+/** nats.js parses seeds and creds only inside the handshake; running the authenticator once turns a bad one into a config error up front. */
+function checkedAuthenticator(authenticator: Authenticator, file: string, param: string, problem: string): Authenticator {
+  try {
+    authenticator('nonce');
+  } catch {
+    throw new ConfigError(file, param, problem);
+  }
+  return authenticator;
 }
 
 export function connectionOptions(settings: NatsConnectSettings, name?: string, inOrder = false): NodeConnectionOptions {
@@ -53,9 +80,15 @@ export function connectionOptions(settings: NatsConnectSettings, name?: string, 
   }
   if (auth.token !== undefined) options.token = auth.token;
   const authenticators: Authenticator[] = [];
-  if (auth.nkeySeed !== undefined) authenticators.push(nkeyAuthenticator(new TextEncoder().encode(auth.nkeySeed.trim())));
+  if (auth.nkeySeed !== undefined) {
+    // The seed is a secret: the error names the param, never the value.
+    authenticators.push(checkedAuthenticator(nkeyAuthenticator(new TextEncoder().encode(auth.nkeySeed.trim())), '<nats>', 'nkey-seed', 'not a valid NKey seed (expected SU...)'));
+  }
   // Read once at connect: a creds file rotated later needs a restart, as with nats CLI.
-  if (auth.credsFile !== undefined) authenticators.push(credsAuthenticator(readFileSync(auth.credsFile)));
+  if (auth.credsFile !== undefined) {
+    const creds = credsAuthenticator(readCreds(auth.credsFile));
+    authenticators.push(checkedAuthenticator(creds, auth.credsFile, 'creds-file', 'not a NATS creds file (a USER JWT block followed by a USER NKEY SEED block)'));
+  }
   if (authenticators.length > 0) options.authenticator = authenticators.length === 1 ? authenticators[0] : authenticators;
   if (tls) {
     options.tls = {
@@ -67,24 +100,61 @@ export function connectionOptions(settings: NatsConnectSettings, name?: string, 
   return options;
 }
 
+// Node's certificate verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED,
+// ERR_TLS_CERT_ALTNAME_INVALID, ...) and OpenSSL alerts (ERR_SSL_...).
+const TLS_ERROR_CODE = /^ERR_SSL_|^ERR_TLS_|CERT|^UNABLE_TO_/;
+
+function isTlsFailure(err: unknown): err is Error {
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (typeof code === 'string' && TLS_ERROR_CODE.test(code)) return true;
+  // nats.js's own refusal when TLS is configured but the server offers none.
+  return err.message.includes("support 'tls'");
+}
+
 function mapConnectError(err: unknown, servers: readonly string[]): unknown {
   if (err instanceof AuthorizationError) return new NatsAuthError(servers, { cause: err });
+  if (isTlsFailure(err)) return new NatsTlsError(servers, err.message, { cause: err });
   return err;
+}
+
+/** Failures that retrying cannot fix: they end the first connect instead of looping. */
+function isPermanent(err: unknown): boolean {
+  return err instanceof NatsAuthError || err instanceof NatsTlsError || err instanceof ConfigError;
+}
+
+/**
+ * First connection: retries unreachable servers with backoff until `stopped()`, resolving
+ * null then. Own loop instead of nats.js waitOnFirstConnect: that one cannot be cancelled
+ * (close() during a startup outage would leave a timer running forever) and retries a
+ * TLS failure forever. Bad settings reject with ConfigError, refused credentials with
+ * NatsAuthError, a failed TLS handshake with NatsTlsError.
+ */
+async function connectFirst(settings: NatsConnectSettings, deps: NatsConnectDeps, stopped: () => boolean): Promise<NatsConnection | null> {
+  const options = { ...connectionOptions(settings, deps.name, deps.inOrder), waitOnFirstConnect: false };
+  let delayMs = 100;
+  while (!stopped()) {
+    try {
+      return await connect(options);
+    } catch (err) {
+      const mapped = mapConnectError(err, settings.servers);
+      if (isPermanent(mapped)) throw mapped;
+    }
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    delayMs = Math.min(delayMs * 2, 2_000);
+  }
+  return null;
 }
 
 /**
  * Connect and wait until connected (retrying unreachable servers forever).
- * Bad credentials reject with NatsAuthError. For the CLI and tools; the bridge
- * uses NatsClient so that a NATS outage at startup does not hold it up.
+ * Rejects as connectFirst does. For the CLI and tools; the bridge uses NatsClient
+ * so that a NATS outage at startup does not hold it up.
  */
 export async function connectNats(settings: NatsConnectSettings, deps: NatsConnectDeps): Promise<NatsConnection> {
-  try {
-    const nc = await connect(connectionOptions(settings, deps.name, deps.inOrder));
-    watchStatus(nc, deps.logger);
-    return nc;
-  } catch (err) {
-    throw mapConnectError(err, settings.servers);
-  }
+  const nc = (await connectFirst(settings, deps, () => false))!;
+  watchStatus(nc, deps.logger);
+  return nc;
 }
 
 /** Logs each connected/disconnected transition once (nats.js repeats disconnect per server tried). */
@@ -115,7 +185,7 @@ function watchStatus(nc: NatsConnection, logger: Logger, onChange?: (connected: 
 /**
  * The bridge's one NATS connection. start() waits a bounded time for the first
  * connection, so a NATS outage at startup delays nothing (the publisher buffers)
- * while bad credentials still fail startup with NatsAuthError.
+ * while bad credentials still fail startup with NatsAuthError (NatsTlsError, ConfigError).
  */
 export class NatsClient {
   private nc: NatsConnection | null = null;
@@ -177,25 +247,12 @@ export class NatsClient {
     }
   }
 
-  /**
-   * Own retry loop instead of nats.js waitOnFirstConnect: that one cannot be
-   * cancelled, so close() during a startup outage would leave a timer running forever.
-   */
   private async connectLoop(): Promise<void> {
-    const options = { ...connectionOptions(this.settings, this.deps.name, this.deps.inOrder), waitOnFirstConnect: false };
-    let delayMs = 100;
-    while (!this.closing) {
-      try {
-        this.attach(await connect(options));
-        return;
-      } catch (err) {
-        if (err instanceof AuthorizationError) {
-          this.rejectFirst(mapConnectError(err, this.settings.servers));
-          return;
-        }
-      }
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
-      delayMs = Math.min(delayMs * 2, 2_000);
+    try {
+      const nc = await connectFirst(this.settings, this.deps, () => this.closing);
+      if (nc) this.attach(nc);
+    } catch (err) {
+      this.rejectFirst(err);
     }
   }
 
