@@ -4,13 +4,14 @@ import { FsEvent, type Header } from '../../bridge/event/event.js';
 import { serializeJson } from '../../bridge/event/json.js';
 import { parsePlain, serializePlain, serializePlainHeaders } from '../../bridge/event/plain.js';
 import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
-import { decodeDatagram, encodeDatagram, SEQ_HEADER } from '../../bridge/transports/multicast/codec.js';
-import { eslFrames } from '../support/fixtures.js';
+import { decodeDatagram, encodeDatagram, isOwnPlainDatagram, senderLine, SEQ_HEADER } from '../../bridge/transports/multicast/codec.js';
+import { datagramFixtures, eslFrames } from '../support/fixtures.js';
 
 /**
  * The hot path's shortcuts must give the same bytes as the general code:
  * serializeJson's quoting without JSON.stringify, and the multicast encoder reusing the
- * header block an event was parsed from.
+ * header block an event was parsed from, and the receiver spotting its own datagrams
+ * without decoding them.
  */
 
 /** serializeJson as it was written before the quoting shortcut: JSON.stringify for every string. */
@@ -106,5 +107,36 @@ describe('plain header block reuse', () => {
     expect(parsePlain('Event-Name: A\nContent-Length: 2\nX: y\n\nhi').parsedPlainHeaders).toBeNull();
     expect(parsePlain('Event-Name: A\nX: y').parsedPlainHeaders).toBeNull();
     expect(parsePlain('Event-Name: A\nX: y\nContent-Length: 2\n\nhi').parsedPlainHeaders).toBe('Event-Name: A\nX: y\n');
+  });
+});
+
+describe('own looped-back datagrams by one byte search', () => {
+  it('recognizes the sender of every captured legacy datagram and of our own datagrams, with and without a body', () => {
+    const fixtures = datagramFixtures('multicast-plain');
+    expect(fixtures.length).toBeGreaterThan(10);
+    for (const { bin, decoded } of fixtures) {
+      const sender = decoded.headers.find(([n]) => n === 'Multicast-Sender')![1];
+      expect(isOwnPlainDatagram(bin, senderLine(sender))).toBe(true);
+      expect(isOwnPlainDatagram(bin, senderLine(sender + 'x'))).toBe(false);
+      expect(isOwnPlainDatagram(bin, senderLine('x' + sender))).toBe(false);
+    }
+    fc.assert(
+      fc.property(eventArb, fc.constantFrom('fs-a', 'node 1', 'ä:b'), (event, name) => {
+        const datagram = encodeDatagram(event, name, null, { extraHeaders: [[SEQ_HEADER, 'cafe:3']] });
+        expect(isOwnPlainDatagram(datagram, senderLine(name))).toBe(true);
+        expect(isOwnPlainDatagram(datagram, senderLine(name + '2'))).toBe(false);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('is not fooled by our sender line inside another node\'s body or headers', () => {
+    const line = senderLine('fs-a');
+    const inBody = encodeDatagram(new FsEvent([['Event-Name', 'CUSTOM']], 'x\nMulticast-Sender: fs-a\n\n'), 'fs-b', null);
+    expect(isOwnPlainDatagram(inBody, line)).toBe(false);
+    const inHeader = encodeDatagram(new FsEvent([['Event-Name', 'CUSTOM'], ['Multicast-Sender-Old', 'fs-a']]), 'fs-b', null);
+    expect(isOwnPlainDatagram(inHeader, line)).toBe(false);
+    expect(isOwnPlainDatagram(Buffer.from('Multicast-Sender: fs-a\n\n'), line)).toBe(false);
+    expect(isOwnPlainDatagram(Buffer.alloc(300), line)).toBe(false);
   });
 });

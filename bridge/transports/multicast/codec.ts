@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { FsEvent, type Header } from '../../event/event.js';
 import { parsePlain, serializePlainHeaders, serializePlainTail } from '../../event/plain.js';
+import { urlEncode } from '../../event/url-encoding.js';
 import { DatagramError, ParseError } from '../../errors.js';
 import { blowfishDecryptor, blowfishEncryptor } from './blowfish.js';
 
@@ -106,6 +107,26 @@ function parseText(data: Buffer): FsEvent {
 
 function missingText(data: Buffer, problem: string): DatagramError {
   return data.indexOf(MAGIC) < 0 ? new DatagramError('no_magic', 'datagram has no MAGIC') : new DatagramError('malformed', problem);
+}
+
+/** The bytes isOwnPlainDatagram looks for: the sender line encodeDatagram writes for `sender`. */
+export function senderLine(sender: string): Buffer {
+  return Buffer.from(`\n${SENDER_HEADER}: ${urlEncode(sender)}\n`, 'utf8');
+}
+
+/**
+ * True when a plain datagram's last header (before any Content-Length) is `line`, the
+ * place encodeDatagram writes Multicast-Sender. Lets a receiver skip its own looped-back
+ * datagrams with one byte search instead of a full decode (about 10 µs each for the
+ * benchmark's 3.7 KB events). A false answer decides nothing: decode as usual.
+ */
+export function isOwnPlainDatagram(buf: Buffer, line: Buffer): boolean {
+  const blank = buf.indexOf(BLANK_LINE);
+  if (blank <= 0) return false;
+  let end = blank + 1;
+  const lastLine = buf.lastIndexOf(10, blank - 1) + 1;
+  if (buf.compare(CONTENT_LENGTH_PREFIX, 0, CONTENT_LENGTH_PREFIX.length, lastLine, lastLine + CONTENT_LENGTH_PREFIX.length) === 0) end = lastLine;
+  return end >= line.length && buf.compare(line, 0, line.length, end - line.length, end) === 0;
 }
 
 function isHex(c: number): boolean {

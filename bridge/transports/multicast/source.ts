@@ -4,7 +4,7 @@ import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
 import type { GapRecorder } from '../../pipeline/peers.js';
-import { SENDER_HEADER, SEQ_HEADER, decodeDatagram } from './codec.js';
+import { SENDER_HEADER, SEQ_HEADER, decodeDatagram, isOwnPlainDatagram, senderLine } from './codec.js';
 import { SequenceGaps } from './sequence.js';
 import type { MulticastSocket } from './socket.js';
 
@@ -47,12 +47,14 @@ export class MulticastSource implements RemoteSource {
   private readonly ownDatagrams: Counter;
   private readonly legacyGapCounter: Counter<'node'>;
   private readonly eventsIn = new Map<string, Counter.Internal>();
+  private readonly ownSenderLine: Buffer;
 
   constructor(
     private readonly socket: MulticastSocket,
     private readonly options: MulticastSourceOptions,
   ) {
     this.psk = options.psk;
+    this.ownSenderLine = senderLine(options.nodeName);
     this.drops = new DropReporter('multicast-receive', options.metrics, options.logger);
     const registry = options.metrics.registry;
     this.ownDatagrams =
@@ -95,6 +97,11 @@ export class MulticastSource implements RemoteSource {
   process(datagram: Buffer): void {
     const emit = this.emit;
     if (!emit) return;
+    // Our own datagrams come back with multicast loopback on: skip them before decoding.
+    if (this.psk === null && datagram.length <= this.options.maxDatagramBytes && isOwnPlainDatagram(datagram, this.ownSenderLine)) {
+      this.ownDatagrams.inc();
+      return;
+    }
     let event;
     try {
       event = decodeDatagram(datagram, this.psk, this.options.maxDatagramBytes).event;
