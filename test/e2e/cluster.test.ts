@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FsEvent } from '../../bridge/event/event.js';
 import { LocalCluster, waitReady, type ClusterNode } from '../../compose/local/cluster.js';
 import { DIALOG_STATE, presenceEvent, registerEvent, type CallPhase } from '../../compose/local/events.js';
+import { sleep } from '../support/wait.js';
 
 const PEER_TIMEOUT_MS = 2_000;
 const PEER_DOWN_GRACE_MS = 500;
@@ -28,8 +29,6 @@ async function eventually<T>(probe: () => T | Promise<T>, accept: (value: T) => 
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The multicast::event a bridge injected for a remote sofia::register of `user`. */
 const injectedRegister = (user: string) => (e: FsEvent) =>

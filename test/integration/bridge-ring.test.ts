@@ -10,6 +10,7 @@ import { silentLogger } from '../../bridge/observability/logger.js';
 import { consumersFor } from '../../bridge/cli/commands/run.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { until } from '../support/wait.js';
 
 /**
  * Three bridged nodes on one NATS (each node both publishes and subscribes, with
@@ -39,14 +40,6 @@ function captured(predicate: (e: FsEvent) => boolean): FsEvent {
   const found = capture.find(predicate);
   if (!found) throw new Error('fixture event not found');
   return found.clone();
-}
-
-async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const injectedOf = (node: Node, predicate: (e: FsEvent) => boolean) =>

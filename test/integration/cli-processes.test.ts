@@ -9,6 +9,7 @@ import { FsEvent } from '../../bridge/event/event.js';
 import { CLI, runCli } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { until } from '../support/wait.js';
 
 /** The real binaries as an operator runs them: `run`, `peers`, `consumer location`. */
 let nats: NatsServer;
@@ -23,20 +24,6 @@ function start(args: string[]): { child: ChildProcess; output: () => string } {
   child.stderr!.on('data', (d) => (output += d));
   children.push(child);
   return { child, output: () => output };
-}
-
-async function until<T>(probe: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value) return value as NonNullable<T>;
-    } catch {
-      // not there yet
-    }
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 function configFile(name: string, sections: Record<string, Record<string, string>>): string {

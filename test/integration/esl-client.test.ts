@@ -8,6 +8,7 @@ import { Metrics } from '../../bridge/observability/metrics.js';
 import { LOOP_GUARD_HEADER } from '../../bridge/pipeline/types.js';
 import { EslClient, EslState } from '../../bridge/sources/esl/client.js';
 import { EslSimulator, type Chunking } from '../support/esl-simulator.js';
+import { until } from '../support/wait.js';
 
 interface LogLine {
   level: number;
@@ -37,14 +38,6 @@ function config(port: number, over: Partial<EslConfig> = {}): EslConfig {
     commandTimeoutMs: 2000,
     ...over,
   };
-}
-
-async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 async function metricValue(metrics: Metrics, name: string, labels: Record<string, string> = {}): Promise<number> {

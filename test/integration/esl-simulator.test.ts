@@ -6,6 +6,7 @@ import { FsEvent } from '../../bridge/event/event.js';
 import { serializePlain } from '../../bridge/event/plain.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { readFixture } from '../support/fixtures.js';
+import { until } from '../support/wait.js';
 
 /** A bare socket speaking ESL by hand, to check the simulator's bytes rather than a client's reading of them. */
 class RawClient {
@@ -44,14 +45,6 @@ class RawClient {
       this.send(`${subscribe}\n\n`);
       await this.frame(2);
     }
-  }
-}
-
-async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 2));
   }
 }
 

@@ -17,17 +17,9 @@ import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
 import { NatsSubscriber } from '../../bridge/transports/nats/subscriber.js';
 import { freePort, natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
 import { createNkeyUser, createTestOperator, generateTestPki, type TestNkeyUser, type TestPki } from '../support/nats-tls.js';
+import { until } from '../support/wait.js';
 
 const logger = silentLogger();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for condition');
-    await sleep(20);
-  }
-}
 
 /** What NatsClient.start() rejects with (it must reject). */
 async function startError(settings: NatsConnectSettings): Promise<unknown> {

@@ -8,17 +8,9 @@ import { Metrics } from '../../bridge/observability/metrics.js';
 import { NatsClient } from '../../bridge/transports/nats/connection.js';
 import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
 import { natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
+import { sleep, until } from '../support/wait.js';
 
 const logger = silentLogger();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for condition');
-    await sleep(20);
-  }
-}
 
 describe('tail and replay commands (real nats-server)', () => {
   let server: NatsServer;

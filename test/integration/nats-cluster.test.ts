@@ -8,17 +8,9 @@ import { NatsSubscriber, readStored } from '../../bridge/transports/nats/subscri
 import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import type { BridgeEvent } from '../../bridge/pipeline/types.js';
 import { natsTestConfig, startNatsCluster, testEvent, testNode, type NatsCluster } from '../support/nats-server.js';
+import { sleep, until } from '../support/wait.js';
 
 const logger = silentLogger();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for condition');
-    await sleep(20);
-  }
-}
 
 async function retry<T>(call: () => Promise<T>, attempts = 5): Promise<T> {
   for (let i = 1; ; i++) {

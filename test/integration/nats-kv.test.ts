@@ -6,16 +6,9 @@ import { connectNats } from '../../bridge/transports/nats/connection.js';
 import { openStateStore } from '../../bridge/transports/nats/kv.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { fillRegistrations } from '../bench/kv-load.js';
+import { until } from '../support/wait.js';
 
 const logger = silentLogger();
-
-async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for condition');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('NATS KV state store (real nats-server)', () => {
   let server: NatsServer;

@@ -13,16 +13,9 @@ import { NatsSubscriber, readStored, subscribeLive, type ReadEvent } from '../..
 import { ORIGIN_NODE_HEADER } from '../../bridge/transports/nats/stream.js';
 import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import { natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
+import { until } from '../support/wait.js';
 
 const logger = silentLogger();
-
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for condition');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function counterValue(metrics: Metrics, name: string): Promise<number> {
   const metric = metrics.registry.getSingleMetric(name);

@@ -8,21 +8,13 @@ import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from '../../bridge/transports/nats/stream.js';
 import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import { natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
+import { sleep, until } from '../support/wait.js';
 
 /**
  * The publisher's async-publish mechanism: core publishes with a reply subject per send,
  * PubAcks matched on one inbox subscription, overdue acks failed by a periodic sweep.
  */
 const logger = silentLogger();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for condition');
-    await sleep(10);
-  }
-}
 
 async function counterValue(metrics: Metrics, name: string): Promise<number> {
   const metric = metrics.registry.getSingleMetric(name);
