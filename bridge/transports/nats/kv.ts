@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { DeliverPolicy, jetstream } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
 import type { StateStore } from '../../consumer.js';
 import type { Logger } from '../../observability/logger.js';
@@ -93,11 +93,14 @@ export class NatsStateStore implements StateStore {
    */
   async entries(): Promise<Map<string, string>> {
     const out = new Map<string, string>();
-    const consumer = await jetstream(this.nc).consumers.get(`KV_${this.bucket}`, {
+    const stream = `KV_${this.bucket}`;
+    // Emptiness from the stream itself: a just-created consumer on a clustered
+    // stream can report 0 pending before it has counted, which would load nothing.
+    if ((await jetstreamManager(this.nc).then((jsm) => jsm.streams.info(stream))).state.messages === 0) return out;
+    const consumer = await jetstream(this.nc).consumers.get(stream, {
       filter_subjects: `${this.subjectPrefix}>`,
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
-    if ((await consumer.info(true)).num_pending === 0) return out;
     const messages = await consumer.consume({ max_messages: 10_000 });
     try {
       for await (const msg of messages) {
