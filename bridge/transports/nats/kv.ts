@@ -42,7 +42,7 @@ export interface StateStoreOptions {
 }
 
 const decoder = new TextDecoder();
-const WRITE_ATTEMPTS = 6;
+const WRITE_ATTEMPTS = 10;
 
 /** A StateStore on a NATS KV bucket (created when missing, one value per key). */
 export class NatsStateStore implements StateStore {
@@ -69,7 +69,8 @@ export class NatsStateStore implements StateStore {
    * While a NATS cluster recovers from a lost member, JetStream answers "jetstream
    * is not enabled", times out or has no responders for a few seconds; a state
    * write must outlive that, or a lamp or location row would be missing from KV
-   * until its next change. Retries with backoff (about 6 s in all), then gives up
+   * until its next change. Retries with backoff (about 11 s in all: a JetStream
+   * leader election after a lost server takes several seconds), then gives up
    * and lets the caller count the failure.
    */
   private async retrying<T>(operation: string, call: () => Promise<T>): Promise<T> {
