@@ -123,6 +123,7 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
     const stored = async () => (await jsm.streams.info('FS_EVENTS')).state.messages;
     await sim.waitForSubscribers(1);
     const began = performance.now();
+    const cpuBefore = bridge.cpuMs();
     let peakRss = bridge.rss();
     const replay = sim.replay(events, { loop: true, count });
     let natsCount = 0;
@@ -143,6 +144,7 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
       } else if (performance.now() - lastProgress > 2_000) break;
     }
     await replay;
+    const cpuPerEventUs = ((bridge.cpuMs() - cpuBefore) * 1000) / count;
     const multicastDoneAt = listener.lastAt;
     const seconds = (Math.max(natsDoneAt || performance.now(), multicastDoneAt) - began) / 1000;
     const rate = count / seconds;
@@ -166,7 +168,7 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
         met: rate >= 30_000 && multicastLost === 0 && natsLost === 0,
         notes:
           `higher is better; target >= 30000 events/s with 0 lost. Multicast complete after ${round((multicastDoneAt - began) / 1000)} s, NATS stream complete after ${natsDoneAt ? round((natsDoneAt - began) / 1000) : 'never'} s; ` +
-          `bridge peak RSS ${Math.round(peakRss / 1048576)} MB. ${setup}`,
+          `bridge peak RSS ${Math.round(peakRss / 1048576)} MB; bridge CPU time ${round(cpuPerEventUs, 1)} µs per event (user + system, all its threads: independent of what else runs on the machine). ${setup}`,
       },
       {
         case: 'ESL -> multicast + NATS, lost (by Event-Sequence)',

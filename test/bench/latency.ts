@@ -1,9 +1,12 @@
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { FsEvent } from '../../bridge/event/event.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { watchLoop } from './support-eld.js';
 import { percentile, round, sleep, startBridgeProcess, type BridgeProcess, type ConfigSections } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
@@ -70,7 +73,11 @@ interface Measured {
   blf: number[];
   inject: number[];
   fired: number;
+  /** 1-minute load average before and after the measured events: the tail follows it (other work on the 2 cores). */
+  load: [number, number];
 }
+
+const loadAverage = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 
 async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null, events: number): Promise<Measured> {
   const simA = await EslSimulator.start({ switchname: 'bench-a' });
@@ -92,6 +99,8 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     const sentAt = new Map<string, number>();
     const blf: number[] = [];
     const inject: number[] = [];
+    /** [Date.now(), ms] of BLF samples over 4 ms, for FSB_BENCH_ELD (lined up with the processes' stalls). */
+    const slow: [number, number][] = [];
     let measuring = false;
     simB.on('sendevent', (event: FsEvent) => {
       const now = performance.now();
@@ -99,6 +108,7 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
       if (event.name === 'PRESENCE_IN') {
         const at = sentAt.get(event.get('unique-id') ?? '');
         if (at !== undefined) blf.push(now - at);
+        if (at !== undefined && now - at > 4 && slow.length < 2_000) slow.push([Date.now(), Math.round((now - at) * 10) / 10]);
       } else if (event.get('Event-Subclass') === 'multicast::event') {
         const at = sentAt.get(event.get('Orig-Unique-ID') ?? '');
         if (at !== undefined) inject.push(now - at);
@@ -120,11 +130,14 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     await fireAt1k(0, 500);
     await sleep(500);
     measuring = true;
+    const loadBefore = loadAverage();
+    const measuredFrom = Date.now();
     await fireAt1k(1_000_000, events);
     const deadline = Date.now() + 3_000;
     while ((blf.length < events || inject.length < events) && Date.now() < deadline) await sleep(50);
     measuring = false;
-    return { blf: blf.sort((a, b) => a - b), inject: inject.sort((a, b) => a - b), fired: events };
+    if (process.env.FSB_BENCH_ELD) writeFileSync(join(process.env.FSB_BENCH_ELD, `slow-${transport}.json`), JSON.stringify({ from: measuredFrom, to: Date.now(), slow }));
+    return { blf: blf.sort((a, b) => a - b), inject: inject.sort((a, b) => a - b), fired: events, load: [loadBefore, loadAverage()] };
   } finally {
     for (const bridge of bridges) await bridge.stop();
     await simA.stop();
@@ -137,6 +150,7 @@ function summary(sorted: number[]): string {
 }
 
 export const latency: BenchCase = async ({ quick }) => {
+  if (process.env.FSB_BENCH_ELD) watchLoop(process.env.FSB_BENCH_ELD, 'benchmark process (simulators, clock)');
   const events = quick ? 2_000 : 10_000;
   const ping = await udpPingPong(quick ? 1_000 : PING_COUNT);
   const pingP99 = percentile(ping, 0.99);
@@ -159,7 +173,7 @@ export const latency: BenchCase = async ({ quick }) => {
         notes:
           `lower is better; ${m.fired} PRESENCE_IN at 1000/s on A (new call each) to the PRESENCE_IN B's BLF consumer fires into B's simulator: ${summary(m.blf)}, ${lost} missing; ` +
           `injected multicast::event on B: ${summary(m.inject)}, ${m.fired - m.inject.length} missing; ` +
-          `baseline ${ping.length} UDP pings: ${summary(ping)}. Bridges: CLI processes; simulators and the clock in the benchmark process; 2 cores shared by 3 node processes${transport === 'nats' ? ' and nats-server' : ''}`,
+          `baseline ${ping.length} UDP pings: ${summary(ping)}; machine load average (1 min) ${m.load[0]} before / ${m.load[1]} after. Bridges: CLI processes; simulators and the clock in the benchmark process; 2 cores shared by 3 node processes${transport === 'nats' ? ' and nats-server' : ''}`,
       });
     }
     return results;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer } from '../support/nats-server.js';
 import { forwardedMix } from './esl-to-sinks.js';
@@ -58,6 +59,7 @@ export const rss: BenchCase = async ({ quick }) => {
     const idleMb = idle.reduce((a, b) => a + b, 0) / idle.length;
     const events = forwardedMix();
     const began = performance.now();
+    const cpuBefore = bridge.cpuMs();
     const replay = sim.replay(events, { loop: true, rate: RATE, count: Math.round((RATE * loadMs) / 1000) });
     const samples: { t: number; rss: number }[] = [];
     while (performance.now() - began < loadMs) {
@@ -65,9 +67,15 @@ export const rss: BenchCase = async ({ quick }) => {
       samples.push({ t: performance.now() - began, rss: bridge.rss() / MB });
     }
     const sent = await replay;
+    const cpuPerEventUs = ((bridge.cpuMs() - cpuBefore) * 1000) / sent;
     const seconds = (performance.now() - began) / 1000;
     const eventsIn = await bridge.metric('fsb_events_in_total', { transport: 'esl' });
     const drops = await bridge.metric('fsb_drops_total');
+    // Where the resident memory is, read before the stop: V8 spaces of the main thread, and RSS split into anonymous/file pages.
+    const spaces = await Promise.all(['new', 'old', 'code', 'large_object'].map(async (space) => `${space} ${Math.round((await bridge.metric('fsb_nodejs_heap_space_size_total_bytes', { space })) / MB)}`));
+    const status = readFileSync(`/proc/${bridge.pid}/status`, 'utf8');
+    const kb = (field: string) => Math.round(Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024);
+    const breakdown = `at the end: RssAnon ${kb('RssAnon')} MB, RssFile ${kb('RssFile')} MB, threads ${/Threads:\s+(\d+)/.exec(status)?.[1]}; main-thread V8 spaces (MB total) ${spaces.join(', ')}`;
     const heap = `V8 heap used ${Math.round((await bridge.metric('fsb_nodejs_heap_size_used_bytes')) / MB)} MB of ${Math.round((await bridge.metric('fsb_nodejs_heap_size_total_bytes')) / MB)} MB, external ${Math.round((await bridge.metric('fsb_nodejs_external_memory_bytes')) / MB)} MB at the end`;
     const peak = Math.max(...samples.map((s) => s.rss));
     const secondHalf = samples.filter((s) => s.t >= loadMs / 2);
@@ -85,7 +93,7 @@ export const rss: BenchCase = async ({ quick }) => {
         ratio: round(peak / idleMb),
         target: 120,
         met: peak < 120 && flat,
-        notes: `lower is better; target < 120 MB and flat. ${shape}; second-half slope ${round(slope, 1)} MB/min; ${heap}. ${setup}`,
+        notes: `lower is better; target < 120 MB and flat. ${shape}; second-half slope ${round(slope, 1)} MB/min; ${heap}; ${breakdown}; bridge CPU time ${round(cpuPerEventUs, 1)} µs per event (all threads). ${setup}`,
       },
       {
         case: 'RSS growth after warm-up (second half of the load)',
