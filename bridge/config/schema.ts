@@ -41,7 +41,7 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'esl', name: 'port', type: 'int', default: '8021', min: 1, max: 65535, description: 'Event socket port.' },
   { section: 'esl', name: 'password', type: 'secret', default: 'ClueCon', description: 'Event socket password (event_socket.conf.xml).' },
   { section: 'esl', name: 'reconnect-max', type: 'duration', default: '800ms', min: 100, max: 5000, unit: 'ms', description: 'Longest wait between reconnect attempts; the backoff doubles from 100 ms up to this. The 800 ms default puts the bridge back on a restarted FreeSWITCH within a second.' },
-  { section: 'esl', name: 'queue-max-events', type: 'int', default: '10000', min: 100, description: 'Events parsed but not yet handled before the bridge stops reading the socket (backpressure; FreeSWITCH then queues them).' },
+  { section: 'esl', name: 'queue-max-events', type: 'int', default: '1000', min: 100, description: 'Events parsed but not yet handled before the bridge stops reading the socket (backpressure; FreeSWITCH then queues them). 1000 is 0.1 s at 10k events/s; a parsed event of 3.7 KB takes about 20 KB of heap, so 10000 would pin 200 MB while the sinks lag.' },
   { section: 'esl', name: 'max-frame-bytes', type: 'bytes', default: '16MB', min: 65536, unit: 'bytes', description: 'Largest ESL frame accepted; a larger one is a protocol error (counted, connection reset).' },
   { section: 'esl', name: 'command-timeout', type: 'duration', default: '10s', min: 100, unit: 'ms', description: 'How long api and sendevent wait for their reply.' },
 

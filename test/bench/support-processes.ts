@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
+import { LEGACY_PROVIDER_FLAG, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
 import { freePort } from '../support/nats-server.js';
 
 /**
@@ -16,6 +17,10 @@ import { freePort } from '../support/nats-server.js';
  * dist/bridge/cli/main.js next to this file's dist/test/bench/.
  */
 const CLI = fileURLToPath(new URL('../../bridge/cli/main.js', import.meta.url));
+const ELD = new URL('./support-eld-preload.js', import.meta.url).href;
+
+/** USER_HZ: 100 on every Linux this runs on (getconf CLK_TCK). */
+const CLOCK_TICKS_PER_S = 100;
 
 export type ConfigSections = Record<string, Record<string, string>>;
 
@@ -30,6 +35,12 @@ export interface BridgeProcess {
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   /** Resident set size from /proc/PID/status, in bytes. */
   rss(): number;
+  /**
+   * CPU time (user + system, every thread) from /proc/PID/stat, in ms (10 ms ticks). Unlike
+   * wall time it does not grow when other processes take the cores, so per-event costs
+   * compare across runs on this shared machine.
+   */
+  cpuMs(): number;
   /** SIGTERM (graceful stop), SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -46,10 +57,14 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
   const dir = mkdtempSync(join(tmpdir(), `fsb-bench-bridge-${process.pid}-`));
   const file = join(dir, 'event_bridge.conf.xml');
   writeFileSync(file, xml);
-  // The legacy provider up front: otherwise `run` relaunches itself and the pid we watch would not be the bridge.
+  // The flags of the CLI's relaunch up front: otherwise `run` relaunches itself and the pid we watch would not be the bridge.
   // FSB_BENCH_CPU_PROF=DIR: profile the bridge (written when it stops), for the "Profile findings" in docs/benchmarks.md.
   const profile = process.env.FSB_BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.FSB_BENCH_CPU_PROF] : [];
-  const child = spawn(process.execPath, ['--openssl-legacy-provider', ...profile, ...(options.nodeArgs ?? []), CLI, 'run', '--config', file], {
+  // FSB_BENCH_ELD=DIR: event loop delay histogram and GC pauses of the bridge (support-eld.ts).
+  const loop = process.env.FSB_BENCH_ELD ? ['--import', ELD] : [];
+  // FSB_BENCH_NODE_ARGS='--flag ...': extra node flags for every bridge process (to try V8 settings).
+  const extra = (process.env.FSB_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, ...profile, ...loop, ...extra, ...(options.nodeArgs ?? []), CLI, 'run', '--config', file], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, NODE_OPTIONS: '' },
   });
@@ -75,6 +90,12 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
     rss() {
       const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
       return match ? Number(match[1]) * 1024 : NaN;
+    },
+    cpuMs() {
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
     },
     async stop(graceMs = 10_000) {
       if (child.exitCode === null && child.signalCode === null) {
