@@ -16,8 +16,9 @@ export const LEGACY_PROVIDER_FLAG = '--openssl-legacy-provider';
 /**
  * V8 flags for the relaunched bridge (placed before the caller's own flags, which win).
  * Young generation of 2 x 8 MB semi-spaces instead of V8's 2 x 16 MB: at 10k events/s the
- * bridge's RSS peaks 15-20 MB lower with no measurable CPU cost; 4 MB saves a little more
- * but costs about 25% of the throughput at saturation in scavenges (docs/benchmarks.md).
+ * bridge's RSS peaks 15-20 MB lower with no measurable CPU cost; at saturation scavenges
+ * take about 7 µs more per event (~6%). 4 MB saves a little more RSS but costs about 25%
+ * of the saturated throughput (docs/benchmarks.md).
  */
 export const RELAUNCH_V8_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
 
