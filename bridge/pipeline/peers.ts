@@ -14,6 +14,8 @@ export interface PeerInfo {
   gapsLost: number;
   /** Upper bound of events missed from legacy senders (Event-Sequence gaps, which also count events outside its bindings). */
   gapsUpperBound: number;
+  /** Heartbeats that arrived older than the timeout (replayed or badly delayed), ignored for liveness. */
+  staleHeartbeats: number;
 }
 
 /** Where sources report gaps; the PeerTracker implements it. */
@@ -69,11 +71,22 @@ export class PeerTracker implements GapRecorder {
     this.timer = null;
   }
 
-  /** Feed every remote event: counts it, and a HEARTBEAT marks its node as seen. */
+  /**
+   * Feed every remote event: counts it, and a HEARTBEAT marks its node as seen —
+   * unless the heartbeat is older than the timeout by its own Event-Date-Timestamp.
+   * JetStream replays what a subscriber missed, so a node that died can still
+   * deliver old heartbeats after its peerdown; those must not bring it back up.
+   */
   observe(item: BridgeEvent): void {
     const peer = this.entry(item.origin.node);
     peer.eventsReceived++;
-    if (item.event.name === 'HEARTBEAT') this.heartbeat(peer);
+    if (item.event.name !== 'HEARTBEAT') return;
+    const firedAtMicros = Number(item.event.get('Event-Date-Timestamp'));
+    if (Number.isFinite(firedAtMicros) && firedAtMicros > 0 && this.now() - firedAtMicros / 1000 > this.timeoutMs) {
+      peer.staleHeartbeats++;
+      return;
+    }
+    this.heartbeat(peer);
   }
 
   recordGap(node: string, lost: number, exact: boolean): void {
@@ -100,7 +113,7 @@ export class PeerTracker implements GapRecorder {
 
   list(): PeerInfo[] {
     return [...this.peers.values()]
-      .map(({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound }) => ({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound }))
+      .map(({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound, staleHeartbeats }) => ({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound, staleHeartbeats }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
@@ -119,7 +132,7 @@ export class PeerTracker implements GapRecorder {
   private entry(name: string): PeerState {
     let peer = this.peers.get(name);
     if (!peer) {
-      peer = { name, up: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0 };
+      peer = { name, up: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0, staleHeartbeats: 0 };
       this.peers.set(name, peer);
     }
     return peer;

@@ -142,7 +142,8 @@ export class LocationConsumer implements Consumer {
     const { event, origin } = item;
     if (event.has(LOOP_GUARD_HEADER)) return;
     const remote = origin.transport !== Transport.Esl;
-    if (remote) this.peerAlive(origin.node);
+    // Only peerup revives a node: a late event (a JetStream replay of what it sent
+    // before it died) must not cancel the purge of its rows.
     if (event.name === 'CUSTOM' && (event.subclass === MulticastSubclass.PeerDown || event.subclass === MulticastSubclass.PeerUp)) {
       if (!this.legacy) this.onPeerEvent(event.subclass, event.get('Peer'));
       return;

@@ -37,6 +37,29 @@ describe('PeerTracker', () => {
     expect(fired[2].get('Lastseen')).toBe('1795608900');
   });
 
+  it('a heartbeat older than the timeout (a JetStream replay after the node died) does not bring the peer back', () => {
+    let now = 1_795_608_880_000;
+    const fired: FsEvent[] = [];
+    const peers = new PeerTracker((event) => fired.push(event), { timeoutMs: 2_000, now: () => now });
+    const heartbeat = (firedAt: number) => {
+      const item = remote('HEARTBEAT', 'fs-a');
+      item.event.add('Event-Date-Timestamp', String(firedAt * 1000));
+      return item;
+    };
+    peers.observe(heartbeat(now - 100));
+    expect(fired.map((e) => e.subclass)).toEqual(['multicast::peerup']);
+    now += 2_500;
+    peers.check();
+    expect(fired.map((e) => e.subclass)).toEqual(['multicast::peerup', 'multicast::peerdown']);
+    // Delivered late: fired 3 s ago, before the node went silent.
+    peers.observe(heartbeat(now - 3_000));
+    expect(fired).toHaveLength(2);
+    expect(peers.list()[0]).toMatchObject({ up: false, staleHeartbeats: 1 });
+    // A fresh one does.
+    peers.observe(heartbeat(now - 10));
+    expect(fired.map((e) => e.subclass)).toEqual(['multicast::peerup', 'multicast::peerdown', 'multicast::peerup']);
+  });
+
   it('lists peers with heartbeat, state, events and gaps; events without heartbeats do not fire peerup', () => {
     const now = 1_000_000;
     const fired: FsEvent[] = [];
@@ -48,8 +71,8 @@ describe('PeerTracker', () => {
     peers.recordGap('legacy-c', 7, false);
     expect(fired).toHaveLength(1);
     expect(peers.list()).toEqual([
-      { name: 'fs-b', up: true, lastHeartbeat: now, eventsReceived: 2, gapsLost: 3, gapsUpperBound: 0 },
-      { name: 'legacy-c', up: false, lastHeartbeat: null, eventsReceived: 1, gapsLost: 0, gapsUpperBound: 7 },
+      { name: 'fs-b', up: true, lastHeartbeat: now, eventsReceived: 2, gapsLost: 3, gapsUpperBound: 0, staleHeartbeats: 0 },
+      { name: 'legacy-c', up: false, lastHeartbeat: null, eventsReceived: 1, gapsLost: 0, gapsUpperBound: 7, staleHeartbeats: 0 },
     ]);
     expect(formatPeers(peers.list(), now + 10_000)).toBe(
       'Peer fs-b UP; last seen 10 seconds ago; 2 events received, 3 lost\n' +
