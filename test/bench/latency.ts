@@ -129,6 +129,9 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     // Warm-up (JIT, NATS consumer, first-sight paths), not counted.
     await fireAt1k(0, 500);
     await sleep(500);
+    // This process is the clock: a major GC of its own (simulators, fixtures) during the
+    // run would be counted as bridge latency. Runs with --expose-gc (npm run bench).
+    (globalThis as { gc?: () => void }).gc?.();
     measuring = true;
     const loadBefore = loadAverage();
     const measuredFrom = Date.now();
