@@ -42,7 +42,7 @@ export interface StateStoreOptions {
 }
 
 const decoder = new TextDecoder();
-const WRITE_ATTEMPTS = 10;
+const RECOVERY_ATTEMPTS = 10;
 
 /** A StateStore on a NATS KV bucket (created when missing, one value per key). */
 export class NatsStateStore implements StateStore {
@@ -58,33 +58,15 @@ export class NatsStateStore implements StateStore {
   }
 
   async put(key: string, value: string): Promise<void> {
-    await this.retrying('put', () => this.kv.put(encodeKvKey(key), value));
+    await throughRecovery(this.nc, () => this.kv.put(encodeKvKey(key), value), this.describe('put'));
   }
 
   async delete(key: string): Promise<void> {
-    await this.retrying('delete', () => this.kv.delete(encodeKvKey(key)));
+    await throughRecovery(this.nc, () => this.kv.delete(encodeKvKey(key)), this.describe('delete'));
   }
 
-  /**
-   * While a NATS cluster recovers from a lost member, JetStream answers "jetstream
-   * is not enabled", times out or has no responders for a few seconds; a state
-   * write must outlive that, or a lamp or location row would be missing from KV
-   * until its next change. Retries with backoff (about 11 s in all: a JetStream
-   * leader election after a lost server takes several seconds), then gives up
-   * and lets the caller count the failure.
-   */
-  private async retrying<T>(operation: string, call: () => Promise<T>): Promise<T> {
-    let delayMs = 100;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await call();
-      } catch (err) {
-        if (attempt >= WRITE_ATTEMPTS || this.nc.isClosed()) throw err;
-        if (attempt === 1) this.logger?.warn({ component: 'nats_kv', bucket: this.bucket, operation, err: (err as Error).message }, 'KV write failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
-        delayMs = Math.min(delayMs * 2, 2_000);
-      }
-    }
+  private describe(operation: string): { bucket: string; operation: string; logger?: Logger } {
+    return { bucket: this.bucket, operation, logger: this.logger };
   }
 
   /**
@@ -93,6 +75,10 @@ export class NatsStateStore implements StateStore {
    * instead of keys() followed by a get() per key.
    */
   async entries(): Promise<Map<string, string>> {
+    return throughRecovery(this.nc, () => this.load(), this.describe('load'));
+  }
+
+  private async load(): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     const stream = `KV_${this.bucket}`;
     // Emptiness from the stream itself: a just-created consumer on a clustered
@@ -118,7 +104,7 @@ export class NatsStateStore implements StateStore {
   }
 
   async watch(onChange: (key: string, value: string | null) => void): Promise<() => Promise<void>> {
-    const iter = await this.kv.watch({ include: KvWatchInclude.UpdatesOnly });
+    const iter = await throughRecovery(this.nc, () => this.kv.watch({ include: KvWatchInclude.UpdatesOnly }), this.describe('watch'));
     const done = (async () => {
       for await (const entry of iter) {
         const value = entry.operation === 'PUT' ? entry.string() : null;
@@ -138,12 +124,39 @@ export class NatsStateStore implements StateStore {
 
 export async function openStateStore(nc: NatsConnection, bucket: string, options: StateStoreOptions = {}): Promise<NatsStateStore> {
   const kvm = new Kvm(nc);
-  let kv: KV;
-  try {
-    kv = await kvm.open(bucket);
-    await kv.status();
-  } catch {
-    kv = await kvm.create(bucket, { history: 1, replicas: options.replicas ?? 1 });
-  }
+  const kv = await throughRecovery(
+    nc,
+    async (): Promise<KV> => {
+      try {
+        const existing = await kvm.open(bucket);
+        await existing.status();
+        return existing;
+      } catch {
+        return kvm.create(bucket, { history: 1, replicas: options.replicas ?? 1 });
+      }
+    },
+    { bucket, operation: 'open', logger: options.logger },
+  );
   return new NatsStateStore(nc, kv, bucket, options.logger);
+}
+
+/**
+ * While a NATS cluster starts or recovers from a lost member, JetStream answers
+ * "jetstream is not enabled", times out or has no responders for several seconds
+ * (a leader election). A state write or load must outlive that, or a lamp or a
+ * location row would be missing from KV until its next change. Retries with
+ * backoff for about 11 s, then lets the caller count the failure.
+ */
+async function throughRecovery<T>(nc: NatsConnection, call: () => Promise<T>, what: { bucket: string; operation: string; logger?: Logger }): Promise<T> {
+  let delayMs = 100;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (attempt >= RECOVERY_ATTEMPTS || nc.isClosed()) throw err;
+      if (attempt === 1) what.logger?.warn({ component: 'nats_kv', bucket: what.bucket, operation: what.operation, err: (err as Error).message }, 'KV operation failed; retrying');
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      delayMs = Math.min(delayMs * 2, 2_000);
+    }
+  }
 }
