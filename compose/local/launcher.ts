@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeInNetns, typescriptLoader } from '../../test/support/netns.js';
 import { FROM_SOURCES, REPO_ROOT } from './paths.js';
+import { LEGACY_PROVIDER_FLAG, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
 
 /**
  * Starts this repository's entry points as child processes, inside a network
@@ -28,9 +29,11 @@ export function launch(netns: string | null, entry: string, args: readonly strin
   let child: ChildProcess;
   if (FROM_SOURCES && netns) child = nodeInNetns(netns, join(REPO_ROOT, `${entry}.ts`), args, { stdio, detached });
   else {
+    // The flags the CLI would relaunch itself with, given up front so it runs as one process.
+    const flags = [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS];
     const nodeArgs = FROM_SOURCES
-      ? ['--openssl-legacy-provider', '--import', typescriptLoader(), join(REPO_ROOT, `${entry}.ts`), ...args]
-      : ['--openssl-legacy-provider', join(REPO_ROOT, 'dist', `${entry}.js`), ...args];
+      ? [...flags, '--import', typescriptLoader(), join(REPO_ROOT, `${entry}.ts`), ...args]
+      : [...flags, join(REPO_ROOT, 'dist', `${entry}.js`), ...args];
     // `ip netns exec` execs the command itself, so the pid stays the node process's.
     child = netns ? spawn('ip', ['netns', 'exec', netns, process.execPath, ...nodeArgs], { stdio, detached }) : spawn(process.execPath, nodeArgs, { stdio, detached });
   }

@@ -120,7 +120,8 @@ describe('compose/Dockerfile', () => {
   });
 
   it('runs the bridge with the mounted config, and copies only paths that exist', () => {
-    expect(dockerfile).toContain('ENTRYPOINT ["node", "dist/bridge/cli/main.js"]');
+    // One process: the flags the CLI would otherwise relaunch itself with are given up front.
+    expect(dockerfile).toContain('ENTRYPOINT ["node", "--openssl-legacy-provider", "--max-semi-space-size=8", "dist/bridge/cli/main.js"]');
     expect(dockerfile).toContain('CMD ["run", "--config", "/etc/fs-event-bridge/event_bridge.conf.xml"]');
     for (const line of instructions.filter((l) => l.startsWith('COPY ') && !l.includes('--from'))) {
       const sources = line.split(/\s+/).slice(1, -1);
