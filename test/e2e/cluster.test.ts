@@ -134,6 +134,19 @@ describe('hub and two satellites', () => {
       15_000,
     );
     await cluster.nats!.servers[0].start();
+    // Let the NATS cluster settle (leader elections, durable consumers catching up)
+    // before the next scenario: every node again receives the others' heartbeats over NATS.
+    const ids = [hub, sat1, sat2];
+    const natsFrom = async (to: (typeof ids)[number], from: (typeof ids)[number]) =>
+      metric(await to.metricsText(), 'fsb_events_in_total', { transport: 'nats', node: `fs-${from.id}` });
+    const before = new Map<string, number>();
+    for (const to of ids) for (const from of ids) if (to !== from) before.set(`${to.id}<${from.id}`, await natsFrom(to, from));
+    for (const to of ids) {
+      for (const from of ids) {
+        if (to === from) continue;
+        await eventually(() => natsFrom(to, from), (n) => n >= before.get(`${to.id}<${from.id}`)! + 2, `${to.id} hears ${from.id} over NATS again`, 30_000);
+      }
+    }
   });
 
   it('satellite 1 stops: the others see peerdown after the timeout and drop its rows', async () => {
