@@ -6,7 +6,7 @@ import { DropReporter, Metrics } from './observability/metrics.js';
 import { StatusServer } from './observability/http.js';
 import { Bindings } from './pipeline/bindings.js';
 import { toMulticastEvent } from './pipeline/inject.js';
-import { PeerTracker, type PeerInfo } from './pipeline/peers.js';
+import { PeerTracker } from './pipeline/peers.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { LOOP_GUARD_HEADER, type BridgeEvent, type RemoteSource, type Sink } from './pipeline/types.js';
 import { EslClient, EslState } from './sources/esl/client.js';
@@ -21,8 +21,6 @@ export interface BridgeOptions {
   metrics?: Metrics;
   /** Consumers run in-process (the CLI builds the ones enabled in config). */
   consumers?: Consumer[];
-  /** How long start() waits for the first ESL connection before reporting not ready (it keeps retrying). */
-  eslStartTimeoutMs?: number;
 }
 
 /** A LocalNode over an ESL client whose sendevent always carries the loop guard. */
@@ -136,6 +134,7 @@ export class Bridge {
     return guardedLocalNode(this.esl, this.config.node.name);
   }
 
+  /** `eslTimeoutMs`: how long to wait for FreeSWITCH before starting the rest anyway (the ESL client keeps retrying). */
   async start(options: { eslTimeoutMs?: number } = {}): Promise<void> {
     const { config } = this;
     if (config.metrics.enabled) {
@@ -199,9 +198,6 @@ export class Bridge {
     this.logger.info({ bindings: next.multicast.bindings.toString(), ttl: next.multicast.ttl }, 'configuration reloaded');
   }
 
-  peerList(): PeerInfo[] {
-    return this.peers.list();
-  }
 
   private async pumpLocalEvents(): Promise<void> {
     for await (const batch of this.esl.events()) {
