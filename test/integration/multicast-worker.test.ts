@@ -12,7 +12,7 @@ const NODE_SCRIPT = fileURLToPath(new URL('./multicast-node.ts', import.meta.url
 const QUEUE = 500;
 
 type Report = { type: string; [key: string]: unknown };
-type Stats = { received: number; lost: number; sequenceGaps: number; outOfOrder: number; drops: Record<string, number> };
+type Stats = { received: number; own: number; lost: number; sequenceGaps: number; outOfOrder: number; drops: Record<string, number> };
 
 let netns: Netns;
 const nodes: JsonLineProcess<Report>[] = [];
@@ -80,5 +80,9 @@ describe('multicast receiver worker', () => {
     // The drops show up as Event-Sequence gaps and in the transport's own loss counter alike.
     expect(s.sequenceGaps).toBe(3_000 - QUEUE);
     expect(s.lost).toBe(3_000 - QUEUE);
+    // The sender hears every one of its own datagrams back (loopback on) and counts them, though its worker skips them before the hand-off.
+    const own = await statsWhen(sender, (x) => x.own >= sent);
+    expect(own.own).toBe(sent);
+    expect(own.received).toBe(0);
   });
 });

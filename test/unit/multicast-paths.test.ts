@@ -18,6 +18,9 @@ const PSK = Buffer.from(JSON.parse(readFileSync(fixturePath('multicast-psk', 'in
 class FakeSocket {
   sent: Buffer[] = [];
   failNext = false;
+  /** Own datagrams the (real) receiver worker would have skipped. */
+  skipped = 0;
+
   acquire(): Promise<void> {
     return Promise.resolve();
   }
@@ -38,6 +41,9 @@ class FakeSocket {
     }
     this.sent.push(datagram);
     callback(null);
+  }
+  ownSkipped(): number {
+    return this.skipped;
   }
 }
 
@@ -128,6 +134,16 @@ describe('multicast receive path', () => {
     const own = fixtures.filter((f) => f.decoded.headers.some(([n, v]) => n === 'Multicast-Sender' && v === 'fs-b')).length;
     expect(received).toHaveLength(fixtures.length - own);
     expect(await value(metrics, 'fsb_multicast_own_datagrams_total')).toBe(own);
+  });
+
+  it('counts the own datagrams the receiver worker skipped before the hand-off', async () => {
+    const { source, socket, metrics, start } = setup({ nodeName: 'fs-b' });
+    await start();
+    socket.skipped = 5;
+    expect(await value(metrics, 'fsb_multicast_own_datagrams_total')).toBe(5);
+    source.process(datagramFixtures('multicast-plain').find((f) => f.decoded.headers.some(([n, v]) => n === 'Multicast-Sender' && v === 'fs-b'))!.bin);
+    socket.skipped = 7;
+    expect(await value(metrics, 'fsb_multicast_own_datagrams_total')).toBe(8);
   });
 
   it('drops wrong-psk, plaintext-with-psk and garbage datagrams, counted per cause, emitting nothing', async () => {

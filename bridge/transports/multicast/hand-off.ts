@@ -39,13 +39,16 @@ export class HandOffWriter {
   static readonly DROPPED = 2;
   /** 1 while a 'dropped' notice is posted and not yet read. */
   static readonly DROP_NOTICE_PENDING = 3;
-  static readonly SHARED_SLOTS = 4;
+  /** Total of our own looped-back datagrams the worker skipped (wraps; readers take differences). */
+  static readonly OWN_SKIPPED = 4;
+  static readonly SHARED_SLOTS = 5;
   static readonly RECORD_HEADER_BYTES = 10;
 
   private staging: Buffer;
   private used = 0;
   private count = 0;
   private dropped = 0;
+  private skipped = 0;
   private lastAddress = '';
   private lastAddressBits = 0;
 
@@ -88,9 +91,18 @@ export class HandOffWriter {
     return true;
   }
 
+  /** Count one of our own datagrams, not staged (published at the next flush). */
+  skipOwn(): void {
+    this.skipped++;
+  }
+
   /** Post what is staged (and make sure drops get reported). Called at the end of each worker turn. */
   flush(): void {
     const shared = this.shared;
+    if (this.skipped > 0) {
+      Atomics.add(shared, HandOffWriter.OWN_SKIPPED, this.skipped);
+      this.skipped = 0;
+    }
     const dropped = this.dropped;
     if (dropped > 0) {
       Atomics.add(shared, HandOffWriter.DROPPED, dropped);

@@ -1,5 +1,6 @@
 import type * as Dgram from 'node:dgram';
 import type * as Threads from 'node:worker_threads';
+import { isOwnPlainDatagram } from './codec.js';
 import { HandOffWriter, type HandOffLimits } from './hand-off.js';
 
 export interface ReceiverWorkerData {
@@ -10,6 +11,8 @@ export interface ReceiverWorkerData {
   interface: string;
   receiveBufferBytes: number;
   limits: HandOffLimits;
+  /** Our Multicast-Sender line (codec.ts senderLine): plain datagrams ending their headers with it are ours, looped back, and are skipped here. */
+  ownSenderLine: Uint8Array | null;
   /** HandOffWriter.SHARED_SLOTS Int32 slots, shared with the main thread's HandOffReader. */
   shared: SharedArrayBuffer;
 }
@@ -29,10 +32,11 @@ export type WorkerCommand = { type: 'close' };
  *
  * It references only its parameters and globals because it runs from source text.
  */
-function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer: typeof HandOffWriter): void {
+function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer: typeof HandOffWriter, isOwn: typeof isOwnPlainDatagram): void {
   const parent = threads.parentPort!;
   const data = threads.workerData as ReceiverWorkerData;
   const report = (message: WorkerReport) => parent.postMessage(message);
+  const ownLine = data.ownSenderLine;
   const writer = new Writer(new Int32Array(data.shared), data.limits, (message, transfer) => parent.postMessage(message, transfer));
   const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: data.receiveBufferBytes });
   let scheduled = false;
@@ -44,7 +48,10 @@ function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer
     writer.flush();
   };
   socket.on('message', (datagram, from) => {
-    writer.append(datagram, from.address, from.port);
+    // Our own datagrams (multicast loopback, or TTL 0 on lo) would only be copied,
+    // transferred and then ignored by the main thread: one byte search here saves all of that.
+    if (ownLine !== null && isOwn(datagram, ownLine)) writer.skipOwn();
+    else writer.append(datagram, from.address, from.port);
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);
@@ -90,7 +97,7 @@ let source: string | null = null;
  * test/unit/multicast-worker.test.ts runs the writer from this very text.
  */
 export function receiverWorkerSource(): string {
-  source ??= `(${receiverWorkerMain.toString()})(require('node:dgram'), require('node:worker_threads'), (${handOffWriterSource()}));`;
+  source ??= `(${receiverWorkerMain.toString()})(require('node:dgram'), require('node:worker_threads'), (${handOffWriterSource()}), (${isOwnPlainDatagram.toString()}));`;
   return source;
 }
 

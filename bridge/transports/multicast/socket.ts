@@ -29,6 +29,8 @@ export interface MulticastSocketOptions {
   /** Received datagrams waiting for the main thread before new ones are dropped (cause queue_full). */
   maxQueuedDatagrams?: number;
   maxQueuedBytes?: number;
+  /** Our Multicast-Sender line (codec.ts senderLine): the receiver skips our own plain datagrams before copying them. */
+  ownSenderLine?: Buffer;
 }
 
 export type SendCallback = (error: Error | null) => void;
@@ -107,6 +109,11 @@ export class MulticastSocket {
     await Promise.all([current.closed, new Promise<void>((resolve) => current.sender.close(() => resolve()))]);
   }
 
+  /** Our own datagrams the receiver skipped since start (wraps at 2^32: take differences). */
+  ownSkipped(): number {
+    return Atomics.load(this.reader.shared, HandOffWriter.OWN_SKIPPED) >>> 0;
+  }
+
   send(datagram: Buffer, callback: SendCallback): void {
     const sender = this.current?.sender;
     if (!sender) {
@@ -141,7 +148,8 @@ export class MulticastSocket {
       maxBytes: this.options.maxQueuedBytes ?? DEFAULT_RECEIVE_QUEUE_BYTES,
       stagingBytes: STAGING_BYTES,
     };
-    const workerData: ReceiverWorkerData = { group, port, bindAddress, interface: this.options.interface, receiveBufferBytes, limits, shared: this.reader.shared.buffer as SharedArrayBuffer };
+    const ownSenderLine = this.options.ownSenderLine ?? null;
+    const workerData: ReceiverWorkerData = { group, port, bindAddress, interface: this.options.interface, receiveBufferBytes, limits, ownSenderLine, shared: this.reader.shared.buffer as SharedArrayBuffer };
     // execArgv []: the receiver needs no flags of ours (the TypeScript loader of test
     // children would only slow its start).
     const worker = new Worker(receiverWorkerSource(), { eval: true, workerData, execArgv: [], name: 'multicast-receiver' });

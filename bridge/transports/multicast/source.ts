@@ -48,6 +48,7 @@ export class MulticastSource implements RemoteSource {
   private readonly legacyGapCounter: Counter<'node'>;
   private readonly eventsIn = new Map<string, Counter.Internal>();
   private readonly ownSenderLine: Buffer;
+  private ownSkippedSeen = 0;
 
   constructor(
     private readonly socket: MulticastSocket,
@@ -60,6 +61,13 @@ export class MulticastSource implements RemoteSource {
     this.ownDatagrams =
       (registry.getSingleMetric('fsb_multicast_own_datagrams_total') as Counter | undefined) ??
       new Counter({ name: 'fsb_multicast_own_datagrams_total', help: 'Our own datagrams heard back (multicast loopback) and ignored', registers: [registry] });
+    // The receiver worker skips most of them before the hand-off; it only counts them, so fold its count in when the counter is read.
+    const own = this.ownDatagrams as Counter & { collect?: () => unknown };
+    const collect = own.collect?.bind(own);
+    own.collect = () => {
+      this.syncOwnSkipped();
+      return collect?.();
+    };
     this.legacyGapCounter =
       (registry.getSingleMetric('fsb_multicast_legacy_sequence_gap_total') as Counter<'node'> | undefined) ??
       new Counter({
@@ -85,6 +93,13 @@ export class MulticastSource implements RemoteSource {
     await this.socket.release();
     this.socket.setListener(() => {}, () => {});
     this.emit = null;
+  }
+
+  private syncOwnSkipped(): void {
+    const total = this.socket.ownSkipped();
+    const fresh = (total - this.ownSkippedSeen) >>> 0;
+    this.ownSkippedSeen = total;
+    if (fresh > 0) this.ownDatagrams.inc(fresh);
   }
 
   private readonly onDatagram = (datagram: Buffer): void => this.process(datagram);

@@ -4,6 +4,7 @@ import type { Metrics } from '../../observability/metrics.js';
 import type { Bindings } from '../../pipeline/bindings.js';
 import type { GapRecorder } from '../../pipeline/peers.js';
 import { requireBlowfish } from './blowfish.js';
+import { senderLine } from './codec.js';
 import { MulticastSink } from './sink.js';
 import { MulticastSocket } from './socket.js';
 import { MulticastSource } from './source.js';
@@ -53,6 +54,7 @@ export class MulticastTransport {
         receiveBufferBytes: config.receiveBufferBytes,
         maxQueuedDatagrams: deps.receiveQueue?.datagrams,
         maxQueuedBytes: deps.receiveQueue?.bytes,
+        ownSenderLine: senderLine(deps.nodeName),
       },
       deps.logger,
     );
