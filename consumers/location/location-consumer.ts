@@ -81,6 +81,8 @@ export class LocationConsumer implements Consumer {
   /** switchname -> hostname, learned from events (peer events name switchnames, rows hold hostnames). */
   private readonly hostnames = new Map<string, string>();
   private readonly kvWrites = new Set<Promise<unknown>>();
+  /** When a node's rows were purged after its peerdown (µs, like binding timestamps), until it comes back. */
+  private readonly purgedAt = new Map<string, number>();
   private readonly legacy: boolean;
   private readonly expiryMarginMs: number;
   private stopping = false;
@@ -154,6 +156,7 @@ export class LocationConsumer implements Consumer {
       this.drops?.drop(change.cause);
       return;
     }
+    if (remote && change.kind === 'register' && this.firedBeforePurge(change)) return;
     this.hostnames.set(change.switchname, change.hostname);
     if (this.legacy) {
       if (change.kind === 'register') {
@@ -252,6 +255,7 @@ export class LocationConsumer implements Consumer {
         this.drops?.drop('bad_state_entry', key);
         return;
       }
+      if (this.firedBeforePurge(binding)) return;
       this.hostnames.set(binding.switchname, binding.hostname);
       rowChanged = this.table.apply(binding);
     }
@@ -274,13 +278,27 @@ export class LocationConsumer implements Consumer {
   }
 
   private peerAlive(node: string): void {
+    this.purgedAt.delete(node);
     const timer = this.downTimers.get(node);
     if (!timer) return;
     clearTimeout(timer);
     this.downTimers.delete(node);
   }
 
+  /**
+   * A registration of a node that was purged as down, fired before the purge: a late
+   * copy (a KV watch or a JetStream durable catching up after a NATS outage) that
+   * would bring the dead node's rows back. Counted and ignored.
+   */
+  private firedBeforePurge(binding: Registered): boolean {
+    const purged = this.purgedAt.get(binding.switchname);
+    if (purged === undefined || binding.ts > purged) return false;
+    this.drops?.drop('stale_registration_of_down_node', binding.switchname);
+    return true;
+  }
+
   private removeNode(switchname: string): void {
+    this.purgedAt.set(switchname, Date.now() * 1000);
     const hostname = this.hostnames.get(switchname);
     const ended = this.table.removeWhere((b) => b.switchname === switchname || (hostname !== undefined && b.hostname === hostname));
     // The owner cannot clean up after itself: any survivor deletes its keys (deletes are idempotent).

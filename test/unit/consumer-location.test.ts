@@ -380,6 +380,31 @@ describe('cluster state (KV bucket)', () => {
     await b.consumer.stop();
   });
 
+  it("late copies of a purged node's registrations (KV watch, JetStream replay) do not bring its rows back; newer ones do", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const buckets = new Map();
+    const b = await started(config({ dbPath: join(dir, 'b.db'), peerDownGraceMs: 1_000 }), fakeContext(NODE_B, { buckets }));
+    const firedAt = Date.now() * 1000;
+    const late = register(NODE_A, '1000', Transport.Multicast, undefined, undefined, undefined, firedAt);
+    b.context.events.emit(late);
+    b.context.events.emit(peer('multicast::peerdown', 'fs-a'));
+    await vi.advanceTimersByTimeAsync(1_500);
+    expect(rows(join(dir, 'b.db'))).toEqual([]);
+    // The node's own KV write and the NATS copy of its register arrive only now.
+    const binding = { realm: '127.0.0.1', user: '1000', hostname: 'node-a', switchname: 'fs-a', ip: '10.99.0.1', ts: firedAt, expiresAt: Date.now() + 300_000 };
+    await buckets.get('loc').put(stateKeyOf(binding), JSON.stringify(binding));
+    b.context.events.emit({ event: late.event.clone(), origin: { ...late.origin, transport: Transport.Nats } });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(rows(join(dir, 'b.db'))).toEqual([]);
+    const dropped = (await b.context.metrics.drops.get()).values.find((v) => v.labels.cause === 'stale_registration_of_down_node');
+    expect(dropped?.value).toBe(2);
+    // A registration fired after the purge is news from a live node.
+    b.context.events.emit(register(NODE_A, '1000', Transport.Multicast, undefined, undefined, undefined, Date.now() * 1000 + 1));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(rows(join(dir, 'b.db'))).toEqual(['node-a | 127.0.0.1 | LOCATION_1000 | 10.99.0.1']);
+    await b.consumer.stop();
+  });
+
   it("survivors delete a dead node's keys after the grace period", async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
     const buckets = new Map();
