@@ -156,7 +156,9 @@ describe('hub and two satellites', () => {
     expect(await sat1.stopBridge()).toBe(0);
     for (const node of [hub, sat2]) {
       await eventually(() => node.peers(), (peers) => peers.some((p) => p.name === 'fs-sat1' && !p.up), `${node.id} sees fs-sat1 down`, PEER_TIMEOUT_MS * 4);
-      await eventually(() => node.location('1001'), (rows) => rows.length === 0, `${node.id} LOCATION_1001 removed`, PEER_TIMEOUT_MS * 4);
+      await eventually(() => node.location('1001'), (rows) => rows.length === 0, `${node.id} LOCATION_1001 removed`, PEER_TIMEOUT_MS * 4).catch(async (err: Error) => {
+        throw new Error(`${err.message}\npeers ${JSON.stringify(await node.peers())}\nrows ${JSON.stringify(node.locationRows())}\nlog:\n${node.bridgeLog}`);
+      });
       // 1000 lives on satellite 2 now and stays.
       expect(node.location('1000')).toEqual([sat2.spec.ip]);
     }
