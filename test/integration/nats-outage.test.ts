@@ -62,6 +62,20 @@ describe('NATS outage (server stopped 5 s under traffic)', () => {
   let client: NatsClient | undefined;
   let publisher: NatsPublisher | undefined;
 
+  /** A publisher on a fresh server, under traffic through a 5 s outage, drained. */
+  async function publishThroughOutage(stream: string, buffer?: { maxEvents: number; maxBytes: number }) {
+    server = await startNatsServer();
+    const defaults = natsTestConfig([]);
+    const config = natsTestConfig([server.url], { stream: { ...defaults.stream, name: stream }, buffer: buffer ?? defaults.buffer });
+    client = new NatsClient(config, { logger });
+    const metrics = new Metrics();
+    publisher = new NatsPublisher(config, { client, node: testNode('fs-a'), metrics, logger });
+    await publisher.start();
+    const run = await trafficWithOutage(server, publisher, client, 5_000);
+    await until(() => publisher!.pending === 0, 20_000);
+    return { metrics, run };
+  }
+
   afterEach(async () => {
     await publisher?.stop();
     await client?.close();
@@ -69,35 +83,19 @@ describe('NATS outage (server stopped 5 s under traffic)', () => {
   });
 
   it('buffers while NATS is down and delivers every event once, in order, after reconnect', async () => {
-    server = await startNatsServer();
-    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'OUTAGE' } });
-    client = new NatsClient(config, { logger });
-    const metrics = new Metrics();
-    publisher = new NatsPublisher(config, { client, node: testNode('fs-a'), metrics, logger });
-    await publisher.start();
-
-    const run = await trafficWithOutage(server, publisher, client, 5_000);
-    await until(() => publisher!.pending === 0, 20_000);
+    const { metrics, run } = await publishThroughOutage('OUTAGE');
 
     expect(run.restartedAt - run.stoppedAt).toBeGreaterThan(100);
-    const stored = await storedSequences(server, 'OUTAGE');
+    const stored = await storedSequences(server!, 'OUTAGE');
     expect(stored).toEqual(Array.from({ length: run.total }, (_, i) => i + 1));
     const drops = await metrics.drops.get();
     expect(drops.values.filter((v) => v.labels.component === 'nats_publisher').reduce((n, v) => n + v.value, 0)).toBe(0);
   }, 45_000);
 
   it('drops the oldest buffered events when the buffer overflows, counted, and keeps order for the rest', async () => {
-    server = await startNatsServer();
-    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'OVERFLOW' }, buffer: { maxEvents: 50, maxBytes: 1024 * 1024 } });
-    client = new NatsClient(config, { logger });
-    const metrics = new Metrics();
-    publisher = new NatsPublisher(config, { client, node: testNode('fs-a'), metrics, logger });
-    await publisher.start();
+    const { metrics, run } = await publishThroughOutage('OVERFLOW', { maxEvents: 50, maxBytes: 1024 * 1024 });
 
-    const run = await trafficWithOutage(server, publisher, client, 5_000);
-    await until(() => publisher!.pending === 0, 20_000);
-
-    const stored = await storedSequences(server, 'OVERFLOW');
+    const stored = await storedSequences(server!, 'OVERFLOW');
     const dropped = (await metrics.drops.get()).values.find((v) => v.labels.component === 'nats_publisher' && v.labels.cause === 'buffer_full')?.value ?? 0;
     // Strictly increasing: in order and no duplicates.
     for (let i = 1; i < stored.length; i++) expect(stored[i]).toBeGreaterThan(stored[i - 1]);
