@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { defaultConfigXml } from '../../bridge/config/load.js';
 import { FsEvent } from '../../bridge/event/event.js';
-import { CLI, runCli } from '../support/cli.js';
+import { cliArgs, runCli } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { until } from '../support/wait.js';
@@ -18,7 +18,7 @@ const sims: EslSimulator[] = [];
 const children: ChildProcess[] = [];
 
 function start(args: string[]): { child: ChildProcess; output: () => string } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, cliArgs(args), { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));

@@ -1,8 +1,17 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { LEGACY_PROVIDER_FLAG, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
 
 /** The compiled CLI (npm test builds before running vitest). */
 export const CLI = fileURLToPath(new URL('../../dist/bridge/cli/main.js', import.meta.url));
+
+/**
+ * Node arguments that run the CLI as one process: given the flags it would relaunch
+ * itself with, it does not fork, so killing the child a test holds kills the bridge.
+ */
+export function cliArgs(args: readonly string[]): string[] {
+  return [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, CLI, ...args];
+}
 
 export interface CliResult {
   code: number | null;
@@ -12,7 +21,7 @@ export interface CliResult {
 
 export function runCli(args: string[], options: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, cliArgs(args), { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { renderConfigReference } from '../../bridge/config/reference.js';
 import { PARAMS } from '../../bridge/config/schema.js';
-import { runCli } from '../support/cli.js';
+import { spawnSync } from 'node:child_process';
+import { CLI, runCli } from '../support/cli.js';
 import { fixturePath } from '../support/fixtures.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
@@ -28,5 +29,12 @@ describe('fs-event-bridge CLI', () => {
     const doc = readFileSync(repo('docs/config-reference.md'), 'utf8');
     expect(doc).toBe(renderConfigReference());
     for (const spec of PARAMS) expect(doc).toContain(`### \`${spec.name}\``);
+  });
+
+  it('relaunches itself with the OpenSSL legacy provider when started without it (psk needs Blowfish)', () => {
+    const datagram = fixturePath('multicast-psk', '001-HEARTBEAT.bin');
+    const result = spawnSync(process.execPath, [CLI, 'decode', datagram, '--psk', 'fixture-psk-0123456789'], { encoding: 'utf8', timeout: 20_000 });
+    expect(result.status).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ mode: 'psk' });
   });
 });

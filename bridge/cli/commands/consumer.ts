@@ -81,6 +81,12 @@ export function registerConsumer(program: Command): void {
       logger.info({ consumer: kind, node: node.name }, 'consumer started');
 
       const stop = async () => {
+        // State writes retry through a NATS outage; do not let a dead NATS hold the process forever.
+        const force = setTimeout(() => {
+          logger.error({ consumer: kind }, 'graceful stop took over 15 s; exiting');
+          process.exit(1);
+        }, 15_000);
+        force.unref();
         peers.stop();
         subscription.unsubscribe();
         await consumer.stop();
