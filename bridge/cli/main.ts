@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 import { BridgeError } from '../errors.js';
-import { blowfishAvailable, relaunchWithLegacyProvider } from '../transports/multicast/blowfish.js';
+import { blowfishAvailable, followParent, relaunchWithLegacyProvider } from '../transports/multicast/blowfish.js';
 import { buildProgram } from './program.js';
 
 /** Commands that may meet a psk: they need Blowfish, which Node's OpenSSL 3 keeps in the legacy provider. */
 const CIPHER_COMMANDS = new Set(['run', 'listen', 'decode', 'encode', 'demo', 'consumer']);
 
 export async function main(argv = process.argv): Promise<void> {
+  followParent();
   try {
     if (argv.slice(2).some((arg) => CIPHER_COMMANDS.has(arg)) && !blowfishAvailable() && (await relaunchWithLegacyProvider())) return;
     await buildProgram().parseAsync(argv);

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { defaultConfigXml } from '../../bridge/config/load.js';
 import { FsEvent } from '../../bridge/event/event.js';
-import { cliArgs, runCli } from '../support/cli.js';
+import { CLI, cliArgs, runCli } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { until } from '../support/wait.js';
@@ -121,4 +121,30 @@ describe('fs-event-bridge processes', () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/FSB_ERR_NOT_CONNECTED: no bridge answering at/);
   });
+
+  it('a relaunched bridge stops when its parent is killed outright (no orphan)', async () => {
+    const file = configFile('orphan', {
+      settings: { 'node-name': 'fs-orphan', 'stats-interval': '0' },
+      esl: { port: String(await freePort()) },
+      multicast: { enabled: 'no' },
+      metrics: { enabled: 'no' },
+    });
+    // Started without the flags, the CLI relaunches itself as a child with them.
+    const parent = spawn(process.execPath, [CLI, 'run', '--config', file], { stdio: 'ignore' });
+    children.push(parent);
+    const childPid = await until(() => {
+      const out = spawnSync('pgrep', ['-P', String(parent.pid)], { encoding: 'utf8' }).stdout.trim();
+      return out ? Number(out.split('\n')[0]) : 0;
+    });
+    parent.kill('SIGKILL');
+    // Gone, or a zombie waiting for whoever adopted it to reap it.
+    const alive = () => {
+      const status = spawnSync('cat', [`/proc/${childPid}/status`], { encoding: 'utf8' }).stdout;
+      return status !== '' && !/^State:\s+Z/m.test(status);
+    };
+    await until(() => !alive(), 10_000).catch((err: Error) => {
+      throw new Error(`${err.message}: child ${childPid} ${spawnSync('cat', [`/proc/${childPid}/cmdline`], { encoding: 'utf8' }).stdout}`);
+    });
+    expect(alive()).toBe(false);
+  }, 30_000);
 });

@@ -64,11 +64,28 @@ export function blowfishDecryptor(psk: Buffer, iv: Buffer): Decipher {
  * A relaunch is only attempted once, so a Node whose OpenSSL lacks the legacy
  * provider entirely ends with CipherUnavailableError instead of looping.
  */
+/** In a relaunched child: stop gracefully (SIGTERM to ourselves) when the parent goes away. */
+export function followParent(): void {
+  if (!process.channel && process.connected !== false) return;
+  const stop = () => process.kill(process.pid, 'SIGTERM');
+  // The parent may already be gone by the time this module runs.
+  if (!process.connected) {
+    stop();
+    return;
+  }
+  process.channel!.unref();
+  process.once('disconnect', stop);
+}
+
 export function relaunchWithLegacyProvider(): Promise<boolean> {
   if (blowfishAvailable()) return Promise.resolve(false);
   const already = process.execArgv.includes(LEGACY_PROVIDER_FLAG) || (process.env.NODE_OPTIONS ?? '').includes(LEGACY_PROVIDER_FLAG);
   if (already) return Promise.resolve(false);
-  const child = spawn(process.execPath, [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+  // The IPC channel is only a lifeline: it closes when this process dies, even by
+  // SIGKILL, and the child then stops itself (followParent) instead of living on orphaned.
+  const child = spawn(process.execPath, [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+  });
   for (const signal of ['SIGHUP', 'SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => child.kill(signal));
   }
