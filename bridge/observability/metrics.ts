@@ -15,6 +15,16 @@ export class Metrics {
   readonly queueDepth: Gauge<'component'>;
   readonly latency: Histogram<'transport'>;
 
+  /**
+   * A component's own counter, created once per registry: several components (or a
+   * restarted one) may ask for the same name, and prom-client refuses duplicates.
+   */
+  counter<L extends string = never>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+    const existing = this.registry.getSingleMetric(name);
+    if (existing) return existing as Counter<L>;
+    return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'fsb_' });
     const registers = [this.registry];

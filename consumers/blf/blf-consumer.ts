@@ -25,11 +25,6 @@ function lampOf(state: DialogState): LampState {
   return state === DialogState.Early ? 'ringing' : state === DialogState.Confirmed ? 'busy' : 'idle';
 }
 
-function counter(context: ConsumerContext, name: string, help: string): Counter {
-  const existing = context.metrics.registry.getSingleMetric(name);
-  return (existing as Counter | undefined) ?? new Counter({ name, help, registers: [context.metrics.registry] });
-}
-
 /**
  * Lights BLF lamps on this node for calls on other nodes.
  *
@@ -62,7 +57,7 @@ export class BlfConsumer implements Consumer {
   async start(context: ConsumerContext): Promise<void> {
     this.context = context;
     this.drops = new DropReporter('blf', context.metrics, context.logger);
-    this.fired = counter(context, 'fsb_blf_presence_fired_total', 'PRESENCE_IN events the BLF consumer fired into the local node');
+    this.fired = context.metrics.counter('fsb_blf_presence_fired_total', 'PRESENCE_IN events the BLF consumer fired into the local node');
     if (!this.config.legacyParity && context.openState) {
       this.store = await context.openState(this.config.stateBucket ?? DEFAULT_BLF_BUCKET);
       await this.relightFromState(context, this.store);

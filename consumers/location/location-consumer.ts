@@ -41,10 +41,6 @@ function parseStateValue(value: string): Registered | null {
   }
 }
 
-function counter(context: ConsumerContext, name: string, help: string): Counter {
-  return (context.metrics.registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help, registers: [context.metrics.registry] });
-}
-
 /**
  * Keeps mod_db's db_data answering "which node is this user registered on"
  * (`${db(select/realm/LOCATION_user)}`) for the whole cluster.
@@ -98,8 +94,8 @@ export class LocationConsumer implements Consumer {
     this.context = context;
     this.stopping = false;
     this.drops = new DropReporter('location', context.metrics, context.logger);
-    this.retries = counter(context, 'fsb_location_write_retries_total', 'Location batches the database or ESL refused and that were retried');
-    this.rowsWritten = counter(context, 'fsb_location_rows_written_total', 'db_data rows written or deleted by the location consumer');
+    this.retries = context.metrics.counter('fsb_location_write_retries_total', 'Location batches the database or ESL refused and that were retried');
+    this.rowsWritten = context.metrics.counter('fsb_location_rows_written_total', 'db_data rows written or deleted by the location consumer');
     this.sink =
       this.config.sink === 'esl'
         ? new EslRowSink(context.local, (error) => this.drops?.drop('unwritable_row', error.message))

@@ -124,8 +124,8 @@ export class EslClient extends EventEmitter {
     this.eventsIn = metrics.eventsIn.labels({ transport: 'esl', node: this.node });
     this.gapsLost = metrics.gapsLost.labels({ transport: 'esl', node: this.node });
     this.queueDepth = metrics.queueDepth.labels({ component: 'esl' });
-    this.reconnects = sharedCounter(metrics, 'fsb_esl_reconnects_total', 'ESL connections re-established after a loss', []);
-    this.streamErrors = sharedCounter(metrics, 'fsb_esl_stream_errors_total', 'ESL streams closed because the framing broke, by cause', ['cause']);
+    this.reconnects = metrics.counter('fsb_esl_reconnects_total', 'ESL connections re-established after a loss');
+    this.streamErrors = metrics.counter('fsb_esl_stream_errors_total', 'ESL streams closed because the framing broke, by cause', ['cause']);
   }
 
   get state(): EslState {
@@ -560,10 +560,4 @@ export function sendeventCommand(event: FsEvent): string {
   }
   if (event.body !== null && event.body !== '') return `${text}\nContent-Length: ${Buffer.byteLength(event.body, 'utf8')}\n\n${event.body}`;
   return text + '\n\n';
-}
-
-function sharedCounter<L extends string>(metrics: Metrics, name: string, help: string, labelNames: L[]): Counter<L> {
-  const existing = metrics.registry.getSingleMetric(name);
-  if (existing) return existing as Counter<L>;
-  return new Counter({ name, help, labelNames, registers: [metrics.registry] });
 }

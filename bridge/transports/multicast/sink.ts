@@ -55,10 +55,7 @@ export class MulticastSink implements Sink {
     this.psk = options.psk;
     this.drops = new DropReporter('multicast-send', options.metrics, options.logger);
     this.sent = options.metrics.eventsOut.labels({ transport: 'multicast' });
-    const registry = options.metrics.registry;
-    this.loopSkipped =
-      (registry.getSingleMetric('fsb_multicast_loop_skipped_total') as Counter | undefined) ??
-      new Counter({ name: 'fsb_multicast_loop_skipped_total', help: 'Events not multicast because of the loop rules (injected, multicast::*, LOG)', registers: [registry] });
+    this.loopSkipped = options.metrics.counter('fsb_multicast_loop_skipped_total', 'Events not multicast because of the loop rules (injected, multicast::*, LOG)');
   }
 
   setBindings(bindings: Bindings): void {

@@ -57,10 +57,7 @@ export class MulticastSource implements RemoteSource {
     this.psk = options.psk;
     this.ownSenderLine = senderLine(options.nodeName);
     this.drops = new DropReporter('multicast-receive', options.metrics, options.logger);
-    const registry = options.metrics.registry;
-    this.ownDatagrams =
-      (registry.getSingleMetric('fsb_multicast_own_datagrams_total') as Counter | undefined) ??
-      new Counter({ name: 'fsb_multicast_own_datagrams_total', help: 'Our own datagrams heard back (multicast loopback) and ignored', registers: [registry] });
+    this.ownDatagrams = options.metrics.counter('fsb_multicast_own_datagrams_total', 'Our own datagrams heard back (multicast loopback) and ignored');
     // The receiver worker skips most of them before the hand-off; it only counts them, so fold its count in when the counter is read.
     const own = this.ownDatagrams as Counter & { collect?: () => unknown };
     const collect = own.collect?.bind(own);
@@ -68,14 +65,11 @@ export class MulticastSource implements RemoteSource {
       this.syncOwnSkipped();
       return collect?.();
     };
-    this.legacyGapCounter =
-      (registry.getSingleMetric('fsb_multicast_legacy_sequence_gap_total') as Counter<'node'> | undefined) ??
-      new Counter({
-        name: 'fsb_multicast_legacy_sequence_gap_total',
-        help: 'Upper bound of events missed from legacy senders: Event-Sequence gaps per Core-UUID, which include every event outside the sender bindings',
-        labelNames: ['node'],
-        registers: [registry],
-      });
+    this.legacyGapCounter = options.metrics.counter(
+      'fsb_multicast_legacy_sequence_gap_total',
+      'Upper bound of events missed from legacy senders: Event-Sequence gaps per Core-UUID, which include every event outside the sender bindings',
+      ['node'],
+    );
   }
 
   setPsk(psk: Buffer | null): void {

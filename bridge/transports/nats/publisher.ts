@@ -8,7 +8,6 @@ import { LOOP_GUARD_HEADER, type BridgeEvent, type Sink } from '../../pipeline/t
 import type { NatsClient } from './connection.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { SubjectMapper } from './subjects.js';
-import { sharedCounter } from './metrics.js';
 
 export interface NatsPublisherDeps {
   client: NatsClient;
@@ -113,7 +112,7 @@ export class NatsPublisher implements Sink {
     this.drops = new DropReporter('nats_publisher', deps.metrics, deps.logger);
     this.out = deps.metrics.eventsOut.labels({ transport: 'nats' });
     this.depth = deps.metrics.queueDepth.labels({ component: 'nats_publisher' });
-    this.duplicates = sharedCounter(deps.metrics, 'fsb_nats_publish_duplicates_total', 'Publishes JetStream reported as duplicates (resends after a failure, or the same event delivered twice)');
+    this.duplicates = deps.metrics.counter('fsb_nats_publish_duplicates_total', 'Publishes JetStream reported as duplicates (resends after a failure, or the same event delivered twice)');
     this.stopTimeoutMs = deps.stopTimeoutMs ?? 5_000;
     this.ackTimeoutMs = deps.ackTimeoutMs ?? 5_000;
     this.withId = natsHeaders();

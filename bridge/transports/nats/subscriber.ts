@@ -17,7 +17,6 @@ import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
 import type { NatsClient } from './connection.js';
-import { sharedCounter } from './metrics.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { SubjectMapper } from './subjects.js';
 
@@ -59,7 +58,7 @@ export class NatsSubscriber implements RemoteSource {
     this.subjects = new SubjectMapper(config.subjectPrefix, deps.node.cluster);
     this.durable = durableName(config.durablePrefix, deps.node.name);
     this.drops = new DropReporter('nats_subscriber', deps.metrics, deps.logger);
-    this.ownSkipped = sharedCounter(deps.metrics, 'fsb_nats_own_events_skipped_total', "This node's own events seen on NATS and skipped");
+    this.ownSkipped = deps.metrics.counter('fsb_nats_own_events_skipped_total', "This node's own events seen on NATS and skipped");
   }
 
   async start(emit: (item: BridgeEvent) => void): Promise<void> {
