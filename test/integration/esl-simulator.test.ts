@@ -176,6 +176,20 @@ describe('ESL simulator speaks mod_event_socket', () => {
     expect(delivered.body).toBe('hello');
   });
 
+  it('with keepReceived false still emits and answers sendevent but retains nothing (benchmarks)', async () => {
+    sim = await EslSimulator.start({ keepReceived: false });
+    const emitted: string[] = [];
+    sim.on('sendevent', (event: FsEvent) => emitted.push(event.get('unique-id') ?? ''));
+    const c = await client();
+    await c.login('ClueCon', 'event plain PRESENCE_IN');
+    c.send('sendevent PRESENCE_IN\nunique-id: call-1\n\n');
+    const reply = await c.frame(3);
+    expect(reply.headers['Reply-Text']).toMatch(/^\+OK /);
+    expect(eventFromFrame(await c.frame(4)).get('unique-id')).toBe('call-1');
+    expect(emitted).toEqual(['call-1']);
+    expect(sim.received).toEqual([]);
+  });
+
   it('replays a capture verbatim, byte for byte, through any chunking', async () => {
     sim = await EslSimulator.start();
     sim.setChunking({ mode: 'random', min: 1, max: 700, seed: 7 });

@@ -84,6 +84,11 @@ export interface SimulatorOptions {
   firstSequence?: number;
   chunking?: Chunking;
   api?: Record<string, ApiAnswer>;
+  /**
+   * Keep every `sendevent` in `received` (default true). Benchmarks turn it off: thousands
+   * of retained events would make the simulator's own garbage collector a part of what they time.
+   */
+  keepReceived?: boolean;
 }
 
 /** An event from a capture, with the exact bytes FreeSWITCH sent for it. */
@@ -207,6 +212,7 @@ export class EslSimulator extends EventEmitter {
       ipv4: options.ipv4 ?? '127.0.0.1',
       ipv6: options.ipv6 ?? '::1',
       coreUuid: options.coreUuid ?? randomUUID(),
+      keepReceived: options.keepReceived ?? true,
     };
     this.nextSeq = options.firstSequence ?? 1;
     this.chunking = options.chunking ?? { mode: 'whole' };
@@ -538,7 +544,7 @@ export class EslSimulator extends EventEmitter {
       received.body,
     );
     recorded.headers.unshift(['Event-Name', received.command.slice(9).trim()]);
-    this.received.push(recorded);
+    if (this.options.keepReceived) this.received.push(recorded);
     this.emit('sendevent', recorded);
     this.reply(conn, `+OK ${eventUuid}`);
 

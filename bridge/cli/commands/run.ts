@@ -14,6 +14,9 @@ export function consumersFor(config: BridgeConfig): Consumer[] {
   return consumers;
 }
 
+/** A graceful stop that takes longer exits anyway (config/systemd's TimeoutStopSec is above it). */
+export const GRACEFUL_STOP_LIMIT_MS = 15_000;
+
 /**
  * Run until SIGINT/SIGTERM (graceful: stop reading ESL, flush sinks and consumers,
  * close). SIGHUP re-reads the file and applies bindings, psk and TTL without
@@ -32,9 +35,9 @@ export async function runBridge(file: string, logLevel: string | undefined, logg
     stopping = true;
     log.info({ signal }, 'stopping');
     const force = setTimeout(() => {
-      log.error('graceful stop took over 15 s; exiting');
+      log.error(`graceful stop took over ${GRACEFUL_STOP_LIMIT_MS / 1000} s; exiting`);
       process.exit(1);
-    }, 15_000);
+    }, GRACEFUL_STOP_LIMIT_MS);
     force.unref();
     bridge.stop().then(
       () => {
