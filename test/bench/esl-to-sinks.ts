@@ -7,7 +7,7 @@ import { connectNats } from '../../bridge/transports/nats/connection.js';
 import { EslSimulator, type CapturedEvent } from '../support/esl-simulator.js';
 import { JsonLineProcess } from '../support/netns.js';
 import { startNatsServer } from '../support/nats-server.js';
-import { round, sleep, startBridgeProcess } from './support-processes.js';
+import { processCpuMs, round, sleep, startBridgeProcess } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
 /**
@@ -30,6 +30,7 @@ import type { BenchCase, BenchResult } from './types.js';
  * with TTL 0 on 127.0.0.1 with loopback on, so the listener here hears it.
  */
 const DRAIN = fileURLToPath(new URL('./support-esl-drain.js', import.meta.url));
+const FLOOR = fileURLToPath(new URL('./support-esl-floor.js', import.meta.url));
 const GROUP = '239.77.8.8';
 
 export function forwardedMix(): CapturedEvent[] {
@@ -101,6 +102,38 @@ async function baselineRate(events: CapturedEvent[], count: number): Promise<num
   }
 }
 
+interface FloorRun {
+  rate: number;
+  cpuPerEventUs: number;
+  multicastLost: number;
+}
+
+/** The I/O floor (support-esl-floor.ts) on the same events, simulator and nats-server, verified by Event-Sequence like the bridge. */
+async function floorRate(events: CapturedEvent[], count: number, natsUrl: string, port: number): Promise<FloorRun> {
+  const sim = await EslSimulator.start({ switchname: 'bench-floor', firstSequence: 5_000_000 });
+  const listener = new SequenceListener(sim.sequence, count, port);
+  const floor = new JsonLineProcess(spawn(process.execPath, [FLOOR, String(sim.port), String(count), GROUP, String(port), natsUrl], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  try {
+    await floor.waitFor((r) => r.type === 'ready', 15_000);
+    await sim.waitForSubscribers(1);
+    const cpuBefore = processCpuMs(floor.child.pid!);
+    const began = performance.now();
+    const done = floor.waitFor((r) => r.type === 'done', 60_000);
+    await sim.replay(events, { loop: true, count });
+    await done;
+    const ackedAt = performance.now();
+    const cpuPerEventUs = ((processCpuMs(floor.child.pid!) - cpuBefore) * 1000) / count;
+    const deadline = ackedAt + 2_000;
+    while (listener.distinct < count && performance.now() < deadline) await sleep(20);
+    const finished = Math.max(ackedAt, listener.lastAt);
+    return { rate: count / ((finished - began) / 1000), cpuPerEventUs, multicastLost: count - listener.distinct };
+  } finally {
+    listener.close();
+    await floor.stop();
+    await sim.stop();
+  }
+}
+
 export const eslToSinks: BenchCase = async ({ quick }) => {
   const count = quick ? 30_000 : 150_000;
   const events = forwardedMix();
@@ -156,6 +189,7 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
       `${count} events of the fixture mix (${events.length} distinct, 3.4 KB average, multicast::* excluded) replayed pre-serialized at the simulator's max rate; ` +
       `bindings ALL on both sinks; bridge = \`fs-event-bridge run\` in its own process (one JS thread), nats-server 2.9.10 (file storage) and the simulator + counters share the second core; ` +
       `multicast TTL 0 on 127.0.0.1 with loopback on (the bridge also hears and discards its own datagrams); listener SO_RCVBUF ${listener.bufferBytes} bytes`;
+    const floor = await floorRate(events, count, nats.url, port + 1);
     const results: BenchResult[] = [
       {
         case: 'ESL -> multicast + NATS, sustained',
@@ -180,6 +214,19 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
         target: 0,
         met: multicastLost === 0 && natsLost === 0,
         notes: `lower is better; multicast: ${listener.distinct} distinct sequences received of ${count} (${listener.datagrams} datagrams, bridge counted ${sent} sent), NATS: ${natsCount} stored of ${count}; bridge drop counter total ${drops}`,
+      },
+      {
+        case: 'ESL -> multicast + NATS, I/O floor on one thread',
+        value: Math.round(floor.rate),
+        unit: 'events/s',
+        baseline: 'raw ESL read, no sinks (EslClient draining events())',
+        baseline_value: Math.round(baseline),
+        ratio: round(floor.rate / baseline),
+        target: 30_000,
+        met: floor.rate >= 30_000 && floor.multicastLost === 0,
+        notes:
+          `higher is better; not the bridge: the least any bridge on Node + node:dgram + nats.js must do per event (test/bench/support-esl-floor.ts): ESL read and parse, one datagram (FreeSWITCH's header block reused) and one JetStream publish of the same bytes with its PubAck awaited, nothing else (no JSON, pipeline, dedup, metrics or resend buffer). ` +
+          `${round(floor.cpuPerEventUs, 1)} µs of CPU per event (all threads) against the bridge's ${round(cpuPerEventUs, 1)}; ${floor.multicastLost} datagrams missing. Same simulator, events and nats-server as the bridge's run, just after it.`,
       },
     ];
     return results;

@@ -91,12 +91,7 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
       const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
       return match ? Number(match[1]) * 1024 : NaN;
     },
-    cpuMs() {
-      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
-    },
+    cpuMs: () => processCpuMs(child.pid!),
     async stop(graceMs = 10_000) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
@@ -124,6 +119,14 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** CPU time (user + system, every thread) of a live process from /proc/PID/stat, in ms (10 ms ticks). */
+export function processCpuMs(pid: number): number {
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
 }
 
 /** Nearest-rank percentile of an ascending array. */
