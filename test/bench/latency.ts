@@ -168,8 +168,8 @@ function summary(sorted: number[]): string {
  * How the processes of one measurement are scheduled. FreeSWITCH's own systemd unit
  * (debian/freeswitch-systemd.freeswitch.service) runs it with SCHED_RR; ours
  * (config/systemd/fs-event-bridge.service) does the same for the bridge. Under the default
- * policy (CFS/EEVDF) a woken process can wait for another's slice (3 ms by default on
- * Linux 6.6+) when the two cores are busy, which is the tail this case found: so it
+ * policy (CFS/EEVDF) a woken process can wait for others' slices (1.5 ms each on 2 cores
+ * with Linux 6.6+) when the two cores are busy, which is the tail this case found: so it
  * measures both, the deployed scheduling as the target and the default next to it.
  */
 type Scheduling = 'realtime' | 'default';
