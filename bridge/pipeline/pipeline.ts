@@ -42,7 +42,7 @@ export class Pipeline implements EventStream {
   /** An event from the local FreeSWITCH. */
   local(event: FsEvent, receivedAt = Date.now()): void {
     if (event.has(LOOP_GUARD_HEADER)) {
-      this.drops.drop('loop_guard');
+      this.drops.filtered('loop_guard');
       return;
     }
     if (event.name === 'CUSTOM' && event.subclass === MulticastSubclass.Event) {
@@ -61,7 +61,7 @@ export class Pipeline implements EventStream {
   /** An event another node fired, delivered by a transport. */
   remote(item: BridgeEvent): void {
     if (item.origin.node === this.options.nodeName) {
-      this.drops.drop('own_event');
+      this.drops.filtered('own_event');
       return;
     }
     const key = item.event.key;
@@ -70,7 +70,7 @@ export class Pipeline implements EventStream {
       return;
     }
     if (!this.dedup.firstSighting(key)) {
-      this.drops.drop(`duplicate_${item.origin.transport}`);
+      this.drops.filtered(`duplicate_${item.origin.transport}`);
       return;
     }
     this.options.inject(item);

@@ -77,7 +77,7 @@ describe('hub and two satellites', () => {
     for (const node of [hub, sat1, sat2]) {
       await eventually(() => node.location('1000'), (rows) => rows.length === 1 && rows[0] === sat1.spec.ip, `${node.id} LOCATION_1000`);
     }
-    // Both transports delivered it to the other nodes: the copy that came second was dropped as a duplicate.
+    // Both transports delivered it to the other nodes: the copy that came second was filtered as a duplicate.
     for (const node of [hub, sat2]) {
       await eventually(
         async () => {
@@ -85,7 +85,7 @@ describe('hub and two satellites', () => {
           return {
             multicast: metric(text, 'fsb_events_in_total', { transport: 'multicast', node: 'fs-sat1' }),
             nats: metric(text, 'fsb_events_in_total', { transport: 'nats', node: 'fs-sat1' }),
-            duplicates: metric(text, 'fsb_drops_total', { component: 'pipeline', cause: 'duplicate_nats' }) + metric(text, 'fsb_drops_total', { component: 'pipeline', cause: 'duplicate_multicast' }),
+            duplicates: metric(text, 'fsb_filtered_total', { component: 'pipeline', cause: 'duplicate_nats' }) + metric(text, 'fsb_filtered_total', { component: 'pipeline', cause: 'duplicate_multicast' }),
           };
         },
         (m) => m.multicast > 0 && m.nats > 0 && m.duplicates > 0,

@@ -130,11 +130,11 @@ describe('three bridged nodes on NATS', () => {
     }
     expect(presenceFired(a)).toHaveLength(0);
     // Nothing more was published anywhere after the call: what B and C fired came
-    // back over their ESL and was dropped by the loop guard, not republished.
+    // back over their ESL and was filtered by the loop guard, not republished.
     expect(await counter(a.bridge, 'fsb_events_out_total', { transport: 'nats' })).toBe(published);
     for (const node of [b, c]) {
       expect(await counter(node.bridge, 'fsb_events_out_total', { transport: 'nats' })).toBe(0);
-      expect(await counter(node.bridge, 'fsb_drops_total', { cause: 'loop_guard' })).toBeGreaterThan(0);
+      expect(await counter(node.bridge, 'fsb_filtered_total', { cause: 'loop_guard' })).toBeGreaterThan(0);
     }
   });
 });

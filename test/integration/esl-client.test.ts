@@ -297,7 +297,7 @@ describe('EslClient against the simulator', () => {
     expect(h.lines.filter((l) => /FreeSWITCH restarted/.test(l.msg))).toHaveLength(1);
   });
 
-  it('drops events carrying the loop guard header and counts them', async () => {
+  it('filters events carrying the loop guard header and counts them as filtered, not dropped', async () => {
     sim = await EslSimulator.start();
     const h = await connect('CUSTOM multicast::event');
     await h.client.ready(2000);
@@ -305,7 +305,8 @@ describe('EslClient against the simulator', () => {
     sim.fire(FsEvent.create('CUSTOM', 'multicast::event').add('Orig-Event-Name', 'HEARTBEAT'));
     await until(() => h.received.length === 1);
     expect(h.received[0].get('Orig-Event-Name')).toBe('HEARTBEAT');
-    expect(await metricValue(h.metrics, 'fsb_drops_total', { component: 'esl', cause: 'loop_guard' })).toBe(1);
+    expect(await metricValue(h.metrics, 'fsb_filtered_total', { component: 'esl', cause: 'loop_guard' })).toBe(1);
+    expect(await metricValue(h.metrics, 'fsb_drops_total', { component: 'esl', cause: 'loop_guard' })).toBe(0);
   });
 
   it('pauses the socket when the consumer lags, never queues past the cap, and loses nothing', async () => {

@@ -378,7 +378,7 @@ export class EslClient extends EventEmitter {
       if (!this.deliverBackgroundJobs) return;
     }
     if (event.get(LOOP_GUARD_HEADER) !== undefined) {
-      this.drops.drop('loop_guard');
+      this.drops.filtered('loop_guard');
       return;
     }
     this.queue.push(event);
