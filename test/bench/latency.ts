@@ -19,7 +19,13 @@ import type { BenchCase, BenchResult } from './types.js';
  * benchmark's process, so one clock times both ends.
  *
  * Run once per transport: multicast (TTL 0 on 127.0.0.1, loopback on, in the
- * runner's namespace) and NATS (JetStream on a local nats-server 2.9.10).
+ * runner's namespace) and NATS (JetStream on a local nats-server 2.9.10), and that
+ * under two CPU schedulings (see Scheduling below).
+ *
+ * The other path the issue names, a registration to its db row on B, is not timed
+ * here: the location consumer batches its writes (consumer:location/flush-interval,
+ * 20 ms by default) so that FreeSWITCH's own mod_db reads never wait on a long
+ * transaction; that bound, not the transport, sets its latency.
  *
  * Baseline (same run): UDP ping-pong on loopback between this process and a child
  * echo process, 1 ping per ms, round-trip time: the floor of any two-process path
@@ -135,8 +141,8 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
         await sleep(1);
       }
     };
-    // Warm-up (JIT, NATS consumer, first-sight paths), not counted.
-    // 2 s: JIT tiers and the NATS consumer's first pulls settle before the clock starts.
+    // Warm-up, not counted: 2 s, so the JIT tiers, first-sight paths and the NATS
+    // consumer's first pulls settle before the clock starts.
     await fireAt1k(Array.from({ length: 2_000 }, (_, i) => presence(i)), null);
     await sleep(500);
     const measured = Array.from({ length: events }, (_, i) => presence(first + i));
