@@ -230,6 +230,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
         maxBytes: num('nats', 'stream-max-bytes'),
         duplicateWindowMs: num('nats', 'duplicate-window'),
         replicas: num('nats', 'replicas'),
+        storage: str('nats', 'stream-storage') as 'file' | 'memory',
       },
       durablePrefix: str('nats', 'durable-prefix'),
       buffer: { maxEvents: num('nats', 'buffer-max-events'), maxBytes: num('nats', 'buffer-max-bytes') },

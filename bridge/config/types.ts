@@ -47,7 +47,7 @@ export interface NatsConfig {
   servers: string[];
   subjectPrefix: string;
   bindings: Bindings;
-  stream: { name: string; maxAgeMs: number; maxBytes: number; duplicateWindowMs: number; replicas: number };
+  stream: { name: string; maxAgeMs: number; maxBytes: number; duplicateWindowMs: number; replicas: number; storage: 'file' | 'memory' };
   /** Durable consumer name prefix; the node name is appended. */
   durablePrefix: string;
   buffer: { maxEvents: number; maxBytes: number };

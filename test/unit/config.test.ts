@@ -93,6 +93,13 @@ describe('config loader', () => {
     expect(config.consumers.blf.enabled).toBe(true);
   });
 
+  it('reads the stream storage, file by default, and refuses anything but file or memory', () => {
+    const load = (storage?: string) => loadConfigText(defaultConfigXml(storage ? { nats: { enabled: 'true', 'stream-storage': storage } } : {}), 'f.xml', {}).config.nats.stream.storage;
+    expect(load()).toBe('file');
+    expect(load('memory')).toBe('memory');
+    expect(() => load('disk')).toThrow(/f\.xml: param "stream-storage": "disk" is not one of file, memory/);
+  });
+
   it('reads name=address maps and rejects malformed pairs', () => {
     const text = defaultConfigXml({ 'consumer:location': { 'address-overrides': 'fs-a=192.0.2.1, node-b=192.0.2.2' } });
     expect(loadConfigText(text, 'f.xml', {}).config.consumers.location.addressOverrides).toEqual({ 'fs-a': '192.0.2.1', 'node-b': '192.0.2.2' });

@@ -10,8 +10,8 @@ export type StreamSettings = NatsConfig['stream'];
 
 /**
  * Create the events stream, or bring an existing one to the configured limits.
- * Replicas of an existing stream are left alone when the server refuses the change
- * (2.9 cannot scale some streams), with a warning.
+ * Replicas or storage of an existing stream are left alone when the server refuses the
+ * change (storage never changes; 2.9 cannot scale some streams), with a warning.
  */
 export async function ensureStream(jsm: JetStreamManager, settings: StreamSettings, subject: string, logger: Logger): Promise<StreamInfo> {
   const wanted: Partial<StreamConfig> = {
@@ -20,7 +20,7 @@ export async function ensureStream(jsm: JetStreamManager, settings: StreamSettin
     max_bytes: settings.maxBytes,
     duplicate_window: nanos(settings.duplicateWindowMs),
     num_replicas: settings.replicas,
-    storage: StorageType.File,
+    storage: settings.storage === 'memory' ? StorageType.Memory : StorageType.File,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
   };
@@ -39,7 +39,8 @@ export async function ensureStream(jsm: JetStreamManager, settings: StreamSettin
     current.max_age !== wanted.max_age ||
     current.max_bytes !== wanted.max_bytes ||
     current.duplicate_window !== wanted.duplicate_window ||
-    current.num_replicas !== wanted.num_replicas;
+    current.num_replicas !== wanted.num_replicas ||
+    current.storage !== wanted.storage;
   if (!differs) return existing;
   try {
     return await jsm.streams.update(settings.name, { ...current, ...wanted });

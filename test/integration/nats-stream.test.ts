@@ -1,0 +1,39 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../bridge/observability/logger.js';
+import { connectNats } from '../../bridge/transports/nats/connection.js';
+import { ensureStream } from '../../bridge/transports/nats/stream.js';
+import { natsTestConfig, startNatsServer, type NatsServer } from '../support/nats-server.js';
+
+describe('ensureStream storage (nats-server)', () => {
+  let server: NatsServer;
+  beforeAll(async () => {
+    server = await startNatsServer();
+  });
+  afterAll(async () => {
+    await server.dispose();
+  });
+
+  it('creates the stream in memory when asked, and never converts an existing stream (warns instead)', async () => {
+    const nc = await connectNats({ servers: [server.url], auth: {}, tls: null }, { logger: silentLogger() });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const settings = { ...natsTestConfig([server.url]).stream, name: 'STORAGE_TEST' };
+      const created = await ensureStream(jsm, { ...settings, storage: 'memory' }, 'st.>', silentLogger());
+      expect(created.config.storage).toBe('memory');
+
+      const warnings: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
+      const kept = await ensureStream(jsm, { ...settings, storage: 'file' }, 'st.>', logger);
+      expect(kept.config.storage).toBe('memory');
+      expect((await jsm.streams.info('STORAGE_TEST')).config.storage).toBe('memory');
+      expect(warnings).toEqual([expect.stringContaining('keeping its current settings')]);
+
+      const file = await ensureStream(jsm, { ...settings, name: 'STORAGE_FILE', storage: 'file' }, 'sf.>', silentLogger());
+      expect(file.config.storage).toBe('file');
+    } finally {
+      await nc.close();
+    }
+  });
+});
