@@ -82,6 +82,18 @@ export class CipherUnavailableError extends BridgeError {
   }
 }
 
+/** The NATS servers have no room for the events stream as configured (size against their memory or file store limit). */
+export class NatsStreamLimitError extends BridgeError {
+  constructor(stream: string, storage: 'file' | 'memory', maxBytes: number, serverSays: string, options?: { cause?: unknown }) {
+    const limit = storage === 'memory' ? 'max_memory_store' : 'max_file_store';
+    super(
+      'FSB_ERR_NATS_STREAM_LIMITS',
+      `JetStream has no room for stream ${stream} (${storage} storage, nats/stream-max-bytes ${maxBytes} bytes): the server says "${serverSays}"; lower nats/stream-max-bytes or raise ${limit} in the servers' jetstream block`,
+      options,
+    );
+  }
+}
+
 /** A NATS server refused the configured credentials (user/pass, token, NKey or creds file). */
 export class NatsAuthError extends BridgeError {
   constructor(readonly servers: readonly string[], options?: { cause?: unknown }) {

@@ -1,6 +1,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NatsStreamLimitError } from '../../bridge/errors.js';
 import { silentLogger } from '../../bridge/observability/logger.js';
 import { connectNats } from '../../bridge/transports/nats/connection.js';
 import { ensureStream } from '../../bridge/transports/nats/stream.js';
@@ -29,6 +30,11 @@ describe('ensureStream storage (nats-server)', () => {
       expect(kept.config.storage).toBe('memory');
       expect((await jsm.streams.info('STORAGE_TEST')).config.storage).toBe('memory');
       expect(warnings).toEqual([expect.stringContaining('keeping its current settings')]);
+
+      // The test server allows 256 MB of memory store (test/support/nats-server.ts).
+      const tooBig = ensureStream(jsm, { ...settings, name: 'STORAGE_BIG', storage: 'memory', maxBytes: 1024 ** 3 }, 'sb.>', silentLogger());
+      await expect(tooBig).rejects.toBeInstanceOf(NatsStreamLimitError);
+      await expect(tooBig).rejects.toThrow(/STORAGE_BIG \(memory storage, nats\/stream-max-bytes 1073741824 bytes\).*insufficient memory.*lower nats\/stream-max-bytes or raise max_memory_store/);
 
       const file = await ensureStream(jsm, { ...settings, name: 'STORAGE_FILE', storage: 'file' }, 'sf.>', silentLogger());
       expect(file.config.storage).toBe('file');

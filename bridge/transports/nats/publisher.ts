@@ -1,6 +1,7 @@
 import { createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConfig, NodeConfig } from '../../config/types.js';
+import { NatsStreamLimitError } from '../../errors.js';
 import { serializeJson } from '../../event/json.js';
 import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
@@ -354,8 +355,11 @@ export class NatsPublisher implements Sink {
       this.streamReady = true;
       this.schedulePump();
     } catch (err) {
-      // JetStream may still be electing a leader after a cluster restart: try again.
-      this.deps.logger.warn({ component: 'nats_publisher', err, stream: this.config.stream.name }, 'JetStream stream not ready; retrying');
+      // JetStream may still be electing a leader after a cluster restart: try again. A stream
+      // too large for the servers is a configuration error, but the servers' limits may be
+      // raised without restarting the bridge, so it is retried as well, logged as an error.
+      if (err instanceof NatsStreamLimitError) this.deps.logger.error({ component: 'nats_publisher', err: err.message, code: err.code }, 'JetStream stream cannot be created; retrying');
+      else this.deps.logger.warn({ component: 'nats_publisher', err, stream: this.config.stream.name }, 'JetStream stream not ready; retrying');
       this.streamTimer = setTimeout(() => {
         this.streamTimer = null;
         void this.prepareStream();

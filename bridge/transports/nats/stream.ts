@@ -1,12 +1,22 @@
 import { nanos } from '@nats-io/transport-node';
 import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig, type StreamInfo } from '@nats-io/jetstream';
 import type { NatsConfig } from '../../config/types.js';
+import { NatsStreamLimitError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 
 /** Header naming the node that fired the event (the subject carries it too, escaped). */
 export const ORIGIN_NODE_HEADER = 'FSB-Origin-Node';
 
 export type StreamSettings = NatsConfig['stream'];
+
+/** JetStream API codes for "insufficient resources", "... memory resources ...", "... storage resources ...". */
+const NO_ROOM_CODES: ReadonlySet<number> = new Set([10023, 10028, 10047]);
+
+/** A refusal for lack of room says which param to change; anything else goes through as it is. */
+function explained(err: unknown, settings: StreamSettings): unknown {
+  if (err instanceof JetStreamApiError && NO_ROOM_CODES.has(err.code)) return new NatsStreamLimitError(settings.name, settings.storage, settings.maxBytes, err.message, { cause: err });
+  return err;
+}
 
 /**
  * Create the events stream, or bring an existing one to the configured limits.
@@ -29,7 +39,9 @@ export async function ensureStream(jsm: JetStreamManager, settings: StreamSettin
     existing = await jsm.streams.info(settings.name);
   } catch (err) {
     if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
-      return jsm.streams.add({ name: settings.name, ...wanted });
+      return jsm.streams.add({ name: settings.name, ...wanted }).catch((refused: unknown) => {
+        throw explained(refused, settings);
+      });
     }
     throw err;
   }
