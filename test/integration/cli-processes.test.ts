@@ -56,7 +56,8 @@ describe('fs-event-bridge processes', () => {
     const base = (name: string, i: number) => ({
       settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli', 'stats-interval': '300ms' },
       esl: { port: String(sims[i].port) },
-      multicast: { enabled: 'no', 'peer-timeout': '2s' },
+      // One HEARTBEAT must keep fs-a UP until `peers` (a new Node process each try) gets to ask, even on a loaded machine.
+      multicast: { enabled: 'no', 'peer-timeout': '30s' },
       nats: { enabled: 'yes', servers: nats.url },
       metrics: { enabled: 'yes', port: String(ports[name]) },
     });
@@ -70,7 +71,9 @@ describe('fs-event-bridge processes', () => {
         throw new Error(`${name} never ready: ${err.message}\n${(name === 'fs-a' ? a : b).output()}`);
       });
     }
-    await until(() => c.output().includes('consumer started'));
+    await until(() => c.output().includes('consumer started'), 20_000).catch((err) => {
+      throw new Error(`standalone consumer never started: ${err.message}\n${c.output()}`);
+    });
 
     sims[0].fire(FsEvent.create('HEARTBEAT').add('Event-Info', 'System Ready'));
     const peers = await until(async () => {
