@@ -36,6 +36,35 @@ function slopePerMinute(samples: { t: number; rss: number }[]): number {
 
 const MB = 1024 * 1024;
 
+/** 64 MiB: glibc reserves each secondary malloc arena's heap at an address aligned to this (HEAP_MAX_SIZE on 64-bit Linux). */
+const ARENA_HEAP_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Resident anonymous memory by where it lives, from /proc/PID/smaps: glibc's main arena
+ * ([heap]), its secondary arenas (one per thread that mallocs: a 64 MiB-aligned reservation,
+ * only partly resident, which is how they are told apart here), and the rest (V8's heap pages, thread stacks, large mmapped
+ * blocks). Which of these moves between runs tells native memory from JS memory.
+ */
+function anonymousBreakdown(pid: number): string {
+  const totals = { heap: 0, arenas: 0, other: 0 };
+  let arenaCount = 0;
+  let kind: keyof typeof totals | null = null;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const range = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (range) {
+      const start = parseInt(range[1], 16);
+      const path = range[3];
+      kind = path === '[heap]' ? 'heap' : path !== '' ? null : start % ARENA_HEAP_BYTES === 0 ? 'arenas' : 'other';
+      if (kind === 'arenas') arenaCount++;
+      continue;
+    }
+    const anonymous = /^Anonymous:\s+(\d+) kB/.exec(line);
+    if (anonymous && kind !== null) totals[kind] += Number(anonymous[1]) * 1024;
+  }
+  const mb = (bytes: number) => Math.round(bytes / MB);
+  return `malloc main arena ${mb(totals.heap)} MB, ${arenaCount} other arenas ${mb(totals.arenas)} MB, the rest ${mb(totals.other)} MB`;
+}
+
 export const rss: BenchCase = async ({ quick }) => {
   const loadMs = quick ? 8_000 : 60_000;
   const idleMs = quick ? 1_500 : 5_000;
@@ -75,7 +104,7 @@ export const rss: BenchCase = async ({ quick }) => {
     const spaces = await Promise.all(['new', 'old', 'code', 'large_object'].map(async (space) => `${space} ${Math.round((await bridge.metric('fsb_nodejs_heap_space_size_total_bytes', { space })) / MB)}`));
     const status = readFileSync(`/proc/${bridge.pid}/status`, 'utf8');
     const kb = (field: string) => Math.round(Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024);
-    const breakdown = `at the end: RssAnon ${kb('RssAnon')} MB, RssFile ${kb('RssFile')} MB, threads ${/Threads:\s+(\d+)/.exec(status)?.[1]}; main-thread V8 spaces (MB total) ${spaces.join(', ')}`;
+    const breakdown = `at the end: RssAnon ${kb('RssAnon')} MB (${anonymousBreakdown(bridge.pid)}), RssFile ${kb('RssFile')} MB, threads ${/Threads:\s+(\d+)/.exec(status)?.[1]}; main-thread V8 spaces (MB total) ${spaces.join(', ')}`;
     const heap = `V8 heap used ${Math.round((await bridge.metric('fsb_nodejs_heap_size_used_bytes')) / MB)} MB of ${Math.round((await bridge.metric('fsb_nodejs_heap_size_total_bytes')) / MB)} MB, external ${Math.round((await bridge.metric('fsb_nodejs_external_memory_bytes')) / MB)} MB at the end`;
     const peak = Math.max(...samples.map((s) => s.rss));
     const secondHalf = samples.filter((s) => s.t >= loadMs / 2);
