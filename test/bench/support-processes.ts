@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
-import { LEGACY_PROVIDER_FLAG, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
+import { LEGACY_PROVIDER_FLAG, RELAUNCH_ENV, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
 import { freePort } from '../support/nats-server.js';
 
 /**
@@ -57,7 +57,7 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
   const dir = mkdtempSync(join(tmpdir(), `fsb-bench-bridge-${process.pid}-`));
   const file = join(dir, 'event_bridge.conf.xml');
   writeFileSync(file, xml);
-  // The flags of the CLI's relaunch up front: otherwise `run` relaunches itself and the pid we watch would not be the bridge.
+  // The flags and environment of the CLI's relaunch up front: otherwise `run` relaunches itself and the pid we watch would not be the bridge.
   // FSB_BENCH_CPU_PROF=DIR: profile the bridge (written when it stops), for the "Profile findings" in docs/benchmarks.md.
   const profile = process.env.FSB_BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.FSB_BENCH_CPU_PROF] : [];
   // FSB_BENCH_ELD=DIR: event loop delay histogram and GC pauses of the bridge (support-eld.ts).
@@ -66,7 +66,8 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
   const extra = (process.env.FSB_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const child = spawn(process.execPath, [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, ...profile, ...loop, ...extra, ...(options.nodeArgs ?? []), CLI, 'run', '--config', file], {
     stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, NODE_OPTIONS: '' },
+    // As deployed (config/systemd, compose/Dockerfile): the relaunch's environment, overridable from outside.
+    env: { ...RELAUNCH_ENV, ...process.env, NODE_OPTIONS: '' },
   });
   const exited = once(child, 'exit');
   const status = async (path: string) => {

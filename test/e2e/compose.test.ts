@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfigFile } from '../../bridge/config/load.js';
+import { RELAUNCH_ENV } from '../../bridge/transports/multicast/blowfish.js';
 import { typescriptLoader } from '../support/netns.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -123,6 +124,7 @@ describe('compose/Dockerfile', () => {
     // One process: the flags the CLI would otherwise relaunch itself with are given up front.
     expect(dockerfile).toContain('ENTRYPOINT ["node", "--openssl-legacy-provider", "--max-semi-space-size=8", "dist/bridge/cli/main.js"]');
     expect(dockerfile).toContain('CMD ["run", "--config", "/etc/fs-event-bridge/event_bridge.conf.xml"]');
+    for (const [name, value] of Object.entries(RELAUNCH_ENV)) expect(instructions).toContain(`ENV ${name}=${value}`);
     for (const line of instructions.filter((l) => l.startsWith('COPY ') && !l.includes('--from'))) {
       const sources = line.split(/\s+/).slice(1, -1);
       for (const source of sources) expect(existsSync(join(ROOT, source)), line).toBe(true);

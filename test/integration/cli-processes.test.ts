@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { defaultConfigXml } from '../../bridge/config/load.js';
 import { FsEvent } from '../../bridge/event/event.js';
+import { LEGACY_PROVIDER_FLAG, RELAUNCH_ENV, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
 import { CLI, cliArgs, runCli } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
@@ -139,6 +140,11 @@ describe('fs-event-bridge processes', () => {
       const out = spawnSync('pgrep', ['-P', String(parent.pid)], { encoding: 'utf8' }).stdout.trim();
       return out ? Number(out.split('\n')[0]) : 0;
     });
+    // The child runs as deployed: the relaunch's node flags and environment.
+    const childArgv = (await until(() => readFileSync(`/proc/${childPid}/cmdline`, 'utf8'))).split('\0');
+    expect(childArgv.slice(1, 2 + RELAUNCH_V8_FLAGS.length)).toEqual([LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS]);
+    const childEnv = readFileSync(`/proc/${childPid}/environ`, 'utf8').split('\0');
+    for (const [name, value] of Object.entries(RELAUNCH_ENV)) expect(childEnv).toContain(`${name}=${value}`);
     parent.kill('SIGKILL');
     // Gone, or a zombie waiting for whoever adopted it to reap it.
     const alive = () => {

@@ -3,11 +3,11 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { GRACEFUL_STOP_LIMIT_MS } from '../../bridge/cli/commands/run.js';
 import { buildProgram } from '../../bridge/cli/program.js';
-import { LEGACY_PROVIDER_FLAG, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
+import { LEGACY_PROVIDER_FLAG, RELAUNCH_ENV, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
 
 const UNIT = fileURLToPath(new URL('../../config/systemd/fs-event-bridge.service', import.meta.url));
 
-/** Key=value lines per [Section] (systemd's syntax without continuation lines, which the unit does not use). */
+/** Key=value lines per [Section] (systemd's syntax without continuation lines, which the unit does not use); repeated keys keep the last. */
 function parseUnit(text: string): Record<string, Record<string, string>> {
   const sections: Record<string, Record<string, string>> = {};
   let current: Record<string, string> | null = null;
@@ -36,6 +36,12 @@ describe('config/systemd/fs-event-bridge.service', () => {
     expect(script).toBeGreaterThan(0);
     expect(argv.slice(1, script)).toEqual([LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS]);
     expect(argv.slice(script + 1, script + 3)).toEqual(['run', '--config']);
+  });
+
+  it('sets the environment the CLI would relaunch itself with', () => {
+    const text = readFileSync(UNIT, 'utf8');
+    const environment = text.split('\n').filter((line) => line.startsWith('Environment=')).map((line) => line.slice('Environment='.length));
+    expect(environment).toEqual(Object.entries(RELAUNCH_ENV).map(([name, value]) => `${name}=${value}`));
   });
 
   it('names a command and options the CLI knows', () => {

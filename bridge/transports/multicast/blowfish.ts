@@ -22,6 +22,17 @@ export const LEGACY_PROVIDER_FLAG = '--openssl-legacy-provider';
  */
 export const RELAUNCH_V8_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
 
+/**
+ * Environment of the relaunched bridge (the caller's own values win). After a large block
+ * is freed glibc raises its mmap threshold, and the main arena's trim threshold with it
+ * (up to 64 MB); now and then the bridge's main arena then kept about 25 MB of freed memory
+ * for the whole run (RSS 130-139 MB against 107-113 MB in 2 of 14 runs at 10k events/s,
+ * the extra all in the main arena). Setting the threshold, even to glibc's default of
+ * 128 KiB, turns that adaptation off: 5 of 5 runs at 109-111 MB, CPU within the noise
+ * (docs/benchmarks.md).
+ */
+export const RELAUNCH_ENV: Readonly<Record<string, string>> = { MALLOC_MMAP_THRESHOLD_: '131072' };
+
 let available: boolean | undefined;
 
 /** Whether this process can run bf-cbc with a variable-length key (checked once, with a real cipher). */
@@ -57,13 +68,6 @@ export function blowfishDecryptor(psk: Buffer, iv: Buffer): Decipher {
   return createDecipheriv(BLOWFISH_CBC, psk, iv);
 }
 
-/**
- * For the CLI: when Blowfish is missing and the flag was not already given, run
- * this same command again in a child node with the flag, forwarding signals (SIGHUP
- * reload included) and the exit code. Resolves false when no relaunch is needed.
- * A relaunch is only attempted once, so a Node whose OpenSSL lacks the legacy
- * provider entirely ends with CipherUnavailableError instead of looping.
- */
 /** In a relaunched child: stop gracefully (SIGTERM to ourselves) when the parent goes away. */
 export function followParent(): void {
   if (!process.channel && process.connected !== false) return;
@@ -77,6 +81,14 @@ export function followParent(): void {
   process.once('disconnect', stop);
 }
 
+/**
+ * For the CLI: when Blowfish is missing and the flag was not already given, run
+ * this same command again in a child node with the flag (and RELAUNCH_V8_FLAGS,
+ * RELAUNCH_ENV), forwarding signals (SIGHUP reload included) and the exit code.
+ * Resolves false when no relaunch is needed. A relaunch is only attempted once, so a
+ * Node whose OpenSSL lacks the legacy provider entirely ends with
+ * CipherUnavailableError instead of looping.
+ */
 export function relaunchWithLegacyProvider(): Promise<boolean> {
   if (blowfishAvailable()) return Promise.resolve(false);
   const already = process.execArgv.includes(LEGACY_PROVIDER_FLAG) || (process.env.NODE_OPTIONS ?? '').includes(LEGACY_PROVIDER_FLAG);
@@ -85,6 +97,7 @@ export function relaunchWithLegacyProvider(): Promise<boolean> {
   // SIGKILL, and the child then stops itself (followParent) instead of living on orphaned.
   const child = spawn(process.execPath, [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, ...process.execArgv, ...process.argv.slice(1)], {
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    env: { ...RELAUNCH_ENV, ...process.env },
   });
   for (const signal of ['SIGHUP', 'SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => child.kill(signal));
