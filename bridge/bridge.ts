@@ -256,7 +256,7 @@ export class Bridge {
   private consumerContext(): ConsumerContext {
     const client = this.natsClient;
     const openState = client
-      ? async (bucket: string): Promise<StateStore> => openStateStore(await client.ready(), bucket, { replicas: this.config.nats.stream.replicas, logger: this.logger })
+      ? async (bucket: string): Promise<StateStore> => openStateStore(await client.ready(), bucket, { replicas: this.config.nats.stream.replicas, logger: this.logger, metrics: this.metrics })
       : undefined;
     return { node: this.config.node, events: this.pipeline, local: this.local, logger: this.logger, metrics: this.metrics, openState };
   }

@@ -169,11 +169,13 @@ describe('hub and two satellites', () => {
 
   it('the hub restarts: locations and lamps come back from KV before it reports ready', async () => {
     const callId = 'e2e-call-2';
+    const blfPuts = async () => metric(await sat2.metricsText(), 'fsb_state_writes_total', { bucket: 'fsb_blf', op: 'put' });
+    const putsBefore = await blfPuts();
     await sat2.fire(presenceEvent('ringing', '1000', callId));
     await sat2.fire(presenceEvent('answered', '1000', callId));
     await eventually(() => hub.sendevents(lampEvent(callId, 'confirmed')).length, (n) => n === 1, 'hub lamp confirmed before the restart');
-    // Satellite 2 writes its call to the BLF bucket as it publishes it; nothing outside the namespaces can watch that write land.
-    await sleep(500);
+    // Satellite 2 writes its call to the BLF bucket (early, then confirmed); the hub may restart once the servers acknowledged both.
+    await eventually(blfPuts, (n) => n >= putsBefore + 2, 'satellite 2 wrote the call to the BLF bucket');
     expect(await hub.stopBridge()).toBe(0);
     hub.clearDatabase();
     expect(hub.location('1000')).toEqual([]);

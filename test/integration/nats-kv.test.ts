@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { silentLogger } from '../../bridge/observability/logger.js';
+import { Metrics } from '../../bridge/observability/metrics.js';
 import { connectNats } from '../../bridge/transports/nats/connection.js';
 import { openStateStore } from '../../bridge/transports/nats/kv.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
@@ -27,7 +28,8 @@ describe('NATS KV state store (real nats-server)', () => {
   });
 
   it('creates the bucket, puts, deletes, lists entries and escapes free-text keys reversibly', async () => {
-    const store = await openStateStore(nc, 'kv_basic', { logger });
+    const metrics = new Metrics();
+    const store = await openStateStore(nc, 'kv_basic', { logger, metrics });
     const keys = ['1000@example.com', 'realm with spaces/key', '.leading.and.trailing.', 'a..b', '*>', 'üñí€', '', '=3D literal', 'plain_Key-1/x'];
     for (const [i, key] of keys.entries()) await store.put(key, `value ${i}`);
     await store.put('1000@example.com', 'updated');
@@ -37,6 +39,11 @@ describe('NATS KV state store (real nats-server)', () => {
     expected.set('1000@example.com', 'updated');
     expected.delete('a..b');
     expect(entries).toEqual(expected);
+    const writes = (await metrics.registry.getSingleMetric('fsb_state_writes_total')!.get()).values;
+    expect(writes.map((v) => [v.labels.bucket, v.labels.op, v.value]).sort()).toEqual([
+      ['kv_basic', 'delete', 1],
+      ['kv_basic', 'put', keys.length + 1],
+    ]);
 
     // The same bucket opened from another connection (another node) sees the same state.
     const again = await openStateStore(other, 'kv_basic');

@@ -74,7 +74,7 @@ export function registerConsumer(program: Command): void {
         local: guardedLocalNode(esl, node.name),
         logger,
         metrics,
-        openState: (bucket) => openStateStore(nc, bucket, { replicas: config.nats.stream.replicas, logger }),
+        openState: (bucket) => openStateStore(nc, bucket, { replicas: config.nats.stream.replicas, logger, metrics }),
       };
       await consumer.start(context);
       peers.start();

@@ -3,6 +3,7 @@ import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
 import type { StateStore } from '../../consumer.js';
 import type { Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
 
 /**
  * KV keys are subject tokens limited to [-/_=.a-zA-Z0-9]. Free-text keys (AORs like
@@ -39,6 +40,8 @@ export interface StateStoreOptions {
   /** Replicas when the bucket is created (ignored for an existing bucket). */
   replicas?: number;
   logger?: Logger;
+  /** Counts acknowledged writes in fsb_state_writes_total{bucket,op}. */
+  metrics?: Metrics;
 }
 
 const decoder = new TextDecoder();
@@ -47,22 +50,29 @@ const RECOVERY_ATTEMPTS = 10;
 /** A StateStore on a NATS KV bucket (created when missing, one value per key). */
 export class NatsStateStore implements StateStore {
   private readonly subjectPrefix: string;
+  private readonly countWrite: (op: 'put' | 'delete') => void;
 
   constructor(
     private readonly nc: NatsConnection,
     private readonly kv: KV,
     readonly bucket: string,
     private readonly logger?: Logger,
+    metrics?: Metrics,
   ) {
     this.subjectPrefix = `$KV.${bucket}.`;
+    const writes = metrics?.counter('fsb_state_writes_total', 'Writes to the cluster state (NATS KV) that the servers acknowledged, by bucket and operation', ['bucket', 'op']);
+    this.countWrite = writes ? (op) => writes.inc({ bucket, op }) : () => undefined;
   }
+
 
   async put(key: string, value: string): Promise<void> {
     await throughRecovery(this.nc, () => this.kv.put(encodeKvKey(key), value), this.describe('put'));
+    this.countWrite('put');
   }
 
   async delete(key: string): Promise<void> {
     await throughRecovery(this.nc, () => this.kv.delete(encodeKvKey(key)), this.describe('delete'));
+    this.countWrite('delete');
   }
 
   private describe(operation: string): { bucket: string; operation: string; logger?: Logger } {
@@ -137,7 +147,7 @@ export async function openStateStore(nc: NatsConnection, bucket: string, options
     },
     { bucket, operation: 'open', logger: options.logger },
   );
-  return new NatsStateStore(nc, kv, bucket, options.logger);
+  return new NatsStateStore(nc, kv, bucket, options.logger, options.metrics);
 }
 
 /**
