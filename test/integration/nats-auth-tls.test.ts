@@ -114,17 +114,25 @@ describe('NATS over mutual TLS (server verify: true)', () => {
     }
   });
 
-  it('without a client certificate the server refuses the connection and the client never connects', async () => {
-    // TLS 1.3: the server checks the client certificate after the client's handshake is
-    // done and then closes; nats.js sees only a timeout, so this case keeps retrying.
-    const client = new NatsClient({ servers: [server.url], auth: {}, tls: { ca: pki.caFile } }, { logger });
+  it('without a client certificate against a verifying server, startup fails with NatsTlsError naming tls-cert', async () => {
+    // TLS 1.3: the server would check the client certificate only after the client's side of
+    // the handshake is done, and nats.js would see just a timeout; its INFO says it verifies.
+    const began = Date.now();
+    const err = await startError({ servers: [server.url], auth: {}, tls: { ca: pki.caFile } });
+    expect(err).toBeInstanceOf(NatsTlsError);
+    expect((err as NatsTlsError).reason).toBe(`${server.url} requires a client certificate (tls_verify) and nats/tls-cert is not set`);
+    expect(Date.now() - began).toBeLessThan(5_000);
+  });
+
+  it('without a client certificate against a server that does not verify clients, it connects (the INFO probe lets it through)', async () => {
+    const serverAuthOnly = await startNatsServer({ jetstream: false, tls: { certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, verify: false } });
     try {
-      await client.start(200);
-      await until(() => /TLS handshake error: tls: client didn't provide a certificate/.test(server.log), 5_000);
-      expect(client.connected).toBe(false);
-      expect(client.connection).toBeNull();
+      const nc = await connectNats({ servers: [serverAuthOnly.url], auth: {}, tls: { ca: pki.caFile } }, { logger });
+      expect(nc.info?.tls_required).toBe(true);
+      expect(nc.info?.tls_verify).toBeFalsy();
+      await nc.close();
     } finally {
-      await client.close();
+      await serverAuthOnly.dispose();
     }
   });
 

@@ -1,4 +1,5 @@
 import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import {
   AuthorizationError,
   connect,
@@ -118,6 +119,56 @@ function mapConnectError(err: unknown, servers: readonly string[]): unknown {
   return err;
 }
 
+/**
+ * The INFO line a NATS server sends in the clear before any TLS upgrade; null when none
+ * comes within `timeoutMs` (unreachable, or a server that wants the TLS handshake first).
+ */
+function serverInfo(server: string, timeoutMs: number): Promise<{ tls_verify?: boolean } | null> {
+  const url = new URL(server.includes('://') ? server : `nats://${server}`);
+  return new Promise((resolve) => {
+    let buffered = '';
+    const socket = createConnection({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 4222) });
+    const done = (info: { tls_verify?: boolean } | null) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(info);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    socket.on('error', () => done(null));
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString('latin1');
+      const eol = buffered.indexOf('\r\n');
+      if (eol < 0) {
+        if (buffered.length > 64 * 1024) done(null);
+        return;
+      }
+      const line = buffered.slice(0, eol);
+      try {
+        done(line.startsWith('INFO ') ? (JSON.parse(line.slice(5)) as { tls_verify?: boolean }) : null);
+      } catch {
+        done(null);
+      }
+    });
+  });
+}
+
+/**
+ * TLS 1.3 servers check the client certificate after the client's side of the handshake is
+ * done and then just close, so nats.js sees timeouts and would retry forever. The server
+ * says it verifies clients in its INFO (`tls_verify`), sent in the clear first: when that is
+ * set and no tls-cert is configured, the setting is what is wrong, and retrying cannot help.
+ * Only TLS without a client certificate pays for the probe (one TCP round trip).
+ */
+async function missingClientCertificate(settings: NatsConnectSettings): Promise<NatsTlsError | null> {
+  if (!settings.tls || settings.tls.cert) return null;
+  for (const server of settings.servers) {
+    if ((await serverInfo(server, 1_000))?.tls_verify === true) {
+      return new NatsTlsError(settings.servers, `${server} requires a client certificate (tls_verify) and nats/tls-cert is not set`);
+    }
+  }
+  return null;
+}
+
 /** Failures that retrying cannot fix: they end the first connect instead of looping. */
 function isPermanent(err: unknown): boolean {
   return err instanceof NatsAuthError || err instanceof NatsTlsError || err instanceof ConfigError;
@@ -134,6 +185,9 @@ async function connectFirst(settings: NatsConnectSettings, deps: NatsConnectDeps
   const options = { ...connectionOptions(settings, deps.name, deps.inOrder), waitOnFirstConnect: false };
   let delayMs = 100;
   while (!stopped()) {
+    // Before each attempt: a failed one would only surface after nats.js's connect timeout.
+    const uncertified = await missingClientCertificate(settings);
+    if (uncertified) throw uncertified;
     try {
       return await connect(options);
     } catch (err) {
