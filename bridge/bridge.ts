@@ -198,7 +198,6 @@ export class Bridge {
     this.logger.info({ bindings: next.multicast.bindings.toString(), ttl: next.multicast.ttl }, 'configuration reloaded');
   }
 
-
   private async pumpLocalEvents(): Promise<void> {
     for await (const batch of this.esl.events()) {
       const receivedAt = Date.now();

@@ -157,8 +157,9 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     while (!arrived() && Date.now() < deadline) await sleep(50);
     measuring = false;
     const latencies = (at: Float64Array) => [...at].flatMap((t, i) => (t === 0 ? [] : [t - sentAt[i]])).sort((a, b) => a - b);
-    if (process.env.FSB_BENCH_ELD) writeFileSync(join(process.env.FSB_BENCH_ELD, `slow-${transport}-${scheduling}.json`), JSON.stringify({ from: measuredFrom, to: Date.now(), slow, blf: latencies(blfAt) }));
-    return { blf: latencies(blfAt), inject: latencies(injectAt), fired: events, load: [loadBefore, loadAverage()] };
+    const blf = latencies(blfAt);
+    if (process.env.FSB_BENCH_ELD) writeFileSync(join(process.env.FSB_BENCH_ELD, `slow-${transport}-${scheduling}.json`), JSON.stringify({ from: measuredFrom, to: Date.now(), slow, blf }));
+    return { blf, inject: latencies(injectAt), fired: events, load: [loadBefore, loadAverage()] };
   } finally {
     for (const bridge of bridges) await bridge.stop();
     await simA.stop();
@@ -204,23 +205,25 @@ const SCHEDULING_NOTE: Record<Scheduling, string> = {
   default: 'default scheduling (SCHED_OTHER for every process): shows what the tail is without the deployed unit',
 };
 
+/** One row of this case: p99 against the ping baseline's p99 (NaN for both when not measured). */
+function latencyRow(transport: 'multicast' | 'nats', scheduling: Scheduling, p99: number, pingP99: number, met: boolean, notes: string): BenchResult {
+  return {
+    case: `A -> B latency p99, ${transport}${scheduling === 'realtime' ? '' : ', default scheduling'}`,
+    value: round(p99, 3),
+    unit: 'ms',
+    baseline: 'loopback UDP ping-pong RTT p99',
+    baseline_value: round(pingP99, 3),
+    ratio: round(p99 / pingP99),
+    target: 2,
+    met,
+    notes,
+  };
+}
+
 async function measureScheduling(scheduling: Scheduling, quick: boolean): Promise<BenchResult[]> {
   const events = quick ? 2_000 : 10_000;
-  const suffix = scheduling === 'realtime' ? '' : ', default scheduling';
   const refused = scheduleSelf(scheduling);
-  if (refused !== null) {
-    return (['multicast', 'nats'] as const).map((transport) => ({
-      case: `A -> B latency p99, ${transport}${suffix}`,
-      value: NaN,
-      unit: 'ms',
-      baseline: 'loopback UDP ping-pong RTT p99',
-      baseline_value: NaN,
-      ratio: NaN,
-      target: 2,
-      met: false,
-      notes: `not measured: ${refused}`,
-    }));
-  }
+  if (refused !== null) return (['multicast', 'nats'] as const).map((transport) => latencyRow(transport, scheduling, NaN, NaN, false, `not measured: ${refused}`));
   const ping = await udpPingPong(quick ? 1_000 : PING_COUNT);
   const pingP99 = percentile(ping, 0.99);
   const nats = await startNatsServer();
@@ -230,20 +233,18 @@ async function measureScheduling(scheduling: Scheduling, quick: boolean): Promis
       const m = await measure(transport, nats, events, scheduling);
       const p99 = percentile(m.blf, 0.99);
       const lost = m.fired - m.blf.length;
-      results.push({
-        case: `A -> B latency p99, ${transport}${suffix}`,
-        value: round(p99, 3),
-        unit: 'ms',
-        baseline: 'loopback UDP ping-pong RTT p99',
-        baseline_value: round(pingP99, 3),
-        ratio: round(p99 / pingP99),
-        target: 2,
-        met: p99 < 2 && lost === 0,
-        notes:
+      results.push(
+        latencyRow(
+          transport,
+          scheduling,
+          p99,
+          pingP99,
+          p99 < 2 && lost === 0,
           `lower is better; ${SCHEDULING_NOTE[scheduling]}. ${m.fired} PRESENCE_IN at 1000/s on A (new call each) to the PRESENCE_IN B's BLF consumer fires into B's simulator: ${summary(m.blf)}, ${lost} missing; ` +
           `injected multicast::event on B: ${summary(m.inject)}, ${m.fired - m.inject.length} missing; ` +
           `baseline ${ping.length} UDP pings: ${summary(ping)}; machine load average (1 min) ${m.load[0]} before / ${m.load[1]} after. Bridges: CLI processes; simulators and the clock in the benchmark process; 2 cores shared by 3 node processes${transport === 'nats' ? ' and nats-server' : ''}`,
-      });
+        ),
+      );
     }
     return results;
   } finally {

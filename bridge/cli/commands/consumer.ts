@@ -12,6 +12,7 @@ import { NatsClient } from '../../transports/nats/connection.js';
 import { openStateStore } from '../../transports/nats/kv.js';
 import { SubjectMapper } from '../../transports/nats/subjects.js';
 import { subscribeLive } from '../../transports/nats/subscriber.js';
+import { exitIfStopHangs } from './run.js';
 import { createBlfConsumer, createLocationConsumer } from '../../../consumers/index.js';
 
 /**
@@ -82,11 +83,7 @@ export function registerConsumer(program: Command): void {
 
       const stop = async () => {
         // State writes retry through a NATS outage; do not let a dead NATS hold the process forever.
-        const force = setTimeout(() => {
-          logger.error({ consumer: kind }, 'graceful stop took over 15 s; exiting');
-          process.exit(1);
-        }, 15_000);
-        force.unref();
+        exitIfStopHangs(logger, { consumer: kind });
         peers.stop();
         subscription.unsubscribe();
         await consumer.stop();

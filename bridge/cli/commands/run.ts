@@ -17,6 +17,15 @@ export function consumersFor(config: BridgeConfig): Consumer[] {
 /** A graceful stop that takes longer exits anyway (config/systemd's TimeoutStopSec is above it). */
 export const GRACEFUL_STOP_LIMIT_MS = 15_000;
 
+/** Exit with code 1 if a graceful stop is still running after GRACEFUL_STOP_LIMIT_MS (a dead NATS or FreeSWITCH must not hold the process). */
+export function exitIfStopHangs(log: Logger, context: Record<string, unknown> = {}): void {
+  const force = setTimeout(() => {
+    log.error(context, `graceful stop took over ${GRACEFUL_STOP_LIMIT_MS / 1000} s; exiting`);
+    process.exit(1);
+  }, GRACEFUL_STOP_LIMIT_MS);
+  force.unref();
+}
+
 /**
  * Run until SIGINT/SIGTERM (graceful: stop reading ESL, flush sinks and consumers,
  * close). SIGHUP re-reads the file and applies bindings, psk and TTL without
@@ -34,11 +43,7 @@ export async function runBridge(file: string, logLevel: string | undefined, logg
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    const force = setTimeout(() => {
-      log.error(`graceful stop took over ${GRACEFUL_STOP_LIMIT_MS / 1000} s; exiting`);
-      process.exit(1);
-    }, GRACEFUL_STOP_LIMIT_MS);
-    force.unref();
+    exitIfStopHangs(log);
     bridge.stop().then(
       () => {
         log.flush?.();

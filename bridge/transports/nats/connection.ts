@@ -32,19 +32,16 @@ export interface NatsConnectDeps {
  */
 function pemOrFile(value: string, inline: 'ca' | 'cert' | 'key'): Partial<TlsOptions> {
   if (value.includes('-----BEGIN')) return { [inline]: value };
-  try {
-    accessSync(value, fsConstants.R_OK);
-  } catch (err) {
-    throw new ConfigError(value, `tls-${inline}`, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-  }
+  readable(value, `tls-${inline}`, () => accessSync(value, fsConstants.R_OK));
   return { [`${inline}File`]: value };
 }
 
-function readCreds(file: string): Uint8Array {
+/** Runs `io` on `file`; a failure becomes a ConfigError naming the file, the param and the errno code. */
+function readable<T>(file: string, param: string, io: () => T): T {
   try {
-    return readFileSync(file);
+    return io();
   } catch (err) {
-    throw new ConfigError(file, 'creds-file', `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    throw new ConfigError(file, param, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
   }
 }
 
@@ -87,7 +84,8 @@ export function connectionOptions(settings: NatsConnectSettings, name?: string, 
   }
   // Read once at connect: a creds file rotated later needs a restart, as with nats CLI.
   if (auth.credsFile !== undefined) {
-    const creds = credsAuthenticator(readCreds(auth.credsFile));
+    const file = auth.credsFile;
+    const creds = credsAuthenticator(readable(file, 'creds-file', () => readFileSync(file)));
     authenticators.push(checkedAuthenticator(creds, auth.credsFile, 'creds-file', 'not a NATS creds file (a USER JWT block followed by a USER NKEY SEED block)'));
   }
   if (authenticators.length > 0) options.authenticator = authenticators.length === 1 ? authenticators[0] : authenticators;

@@ -64,7 +64,6 @@ export class NatsStateStore implements StateStore {
     this.countWrite = writes ? (op) => writes.inc({ bucket, op }) : () => undefined;
   }
 
-
   async put(key: string, value: string): Promise<void> {
     await throughRecovery(this.nc, () => this.kv.put(encodeKvKey(key), value), this.describe('put'));
     this.countWrite('put');
