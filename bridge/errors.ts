@@ -136,3 +136,15 @@ export class NatsTlsError extends BridgeError {
     super('FSB_ERR_NATS_TLS', `NATS TLS with ${servers.join(', ')} failed: ${reason}: check nats tls-ca, tls-cert and tls-key against the server's tls block`, options);
   }
 }
+
+/**
+ * A cluster-state key the KV store cannot hold as written: not well-formed UTF-16 (a
+ * lone surrogate would be written as U+FFFD and collide with other keys) or longer
+ * than a NATS subject may be (the server closes the connection on an over-long
+ * protocol line).
+ */
+export class StateKeyError extends BridgeError {
+  constructor(readonly key: string, problem: string) {
+    super('FSB_ERR_STATE_KEY', `state key ${JSON.stringify(key.slice(0, 80))}${key.length > 80 ? '...' : ''}: ${problem}`);
+  }
+}

@@ -1,7 +1,7 @@
 import { Counter } from 'prom-client';
 import { type Consumer, type ConsumerContext, type StateStore, type LocationConsumerConfig, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
 import { LOCATION_PREFIX, LocationTable, rowKey, type Binding, type RowChange } from './location-table.js';
-import { UnusableRegistration, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
+import { UnusableRegistration, isStorableText, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
 import { EslRowSink, SqliteRowSink, type RowSink } from './sinks.js';
 
 export const DEFAULT_LOCATION_BUCKET = 'fsb_location';
@@ -14,9 +14,13 @@ const RETRY_MAX_MS = 1_000;
 /** stop() gives a busy database this long to take the last batch. */
 const STOP_FLUSH_DEADLINE_MS = 5_000;
 
-/** Cluster state keys: parts URL-encoded so a `/` in a realm or user cannot shift them. */
+/**
+ * Cluster state keys: parts URL-encoded so a `/` in a realm or user cannot shift them.
+ * Only storable text reaches here (isStorableText); toWellFormed keeps this total
+ * anyway, since encodeURIComponent throws on a lone surrogate and this runs in timers.
+ */
 export function stateKeyOf(id: { realm: string; user: string; hostname: string }): string {
-  return [id.realm, id.user, id.hostname].map(encodeURIComponent).join('/');
+  return [id.realm, id.user, id.hostname].map((part) => encodeURIComponent(part.toWellFormed())).join('/');
 }
 
 function parseStateKey(key: string): { realm: string; user: string; hostname: string } | null {
@@ -33,8 +37,9 @@ function parseStateKey(key: string): { realm: string; user: string; hostname: st
 function parseStateValue(value: string): Registered | null {
   try {
     const b = JSON.parse(value) as Partial<Binding>;
-    const strings = [b.realm, b.user, b.hostname, b.switchname, b.ip];
-    if (strings.some((s) => typeof s !== 'string' || s === '') || typeof b.ts !== 'number' || typeof b.expiresAt !== 'number') return null;
+    const strings = [b.realm, b.hostname, b.switchname, b.ip];
+    if (strings.some((s) => typeof s !== 'string' || s === '' || !isStorableText(s)) || typeof b.ts !== 'number' || typeof b.expiresAt !== 'number') return null;
+    if (typeof b.user !== 'string' || b.user === '' || !isStorableText(b.user, LOCATION_PREFIX.length)) return null;
     return { kind: 'register', ...(b as Binding) };
   } catch {
     return null;

@@ -1,6 +1,6 @@
-import type { RegistrationChange, Registered } from './registrations.js';
+import { LOCATION_PREFIX, type RegistrationChange, type Registered } from './registrations.js';
 
-export const LOCATION_PREFIX = 'LOCATION_';
+export { LOCATION_PREFIX };
 
 /** A row mod_db should answer for realm + data_key; `row` null means no row. */
 export interface RowChange {

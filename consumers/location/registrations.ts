@@ -1,5 +1,8 @@
 import type { FsEvent } from '../../bridge/index.js';
 
+/** db_data.data_key is this prefix and the user. */
+export const LOCATION_PREFIX = 'LOCATION_';
+
 /** The sofia subclasses that start and end a registration. */
 export const SofiaSubclass = {
   Register: 'sofia::register',
@@ -13,6 +16,23 @@ export const SofiaSubclass = {
  * left TCP, TLS and WebRTC phones out of the table.
  */
 const REGISTERED = /^Registered(?:\([A-Z0-9-]+\))?$/;
+
+/** mod_db's db_data columns are VARCHAR(255), and `db select` reads at most 255 bytes of a value. */
+export const MAX_FIELD_BYTES = 255;
+
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must be found
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Text the location table may keep and hand to SQLite, KV keys and mod_db's API:
+ * well-formed UTF-16 (a lone surrogate, which only a forged JSON event can carry,
+ * makes encodeURIComponent throw and is written as U+FFFD elsewhere), no control
+ * characters (a NUL ends the string for mod_db's C code, CR/LF end an ESL command),
+ * and no longer than mod_db reads back. Nothing a phone registers with fails this.
+ */
+export function isStorableText(text: string, prefixBytes = 0): boolean {
+  return text.isWellFormed() && !CONTROL.test(text) && prefixBytes + Buffer.byteLength(text, 'utf8') <= MAX_FIELD_BYTES;
+}
 
 /** Where a registration lives, as mod_db's db_data sees it. */
 export interface RegistrationId {
@@ -82,10 +102,12 @@ export function registrationChange(
   if (!user || !realm) return new UnusableRegistration('no_user_or_realm');
   if (!hostname) return new UnusableRegistration('no_hostname');
   const switchname = event.get('FreeSWITCH-Switchname') ?? event.get('Multicast-Sender') ?? options.sender;
+  if (!isStorableText(user, LOCATION_PREFIX.length) || !isStorableText(realm) || !isStorableText(hostname) || !isStorableText(switchname)) return new UnusableRegistration('unusable_text');
   const ts = timestampUs(event, options.receivedAt);
   if (subclass !== SofiaSubclass.Register) return { kind: 'unregister', realm, user, hostname, switchname, ts };
   const ip = event.get('FreeSWITCH-IPv4');
   if (!ip) return new UnusableRegistration('no_ipv4');
+  if (!isStorableText(ip)) return new UnusableRegistration('unusable_text');
   const expires = Number(event.get('expires'));
   // No usable expires: keep the row until an unregister (what the seed scripts did for every row).
   const expiresAt = Number.isFinite(expires) && expires > 0 ? Math.round(ts / 1000 + expires * 1000 + options.expiryMarginMs) : NEVER_EXPIRES;

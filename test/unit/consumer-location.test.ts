@@ -447,3 +447,21 @@ describe("mod_db's lookup across scenarios", () => {
     await consumer.stop();
   });
 });
+
+describe('hostile text from the wire', () => {
+  it('a lone surrogate in a remote from-user is refused and counted; the purge and sweep timers that follow do not throw', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ peerDownGraceMs: 1_000 }), fakeContext(NODE_B));
+    context.events.emit(register(NODE_A, '\ud800', Transport.Nats, 'Registered(UDP)', '127.0.0.1', '1'));
+    context.events.emit(register(NODE_A, '1000', Transport.Nats, 'Registered(UDP)', 'realm\udfff'));
+    context.events.emit(register(NODE_A, 'nul\u0000user', Transport.Multicast));
+    context.events.emit(register(NODE_A, 'x'.repeat(65_536), Transport.Multicast));
+    context.events.emit(register(NODE_A, '1001', Transport.Multicast));
+    context.events.emit(peer('multicast::peerdown', 'fs-a'));
+    await vi.advanceTimersByTimeAsync(70_000);
+    expect(consumer.registrations).toBe(0);
+    const drops = await context.metrics.drops.get();
+    expect(drops.values.find((v) => v.labels.cause === 'unusable_text')?.value).toBe(4);
+    await consumer.stop();
+  });
+});

@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { parseTimeArg } from '../../bridge/cli/commands/replay.js';
 import { parseMatches } from '../../bridge/cli/commands/tail.js';
 import { FsEvent } from '../../bridge/event/event.js';
-import { decodeKvKey, encodeKvKey } from '../../bridge/transports/nats/kv.js';
+import { MAX_ENCODED_KEY_BYTES, decodeKvKey, encodeKvKey } from '../../bridge/transports/nats/kv.js';
+import { StateKeyError } from '../../bridge/errors.js';
 import { decodeToken, encodeToken, isValidPrefix, SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 
 /** What nats-server accepts in a subject token (plus our stricter printable-ASCII rule). */
@@ -109,6 +110,15 @@ describe('KV key escaping', () => {
       }),
       { numRuns: 2_000 },
     );
+  });
+
+  it('refuses a key with a lone surrogate (it would collide with U+FFFD) and one too long for a NATS protocol line', () => {
+    expect(() => encodeKvKey('realm/\ud800/host')).toThrow(StateKeyError);
+    expect(() => encodeKvKey('realm/\udfff')).toThrow(/lone surrogate/);
+    expect(encodeKvKey('a'.repeat(MAX_ENCODED_KEY_BYTES))).toHaveLength(MAX_ENCODED_KEY_BYTES);
+    expect(() => encodeKvKey('a'.repeat(MAX_ENCODED_KEY_BYTES + 1))).toThrow(StateKeyError);
+    // 1100 bytes of UTF-8 escape to 3300 characters.
+    expect(() => encodeKvKey('\u00e9'.repeat(550))).toThrow(/once escaped/);
   });
 });
 

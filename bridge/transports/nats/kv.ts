@@ -2,6 +2,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
 import type { StateStore } from '../../consumer.js';
+import { StateKeyError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 
@@ -12,14 +13,26 @@ import type { Metrics } from '../../observability/metrics.js';
  * every dot rules out empty tokens and leading/trailing dots, and `=` as the escape
  * character keeps the rule reversible. The empty key is a lone `=`.
  */
+/**
+ * The server's default max_control_line is 4096 bytes and a KV write's protocol line
+ * holds `$KV.<bucket>.<key>`, a reply inbox and sizes: a longer key would make the
+ * server close the whole connection, so it is refused here instead.
+ */
+export const MAX_ENCODED_KEY_BYTES = 3072;
+
 export function encodeKvKey(key: string): string {
   if (key === '') return '=';
-  if (/^[-/_a-zA-Z0-9]+$/.test(key)) return key;
+  if (/^[-/_a-zA-Z0-9]+$/.test(key)) {
+    if (key.length > MAX_ENCODED_KEY_BYTES) throw new StateKeyError(key, `longer than ${MAX_ENCODED_KEY_BYTES} bytes`);
+    return key;
+  }
+  if (!key.isWellFormed()) throw new StateKeyError(key, 'not well-formed UTF-16 (lone surrogate)');
   let out = '';
   for (const byte of Buffer.from(key, 'utf8')) {
     const plain = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || byte === 0x2d || byte === 0x2f || byte === 0x5f;
     out += plain ? String.fromCharCode(byte) : '=' + byte.toString(16).toUpperCase().padStart(2, '0');
   }
+  if (out.length > MAX_ENCODED_KEY_BYTES) throw new StateKeyError(key, `longer than ${MAX_ENCODED_KEY_BYTES} bytes once escaped`);
   return out;
 }
 
