@@ -134,8 +134,22 @@ export class Bridge {
     return guardedLocalNode(this.esl, this.config.node.name);
   }
 
-  /** `eslTimeoutMs`: how long to wait for FreeSWITCH before starting the rest anyway (the ESL client keeps retrying). */
+  /**
+   * `eslTimeoutMs`: how long to wait for FreeSWITCH before starting the rest anyway (the
+   * ESL client keeps retrying). When a part fails to start (a consumer's database, say),
+   * what already started is stopped again before the error is thrown, so the process
+   * can exit instead of idling with /ready false.
+   */
   async start(options: { eslTimeoutMs?: number } = {}): Promise<void> {
+    try {
+      await this.startParts(options.eslTimeoutMs ?? 10_000);
+    } catch (err) {
+      await this.stop().catch((stopErr: unknown) => this.logger.warn({ err: stopErr }, 'stop after a failed start failed'));
+      throw err;
+    }
+  }
+
+  private async startParts(eslTimeoutMs: number): Promise<void> {
     const { config } = this;
     if (config.metrics.enabled) {
       const address = await this.status.listen(config.metrics.host, config.metrics.port);
@@ -151,7 +165,7 @@ export class Bridge {
     // what arrived meanwhile, and nothing is injected into a node we cannot reach yet.
     this.esl.start();
     try {
-      await this.esl.ready(options.eslTimeoutMs ?? 10_000);
+      await this.esl.ready(eslTimeoutMs);
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'FreeSWITCH not reachable yet; retrying in the background');
     }

@@ -148,3 +148,15 @@ export class StateKeyError extends BridgeError {
     super('FSB_ERR_STATE_KEY', `state key ${JSON.stringify(key.slice(0, 80))}${key.length > 80 ? '...' : ''}: ${problem}`);
   }
 }
+
+/**
+ * The location consumer cannot use call_limit.db at startup (missing directory,
+ * not a database or corrupt, read-only, locked by another process): the bridge must
+ * exit so that its supervisor restarts it or an operator looks, instead of running
+ * without a location table.
+ */
+export class LocationDbError extends BridgeError {
+  constructor(readonly path: string, problem: string, options?: { cause?: unknown }) {
+    super('FSB_ERR_LOCATION_DB', `<consumer name="location"> param "db-path" (${path}): ${problem}`, options);
+  }
+}

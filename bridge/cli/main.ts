@@ -15,7 +15,13 @@ export async function main(argv = process.argv): Promise<void> {
     const message = err instanceof BridgeError ? `${err.code}: ${err.message}` : (err as Error).stack ?? String(err);
     process.stderr.write(`fs-event-bridge: ${message}\n`);
     process.exitCode = 1;
+    // A command that failed half-way may leave a socket or timer open: exit anyway, so a
+    // supervisor sees the failure instead of a process that idles forever.
+    setTimeout(() => process.exit(1), FAILED_EXIT_GRACE_MS).unref();
   }
 }
+
+/** Time given to a failed command to close what it opened before the process is ended. */
+const FAILED_EXIT_GRACE_MS = 2_000;
 
 await main();

@@ -104,7 +104,7 @@ export class LocationConsumer implements Consumer {
     this.sink =
       this.config.sink === 'esl'
         ? new EslRowSink(context.local, (error) => this.drops?.drop('unwritable_row', error.message))
-        : new SqliteRowSink(this.config.dbPath, this.config.busyTimeoutMs);
+        : await SqliteRowSink.open(this.config.dbPath, this.config.busyTimeoutMs);
     if (!this.legacy && context.openState) await this.loadClusterState(context);
     this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
     if (!this.legacy) {

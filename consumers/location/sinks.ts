@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { type LocalNode, CommandError, LocationRowError } from '../../bridge/index.js';
+import { type LocalNode, CommandError, LocationDbError, LocationRowError } from '../../bridge/index.js';
 import { LOCATION_PREFIX, type RowChange } from './location-table.js';
 import { MOD_DB_INDEXES, MOD_DB_TABLES } from './schema.js';
 
@@ -20,14 +20,38 @@ export interface RowSink {
  * The journal mode is left as FreeSWITCH set it.
  */
 export class SqliteRowSink implements RowSink {
-  private readonly db: Database.Database;
   private readonly deleteRow: Database.Statement;
   private readonly insertRow: Database.Statement;
   private readonly writeBatch: (batch: RowChange[]) => void;
 
-  constructor(path: string, busyTimeoutMs: number) {
-    this.db = new Database(path, { timeout: busyTimeoutMs });
-    createModDbSchema(this.db);
+  /**
+   * Opens call_limit.db and proves it can be written (mod_db's schema, then a write
+   * that is rolled back), so a missing directory, a corrupt, read-only or locked file
+   * fails startup with LocationDbError instead of failing every batch later. A lock
+   * is waited for up to `lockWaitMs` (FreeSWITCH may hold it for a moment).
+   */
+  static async open(path: string, busyTimeoutMs: number, lockWaitMs = STARTUP_LOCK_WAIT_MS): Promise<SqliteRowSink> {
+    const deadline = Date.now() + lockWaitMs;
+    for (let delayMs = 10; ; delayMs = Math.min(delayMs * 2, 500)) {
+      let db: Database.Database | null = null;
+      try {
+        db = new Database(path, { timeout: busyTimeoutMs });
+        createModDbSchema(db);
+        proveWritable(db);
+        return new SqliteRowSink(db);
+      } catch (err) {
+        db?.close();
+        const busy = isBusy(err);
+        if (busy && Date.now() + delayMs < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, delayMs));
+          continue;
+        }
+        throw new LocationDbError(path, busy ? `locked by another process for ${lockWaitMs} ms` : describeOpenFailure(err), { cause: err });
+      }
+    }
+  }
+
+  private constructor(private readonly db: Database.Database) {
     this.deleteRow = this.db.prepare('DELETE FROM db_data WHERE realm = ? AND data_key = ?');
     this.insertRow = this.db.prepare('INSERT INTO db_data (hostname, realm, data_key, data) VALUES (?, ?, ?, ?)');
     const tx = this.db.transaction((batch: RowChange[]) => {
@@ -53,6 +77,39 @@ export class SqliteRowSink implements RowSink {
   async close(): Promise<void> {
     this.db.close();
   }
+}
+
+/** How long startup waits for a lock held on call_limit.db before it gives up. */
+export const STARTUP_LOCK_WAIT_MS = 5_000;
+
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || (typeof code === 'string' && (code.startsWith('SQLITE_BUSY_') || code.startsWith('SQLITE_LOCKED_')));
+}
+
+/** A write that changes nothing and is rolled back: SQLITE_READONLY shows only on a real write. */
+function proveWritable(db: Database.Database): void {
+  const version = Number(db.pragma('user_version', { simple: true }));
+  try {
+    db.transaction(() => {
+      db.pragma(`user_version = ${version}`);
+      throw ROLLBACK;
+    }).immediate();
+  } catch (err) {
+    if (err !== ROLLBACK) throw err;
+  }
+}
+const ROLLBACK = new Error('rollback');
+
+/** What an operator needs to know, from better-sqlite3's error (it names neither the file nor the param). */
+function describeOpenFailure(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  const message = (err as Error).message ?? String(err);
+  if (typeof code !== 'string') return /directory does not exist/.test(message) ? 'its directory does not exist' : message;
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) return `not a SQLite database, or corrupt (${code}: ${message})`;
+  if (code.startsWith('SQLITE_READONLY')) return `read-only (${code}: ${message})`;
+  if (code.startsWith('SQLITE_CANTOPEN')) return `cannot be opened: no permission, or not a file (${code})`;
+  return `${code}: ${message}`;
 }
 
 /** Create mod_db's tables and indexes that are missing, with mod_db's own statements. */

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -8,6 +8,8 @@ import { FsEvent } from '../../bridge/event/event.js';
 import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
 import { LocationConsumer, stateKeyOf } from '../../consumers/location/location-consumer.js';
 import { MOD_DB_INDEXES, MOD_DB_TABLES } from '../../consumers/location/schema.js';
+import { SqliteRowSink, createModDbSchema } from '../../consumers/location/sinks.js';
+import { LocationDbError } from '../../bridge/errors.js';
 import { NODE_A, NODE_B, fakeContext, settle, type FakeContext } from '../support/consumer-context.js';
 import { asPipeline, eslEvents } from '../support/consumer-fixtures.js';
 import { fixturePath } from '../support/fixtures.js';
@@ -299,6 +301,34 @@ describe("mod_db's schema and the database file", () => {
     const after = new Database(path);
     expect(after.pragma('journal_mode', { simple: true })).toBe('delete');
     after.close();
+  });
+});
+
+describe('opening call_limit.db at startup', () => {
+  it('waits for a lock another connection releases, and gives up with LocationDbError naming db-path when it is not', async () => {
+    const path = join(dir, 'call_limit.db');
+    const holder = new Database(path);
+    createModDbSchema(holder);
+    holder.exec('BEGIN EXCLUSIVE');
+    // open() makes its first attempt before its first await: it meets the lock.
+    await expect(SqliteRowSink.open(path, 5, 30)).rejects.toThrow(/"db-path".*locked by another process for 30 ms/);
+    const opening = SqliteRowSink.open(path, 5, 60_000);
+    holder.exec('COMMIT');
+    holder.close();
+    const sink = await opening;
+    await sink.write([{ realm: 'r', dataKey: 'LOCATION_1', row: { hostname: 'h', data: 'd' } }]);
+    await sink.close();
+    expect(rows()).toEqual(['h | r | LOCATION_1 | d']);
+  });
+
+  it('the consumer does not start on an unusable file (LocationDbError), and stop() after that is safe', async () => {
+    const path = join(dir, 'not-a-db');
+    writeFileSync(path, 'x'.repeat(5000));
+    const consumer = new LocationConsumer(config({ dbPath: path }));
+    const error = await consumer.start(fakeContext(NODE_A)).then(() => null, (err: unknown) => err);
+    expect(error).toBeInstanceOf(LocationDbError);
+    expect((error as LocationDbError).code).toBe('FSB_ERR_LOCATION_DB');
+    await consumer.stop();
   });
 });
 

@@ -77,7 +77,14 @@ export function registerConsumer(program: Command): void {
         metrics,
         openState: (bucket) => openStateStore(nc, bucket, { replicas: config.nats.stream.replicas, logger, metrics }),
       };
-      await consumer.start(context);
+      try {
+        await consumer.start(context);
+      } catch (err) {
+        subscription.unsubscribe();
+        await esl.stop();
+        await nats.close();
+        throw err;
+      }
       peers.start();
       logger.info({ consumer: kind, node: node.name }, 'consumer started');
 

@@ -1,0 +1,137 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultConfigXml } from '../../bridge/config/load.js';
+import { createModDbSchema } from '../../consumers/location/sinks.js';
+import { cliArgs } from '../support/cli.js';
+import { EslSimulator } from '../support/esl-simulator.js';
+import { startNatsServer, type NatsServer } from '../support/nats-server.js';
+
+/**
+ * A call_limit.db the location consumer cannot use at startup must end the process
+ * with status 1 and one line that names the param and the file: before, the CLI
+ * printed a stack trace without the path and kept running with /ready false, so
+ * systemd never restarted it.
+ */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+let dir: string;
+let sim: EslSimulator;
+let nats: NatsServer;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), `fsb-locdb-${process.pid}-`));
+  sim = await EslSimulator.start({ switchname: 'fs-a', hostname: 'node-a', ipv4: '192.0.2.1' });
+  nats = await startNatsServer();
+}, 60_000);
+
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  await sim?.stop();
+  await nats?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function configFile(name: string, dbPath: string, withNats = false): string {
+  const file = join(dir, `${name}.xml`);
+  writeFileSync(
+    file,
+    defaultConfigXml({
+      settings: { 'node-name': 'fs-a', hostname: 'node-a', ipv4: '192.0.2.1' },
+      esl: { port: String(sim.port) },
+      multicast: { enabled: 'no' },
+      nats: withNats ? { enabled: 'yes', servers: nats.url } : { enabled: 'no' },
+      metrics: { enabled: 'yes', port: '0' },
+      'consumer:location': { enabled: 'yes', 'db-path': dbPath },
+    }),
+  );
+  return file;
+}
+
+/** Runs the CLI (optionally wrapped, e.g. in a mount namespace) to its exit. */
+function exitOf(args: string[], wrap: (argv: string[]) => string[] = (argv) => argv): Promise<{ code: number | null; stderr: string }> {
+  const argv = wrap([process.execPath, ...cliArgs(args)]);
+  const child = spawn(argv[0], argv.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stderr += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stderr })));
+}
+
+function goodDb(path: string): void {
+  const db = new Database(path);
+  createModDbSchema(db);
+  db.close();
+}
+
+/** Another process holding BEGIN EXCLUSIVE until killed. */
+function holdLock(path: string): Promise<ChildProcess> {
+  const script = `
+    import Database from 'better-sqlite3';
+    const db = new Database(process.argv[1]);
+    db.exec('BEGIN EXCLUSIVE');
+    process.stdout.write('locked\\n');
+    setInterval(() => {}, 1000);
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, path], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  return new Promise((resolve) => child.stdout!.on('data', (d: Buffer) => d.toString().includes('locked') && resolve(child)));
+}
+
+function expectClearFailure(result: { code: number | null; stderr: string }, path: string, problem: RegExp): void {
+  expect(result.code).toBe(1);
+  expect(result.stderr).toContain('FSB_ERR_LOCATION_DB');
+  expect(result.stderr).toContain('"db-path"');
+  expect(result.stderr).toContain(path);
+  expect(result.stderr).toMatch(problem);
+  // One line, no stack trace.
+  expect(result.stderr).not.toMatch(/^\s+at /m);
+}
+
+describe('location database unusable at startup', () => {
+  it('run: a missing directory exits 1 naming db-path and the path', async () => {
+    const path = join(dir, 'no-such-dir', 'call_limit.db');
+    expectClearFailure(await exitOf(['run', '--config', configFile('missing', path)]), path, /directory does not exist/);
+  });
+
+  it('run: a file that is not a database exits 1', async () => {
+    const path = join(dir, 'corrupt.db');
+    writeFileSync(path, 'this is not a database\n'.repeat(100));
+    expectClearFailure(await exitOf(['run', '--config', configFile('corrupt', path)]), path, /not a SQLite database, or corrupt/);
+  });
+
+  it('run: a read-only file (read-only mount) exits 1', async () => {
+    const source = join(dir, 'ro-source.db');
+    goodDb(source);
+    const mount = join(dir, 'ro');
+    mkdirSync(mount);
+    const path = join(mount, 'call_limit.db');
+    // A mount namespace of its own: the tmpfs and its read-only remount vanish with the process.
+    const inReadOnlyMount = (argv: string[]) => ['unshare', '-m', 'sh', '-c', `mount -t tmpfs tmpfs "$1" && cp "$2" "$3" && mount -o remount,ro "$1" && shift 3 && exec "$@"`, 'sh', mount, source, path, ...argv];
+    expectClearFailure(await exitOf(['run', '--config', configFile('readonly', path)], inReadOnlyMount), path, /read-only/);
+  });
+
+  it('run: a database another process keeps locked exits 1 after the lock wait', async () => {
+    const path = join(dir, 'locked.db');
+    goodDb(path);
+    const holder = await holdLock(path);
+    try {
+      expectClearFailure(await exitOf(['run', '--config', configFile('locked', path)]), path, /locked by another process for 5000 ms/);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+
+  it('consumer location (standalone, from NATS): a missing directory and a corrupt file exit 1', async () => {
+    const missing = join(dir, 'gone', 'call_limit.db');
+    expectClearFailure(await exitOf(['consumer', 'location', '--config', configFile('consumer-missing', missing, true)]), missing, /directory does not exist/);
+    const corrupt = join(dir, 'corrupt-2.db');
+    writeFileSync(corrupt, Buffer.alloc(4096, 0xa5));
+    expectClearFailure(await exitOf(['consumer', 'location', '--config', configFile('consumer-corrupt', corrupt, true)]), corrupt, /not a SQLite database, or corrupt/);
+  });
+});
