@@ -102,6 +102,7 @@ export class Bridge {
 
     const subscribed = [config.multicast.enabled && config.multicast.bindings, config.nats.enabled && config.nats.bindings].filter((b): b is Bindings => b !== false);
     if (this.consumers.length > 0) subscribed.push(Bindings.parse(CONSUMER_BINDINGS));
+    for (const consumer of this.consumers) if (consumer.localBindings) subscribed.push(Bindings.parse(consumer.localBindings));
     this.esl = new EslClient(config.esl, {
       subscription: Bindings.union(subscribed).toEslSubscription() || 'HEARTBEAT',
       nodeName: node.name,

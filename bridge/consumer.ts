@@ -46,6 +46,8 @@ export interface ConsumerContext {
 
 export interface Consumer {
   readonly name: string;
+  /** Local events this consumer needs whatever the transports carry (mod_event_multicast grammar), e.g. `PRESENCE_PROBE`. */
+  readonly localBindings?: string;
   start(context: ConsumerContext): Promise<void>;
   /** Flush pending work and release resources. */
   stop(): Promise<void>;

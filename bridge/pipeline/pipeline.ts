@@ -5,6 +5,7 @@ import type { Logger } from '../observability/logger.js';
 import { DropReporter, type Metrics } from '../observability/metrics.js';
 import { DedupCache } from './dedup.js';
 import { fromMulticastEvent } from './inject.js';
+import { isSubscriptionAnswer } from './presence-scope.js';
 import { LOOP_GUARD_HEADER, Transport, type BridgeEvent, type Sink } from './types.js';
 
 export interface PipelineOptions {
@@ -54,7 +55,12 @@ export class Pipeline implements EventStream {
       return;
     }
     const item: BridgeEvent = { event, origin: { transport: Transport.Esl, node: this.options.nodeName, receivedAt } };
-    for (const sink of this.options.sinks) sink.deliver(item);
+    if (isSubscriptionAnswer(event)) {
+      // Meant for one subscription on this node: other nodes (legacy ones too) would show it to every watcher.
+      this.drops.filtered('subscription_answer');
+    } else {
+      for (const sink of this.options.sinks) sink.deliver(item);
+    }
     this.publish(item);
   }
 
@@ -71,6 +77,11 @@ export class Pipeline implements EventStream {
     }
     if (!this.dedup.firstSighting(key)) {
       this.drops.filtered(`duplicate_${item.origin.transport}`);
+      return;
+    }
+    if (isSubscriptionAnswer(item.event)) {
+      // A legacy node multicasts its probe answers; injected here they would reach every watcher.
+      this.drops.filtered('subscription_answer');
       return;
     }
     this.options.inject(item);

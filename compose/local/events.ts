@@ -49,9 +49,9 @@ export function unregisterEvent(user: string, realm = '127.0.0.1'): FsEvent {
 
 export type CallPhase = 'ringing' | 'answered' | 'hangup';
 
-/** The channel's PRESENCE_IN captures: CS_ROUTING (014, leg of 1000), answered (016) and CS_HANGUP (023), both of the 1001 leg. */
+/** The PRESENCE_IN captures of one channel, the called leg (outbound) of 1001: CS_ROUTING (015), answered (016) and CS_HANGUP (023). */
 const PRESENCE_FIXTURES: Record<CallPhase, { file: string; user: string; uuid: string }> = {
-  ringing: { file: '014-PRESENCE_IN-CS_ROUTING.json', user: '1000', uuid: '70fac85f-3efe-40bd-99bd-d48481ec8dbd' },
+  ringing: { file: '015-PRESENCE_IN-CS_ROUTING.json', user: '1001', uuid: '861b40e6-5d57-456b-a996-62a152860415' },
   answered: { file: '016-PRESENCE_IN-answered.json', user: '1001', uuid: '861b40e6-5d57-456b-a996-62a152860415' },
   hangup: { file: '023-PRESENCE_IN-CS_HANGUP.json', user: '1001', uuid: '861b40e6-5d57-456b-a996-62a152860415' },
 };
@@ -66,5 +66,5 @@ export function presenceEvent(phase: CallPhase, user: string, callId: string, re
   return event;
 }
 
-/** The answer-state the BLF consumer lights a remote lamp with for each phase. */
+/** The dialog state mod_sofia shows a remote watcher of the called user for each phase. */
 export const DIALOG_STATE: Record<CallPhase, string> = { ringing: 'early', answered: 'confirmed', hangup: 'terminated' };

@@ -5,32 +5,19 @@
  * node ended where it should. `npm run demo -- --once` and test/e2e/demo.test.ts both
  * run exactly this.
  */
-import type { FsEvent } from '../../bridge/event/event.js';
 import type { ClusterNode, LocalCluster, NodeId } from './cluster.js';
+import { modelLamps } from '../../test/support/sofia-presence-model.js';
 import { presenceEvent, registerEvent, type CallPhase } from './events.js';
 
 export type Lamp = 'idle' | 'ringing' | 'busy';
 
-const LAMP_OF_STATE: Record<string, Lamp> = { early: 'ringing', confirmed: 'busy', terminated: 'idle' };
-
-/** Lamp per user on a node, from the PRESENCE_IN its BLF consumer fired into it (the last state of the user's latest call). */
+/**
+ * Lamp per user on a node: what mod_sofia would show its phones for everything the
+ * bridge injected or fired into it (test/support/sofia-presence-model.ts, checked on
+ * real FreeSWITCH by npm run test:freeswitch).
+ */
 export function lampsOf(node: ClusterNode): Map<string, Lamp> {
-  const calls = new Map<string, { user: string; lamp: Lamp }>();
-  for (const event of node.sendevents(isLampEvent)) {
-    const user = (event.get('from') ?? '').split('@')[0];
-    calls.set(event.get('unique-id')!, { user, lamp: LAMP_OF_STATE[event.get('answer-state')!] ?? 'idle' });
-  }
-  const lamps = new Map<string, Lamp>();
-  for (const { user, lamp } of calls.values()) {
-    const current = lamps.get(user);
-    // A user with one call up and one ended shows the call that is up.
-    if (current === undefined || current === 'idle' || (current === 'ringing' && lamp === 'busy')) lamps.set(user, lamp);
-  }
-  return lamps;
-}
-
-function isLampEvent(event: FsEvent): boolean {
-  return event.name === 'PRESENCE_IN' && event.get('event_type') === 'presence' && event.has('answer-state') && event.has('unique-id');
+  return modelLamps(node.sendevents());
 }
 
 export interface ScenarioOptions {

@@ -1,6 +1,6 @@
 import { Counter } from 'prom-client';
 import { type Consumer, type ConsumerContext, type StateStore, type BlfConsumerConfig, type FsEvent, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
-import { DIALOG_RANK, DialogState, callPresence, dialogPresence, legacyPresence, type CallPresence } from './presence.js';
+import { DIALOG_RANK, DialogState, callPresence, hangupEvent, legacyPresence, probeAnswer, relightEvent, type CallPresence } from './presence.js';
 
 export type LampState = 'idle' | 'ringing' | 'busy';
 
@@ -9,6 +9,8 @@ export interface TrackedCall extends CallPresence {
   /** Switchname of the node the call is on. */
   node: string;
   updatedAt: number;
+  /** Put out because its node went down, not because it ended (memory only): a peerup may relight it. */
+  lostWithNode?: boolean;
 }
 
 export const DEFAULT_BLF_BUCKET = 'fsb_blf';
@@ -25,42 +27,71 @@ function lampOf(state: DialogState): LampState {
   return state === DialogState.Early ? 'ringing' : state === DialogState.Confirmed ? 'busy' : 'idle';
 }
 
+function isTrackedCall(value: unknown): value is TrackedCall {
+  const call = value as Partial<TrackedCall> | null;
+  return (
+    typeof call === 'object' &&
+    call !== null &&
+    typeof call.user === 'string' &&
+    typeof call.call === 'string' &&
+    typeof call.node === 'string' &&
+    typeof call.state === 'string' &&
+    call.state in DIALOG_RANK &&
+    Array.isArray(call.presence) &&
+    call.presence.every((h) => Array.isArray(h) && h.length === 2 && typeof h[0] === 'string' && typeof h[1] === 'string')
+  );
+}
+
 /**
- * Lights BLF lamps on this node for calls on other nodes.
+ * BLF lamps on this node's phones for calls on other nodes.
  *
- * Parity mode fires exactly what startup_script_1.lua fired. The improved mode maps
- * the call's real state (ringing -> early, answered -> confirmed, hangup ->
- * terminated), keeps its direction and Unique-ID, never fires the same or an older
- * state of a call twice, and keeps the calls of this node in the state bucket so a
- * restarted node can relight the lamps of calls that are still up elsewhere.
+ * mod_sofia already lights them: the bridge injects every remote PRESENCE_IN as the
+ * `multicast::event` mod_sofia consumes, and its presence code sends the phones what
+ * the call's own node sends (measured on 1.10.12, docs/freeswitch.md). So in the
+ * default mode this consumer fires nothing for a live call, and only does what
+ * mod_sofia cannot do by itself, each time in the shape mod_sofia itself produces:
  *
- * Loop safety has two layers: only remote events without the loop-guard header are
- * acted on (what we fire carries the guard, so the bridge never republishes it), and
- * in improved mode the per-call state only moves forward, so even a republished copy
- * would be ignored.
+ * - a phone that subscribes during a remote call: mod_sofia fires PRESENCE_PROBE and
+ *   answers it from its own calls only; the consumer answers it for the remote ones,
+ *   to that subscription only (`call-id`);
+ * - a node that went down (peerdown): its calls' lamps are put out, by injecting the
+ *   hangup its node can no longer send;
+ * - a node that comes back (peerup), or this bridge (re)starting: calls still in the
+ *   state bucket are relit, by injecting their last presence again.
+ *
+ * The node that owns a call keeps it in the state bucket (`<user>/<unique-id>`, deleted
+ * at hangup; only the owner writes a key), and removes at start the entries of calls its
+ * FreeSWITCH no longer has.
+ *
+ * Parity mode fires exactly what startup_script_1.lua fired; mod_sofia's own handling
+ * comes on top, so lamps get doubled NOTIFYs as they did with the Lua.
  */
 export class BlfConsumer implements Consumer {
   readonly name = 'blf';
+  readonly localBindings = 'PRESENCE_IN PRESENCE_PROBE';
   private context: ConsumerContext | null = null;
   private unsubscribe: (() => void) | null = null;
   private store: StateStore | null = null;
   private drops: DropReporter | null = null;
   private fired: Counter | null = null;
-  /** Remote calls whose lamps we drive, by user/call. */
+  private probesAnswered: Counter | null = null;
+  /** Remote calls, by user/call. */
   private readonly remoteCalls = new Map<string, TrackedCall>();
   /** Last state written to the bucket for calls on this node, by user/call. */
   private readonly ownCalls = new Map<string, DialogState>();
   private readonly pending = new Set<Promise<unknown>>();
+  private forgetTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly config: BlfConsumerConfig) {}
 
   async start(context: ConsumerContext): Promise<void> {
     this.context = context;
     this.drops = new DropReporter('blf', context.metrics, context.logger);
-    this.fired = context.metrics.counter('fsb_blf_presence_fired_total', 'PRESENCE_IN events the BLF consumer fired into the local node');
+    this.fired = context.metrics.counter('fsb_blf_presence_fired_total', 'Events the BLF consumer fired into the local node (probe answers, lamps put out or relit; parity mode: the Lua PRESENCE_IN)');
+    this.probesAnswered = context.metrics.counter('fsb_blf_probes_answered_total', 'PRESENCE_PROBE answers the BLF consumer fired for calls on other nodes');
     if (!this.config.legacyParity && context.openState) {
       this.store = await context.openState(this.config.stateBucket ?? DEFAULT_BLF_BUCKET);
-      await this.relightFromState(context, this.store);
+      await this.loadState(context, this.store);
     }
     this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
   }
@@ -88,12 +119,18 @@ export class BlfConsumer implements Consumer {
   private onEvent(item: BridgeEvent): void {
     const event = item.event;
     if (event.has(LOOP_GUARD_HEADER)) return;
-    if (event.name === 'CUSTOM' && event.subclass === MulticastSubclass.PeerDown) {
-      if (!this.config.legacyParity) this.onPeerDown(event.get('Peer'));
+    const remote = item.origin.transport !== Transport.Esl;
+    if (event.name === 'CUSTOM') {
+      if (this.config.legacyParity) return;
+      if (event.subclass === MulticastSubclass.PeerDown) this.onPeerDown(event.get('Peer'));
+      else if (event.subclass === MulticastSubclass.PeerUp) this.onPeerUp(event.get('Peer'));
+      return;
+    }
+    if (event.name === 'PRESENCE_PROBE') {
+      if (!remote && !this.config.legacyParity) this.onProbe(event);
       return;
     }
     if (event.name !== 'PRESENCE_IN') return;
-    const remote = item.origin.transport !== Transport.Esl;
     if (this.config.legacyParity) {
       if (!remote) return;
       const out = legacyPresence(event);
@@ -106,19 +143,14 @@ export class BlfConsumer implements Consumer {
     else this.onOwnCall(call);
   }
 
+  /** mod_sofia shows it from the injected event: only remember it, for probes, peerdown and relighting. */
   private onRemoteCall(call: CallPresence, node: string, now: number): void {
     const key = stateKey(call.user, call.call);
     const known = this.remoteCalls.get(key);
-    if (known && DIALOG_RANK[call.state] <= DIALOG_RANK[known.state]) return;
-    if (!known && this.remoteCalls.size >= MAX_TRACKED_CALLS) {
-      this.forgetTerminated();
-      if (this.remoteCalls.size >= MAX_TRACKED_CALLS) {
-        this.drops?.drop('too_many_calls');
-        return;
-      }
-    }
+    if (known && !known.lostWithNode && DIALOG_RANK[call.state] <= DIALOG_RANK[known.state]) return;
+    if (!known && !this.roomForCall()) return;
     this.remoteCalls.set(key, { ...call, node, updatedAt: now });
-    this.fire(dialogPresence(call));
+    if (call.state === DialogState.Terminated) this.scheduleForget();
   }
 
   /** Calls on this node: nothing to fire (FreeSWITCH serves its own phones), only the shared state to keep. */
@@ -139,45 +171,97 @@ export class BlfConsumer implements Consumer {
     this.track(store.put(key, JSON.stringify(tracked)), 'state_write_failed');
   }
 
-  /** A node that went silent has no calls left: put its lamps out. */
-  private onPeerDown(node: string | undefined): void {
-    if (!node) return;
+  /** A phone here subscribed: answer for the remote calls of its target, to that subscription only. */
+  private onProbe(probe: FsEvent): void {
+    const target = probe.get('to');
+    if (!target || probe.get('expires') === '0' || !probe.get('sub-call-id')) return;
+    if ((probe.get('proto') ?? 'sip') !== 'sip') return;
     for (const call of this.remoteCalls.values()) {
-      if (call.node !== node || call.state === DialogState.Terminated) continue;
-      const ended: CallPresence = { ...call, state: DialogState.Terminated, status: 'CS_HANGUP' };
-      this.remoteCalls.set(stateKey(call.user, call.call), { ...call, state: DialogState.Terminated, updatedAt: Date.now() });
-      this.fire(dialogPresence(ended));
+      if (call.user !== target || call.state === DialogState.Terminated) continue;
+      this.probesAnswered?.inc();
+      this.fire(probeAnswer(call, probe));
     }
   }
 
-  private async relightFromState(context: ConsumerContext, store: StateStore): Promise<void> {
+  /** A node that went silent has no calls left: put its lamps out as its hangup would have. */
+  private onPeerDown(node: string | undefined): void {
+    const context = this.context;
+    if (!node || !context) return;
+    for (const [key, call] of this.remoteCalls) {
+      if (call.node !== node || call.state === DialogState.Terminated) continue;
+      this.remoteCalls.set(key, { ...call, state: DialogState.Terminated, updatedAt: Date.now(), lostWithNode: true });
+      this.fire(hangupEvent(call, node, context.node.name));
+    }
+    this.scheduleForget();
+  }
+
+  /** A node that came back may still have calls up: relight those its bucket entries name. */
+  private onPeerUp(node: string | undefined): void {
+    const store = this.store;
+    const context = this.context;
+    if (!node || !store || !context) return;
+    this.track(
+      store.entries().then((entries) => {
+        for (const [key, value] of entries) {
+          const call = this.parseEntry(key, value);
+          if (call && call.node === node) this.relight(key, call);
+        }
+      }),
+      'state_read_failed',
+    );
+  }
+
+  private relight(key: string, call: TrackedCall): void {
+    const context = this.context;
+    if (!context) return;
+    const known = this.remoteCalls.get(key);
+    // Lit already (its events arrived meanwhile), or really ended: nothing to relight.
+    if (known && !known.lostWithNode) return;
+    if (!known && !this.roomForCall()) return;
+    this.remoteCalls.set(key, { ...call, updatedAt: Date.now() });
+    this.fire(relightEvent(call, call.node, context.node.name));
+  }
+
+  private parseEntry(key: string, value: string): TrackedCall | null {
+    let call: unknown;
+    try {
+      call = JSON.parse(value);
+    } catch {
+      call = null;
+    }
+    if (!isTrackedCall(call)) {
+      this.drops?.drop('bad_state_entry', key);
+      return null;
+    }
+    return call;
+  }
+
+  /** At start: relight the calls other nodes have up, and forget our own calls FreeSWITCH no longer has. */
+  private async loadState(context: ConsumerContext, store: StateStore): Promise<void> {
     const entries = await store.entries();
     for (const [key, value] of entries) {
-      let call: TrackedCall;
-      try {
-        call = JSON.parse(value) as TrackedCall;
-      } catch {
-        this.drops?.drop('bad_state_entry', key);
+      const call = this.parseEntry(key, value);
+      if (!call) continue;
+      if (call.node !== context.node.name) {
+        this.relight(key, call);
         continue;
       }
-      if (typeof call.user !== 'string' || typeof call.call !== 'string' || !(call.state in DIALOG_RANK)) {
-        this.drops?.drop('bad_state_entry', key);
-        continue;
-      }
-      if (call.node === context.node.name) {
-        // Our own calls: remember what the bucket holds so the next event for them is compared with it.
-        this.ownCalls.set(key, call.state);
-        continue;
-      }
-      this.remoteCalls.set(key, call);
-      this.fire(dialogPresence(call));
+      // Our own call: still up (a bridge restart) or gone with a FreeSWITCH restart?
+      const exists = await context.local.api(`uuid_exists ${call.call}`).then(
+        (answer) => answer.trim() === 'true',
+        () => true, // FreeSWITCH unreachable: keep the entry rather than guess
+      );
+      if (exists) this.ownCalls.set(key, call.state);
+      else this.track(store.delete(key), 'state_write_failed');
     }
   }
 
-  private forgetTerminated(): void {
-    for (const [key, call] of this.remoteCalls) {
-      if (call.state === DialogState.Terminated) this.remoteCalls.delete(key);
-    }
+  private roomForCall(): boolean {
+    if (this.remoteCalls.size < MAX_TRACKED_CALLS) return true;
+    for (const [key, call] of this.remoteCalls) if (call.state === DialogState.Terminated) this.remoteCalls.delete(key);
+    if (this.remoteCalls.size < MAX_TRACKED_CALLS) return true;
+    this.drops?.drop('too_many_calls');
+    return false;
   }
 
   private fire(event: FsEvent): void {
@@ -185,10 +269,7 @@ export class BlfConsumer implements Consumer {
     if (!context) return;
     this.fired?.inc();
     this.track(context.local.sendEvent(event), 'send_failed');
-    this.scheduleForget();
   }
-
-  private forgetTimer: NodeJS.Timeout | null = null;
 
   /** Terminated calls are kept a while (late duplicates), then dropped so the table stays small. */
   private scheduleForget(): void {
@@ -196,9 +277,13 @@ export class BlfConsumer implements Consumer {
     this.forgetTimer = setTimeout(() => {
       this.forgetTimer = null;
       const cutoff = Date.now() - TERMINATED_MEMORY_MS;
+      let left = false;
       for (const [key, call] of this.remoteCalls) {
-        if (call.state === DialogState.Terminated && call.updatedAt <= cutoff) this.remoteCalls.delete(key);
+        if (call.state !== DialogState.Terminated) continue;
+        if (call.updatedAt <= cutoff) this.remoteCalls.delete(key);
+        else left = true;
       }
+      if (left) this.scheduleForget();
     }, TERMINATED_MEMORY_MS);
     this.forgetTimer.unref();
   }

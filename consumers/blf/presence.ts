@@ -1,6 +1,6 @@
-import { FsEvent } from '../../bridge/index.js';
+import { FsEvent, toMulticastEvent, type Header } from '../../bridge/index.js';
 
-/** RFC 4235 dialog states, the values mod_sofia expects in `answer-state`. */
+/** RFC 4235 dialog states of a call as a lamp shows it. */
 export const DialogState = { Early: 'early', Confirmed: 'confirmed', Terminated: 'terminated' } as const;
 export type DialogState = (typeof DialogState)[keyof typeof DialogState];
 
@@ -50,14 +50,55 @@ const ANSWER_STATE_TO_DIALOG: Record<string, DialogState> = {
   terminated: DialogState.Terminated,
 };
 
+/**
+ * The headers mod_sofia copies from a `multicast::event` carrying a PRESENCE_IN before
+ * running its presence code on it (sofia.c `event_handler`, 1.10.12), matched without
+ * regard to case as FreeSWITCH does. A call's presence is kept as exactly these, so an
+ * event rebuilt from them makes mod_sofia send what it sent for the original.
+ */
+export const MOD_SOFIA_PRESENCE_HEADERS: readonly string[] = [
+  'alt_event_type',
+  'answer-state',
+  'astate',
+  'call-direction',
+  'Caller-Callee-ID-Number',
+  'Caller-Caller-ID-Name',
+  'Caller-Caller-ID-Number',
+  'Caller-Destination-Number',
+  'Caller-Direction',
+  'Caller-Username',
+  'channel-state',
+  'force-status',
+  'from',
+  'login',
+  'Other-Leg-Caller-ID-Name',
+  'Other-Leg-Caller-ID-Number',
+  'presence-call-direction',
+  'presence-call-info-state',
+  'Presence-Privacy',
+  'proto',
+  'register-source',
+  'resub',
+  'rpid',
+  'status',
+  'Unique-ID',
+  'variable_sip_from_user',
+  'variable_sip_to_user',
+];
+
+const COPIED = new Set(MOD_SOFIA_PRESENCE_HEADERS.map((name) => name.toLowerCase()));
+/** A presence value beyond this is not a call's presence (bounded state per call). */
+const MAX_HEADER_BYTES = 1_024;
+
 /** Call presence reduced to what a lamp needs; null for presence that is not about a call (Registered, Unregistered, notes). */
 export interface CallPresence {
+  /** `from`: user@host. */
   user: string;
+  /** The call's Unique-ID. */
   call: string;
   state: DialogState;
-  status: string;
-  direction: string | undefined;
-  rpid: string | undefined;
+  /** The original's MOD_SOFIA_PRESENCE_HEADERS, in its order and spelling. */
+  presence: Header[];
 }
 
 export function callPresence(event: FsEvent): CallPresence | null {
@@ -68,24 +109,55 @@ export function callPresence(event: FsEvent): CallPresence | null {
   // `status` first: a legacy Lua re-fire says CS_ROUTING with answer-state confirmed, and ringing is what it means.
   const state = STATUS_TO_DIALOG[status] ?? ANSWER_STATE_TO_DIALOG[(event.get('Answer-State') ?? '').toLowerCase()];
   if (state === undefined) return null;
-  return {
-    user,
-    call,
-    state,
-    status,
-    direction: event.get('Presence-Call-Direction') ?? event.get('Call-Direction'),
-    rpid: event.get('rpid'),
-  };
+  const presence = event.headers.filter(([name, value]) => COPIED.has(name.toLowerCase()) && value.length <= MAX_HEADER_BYTES);
+  return { user, call, state, presence: presence.map(([name, value]) => [name, value]) };
 }
 
-/** The PRESENCE_IN that lights a lamp on this node for a call on another node. */
-export function dialogPresence(call: CallPresence): FsEvent {
+function presenceEvent(headers: readonly Header[]): FsEvent {
   const event = FsEvent.create('PRESENCE_IN');
-  event.add('proto', 'sip').add('login', call.user).add('from', call.user).add('status', call.status);
-  if (call.rpid !== undefined) event.add('rpid', call.rpid);
-  event.add('event_type', 'presence').add('alt_event_type', 'dialog').add('event_count', '1');
-  event.add('unique-id', call.call);
-  if (call.direction !== undefined) event.add('Presence-Call-Direction', call.direction);
-  event.add('answer-state', call.state);
+  for (const [name, value] of headers) event.add(name, value);
+  return event;
+}
+
+/**
+ * The `multicast::event` the call's own node would have delivered for this presence:
+ * injected, mod_sofia runs the same code on it as on the original, so phones see what
+ * they saw for the original.
+ */
+export function relightEvent(call: CallPresence, node: string, injectedBy: string): FsEvent {
+  return toMulticastEvent(presenceEvent(call.presence), node, injectedBy);
+}
+
+/** The same call as its hangup: what mod_sofia would have shown had the dead node's CS_HANGUP arrived. */
+export function hangupEvent(call: CallPresence, node: string, injectedBy: string): FsEvent {
+  const ended = presenceEvent(call.presence);
+  ended.set('status', 'CS_HANGUP').set('Answer-State', 'hangup').set('Channel-State', 'CS_HANGUP');
+  ended.delete('astate');
+  return toMulticastEvent(ended, node, injectedBy);
+}
+
+/**
+ * The answer to one phone's PRESENCE_PROBE for a call on another node, shaped like
+ * mod_sofia's own probe answer for a local call (sofia_presence.c
+ * sofia_presence_resub_callback): `call-id` names the probing subscription, so only that
+ * phone gets it. Without `Caller-Callee-ID-Number` and `Caller-Destination-Number` the
+ * pidf note of an answered call is "On The Phone", as the call's own node answers.
+ * `Caller-Username` keeps mod_sofia from reversing an inbound call's direction.
+ */
+export function probeAnswer(call: CallPresence, probe: FsEvent): FsEvent {
+  const original = presenceEvent(call.presence);
+  const event = FsEvent.create('PRESENCE_IN');
+  event.add('proto', 'sip').add('login', probe.get('login') ?? 'fs-event-bridge').add('from', call.user);
+  event.add('call-id', probe.get('sub-call-id') ?? '');
+  event.add('status', original.get('status') ?? '').add('rpid', original.get('rpid') ?? 'unknown');
+  event.add('event_type', 'presence').add('alt_event_type', 'dialog').add('event_count', '0');
+  event.add('channel-state', 'CS_ROUTING').add('unique-id', call.call);
+  // mod_sofia turns "ringing" into early for the callee and confirmed for the caller, as for a live call.
+  const answerState = call.state === DialogState.Early ? 'ringing' : DialogState.Confirmed;
+  event.add('answer-state', answerState).add('astate', answerState);
+  const direction = original.get('presence-call-direction');
+  if (direction !== undefined) event.add('presence-call-direction', direction);
+  const caller = original.get('Caller-Username');
+  if (caller !== undefined) event.add('Caller-Username', caller);
   return event;
 }

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FsEvent } from '../../bridge/event/event.js';
 import { LocalCluster, waitReady, type ClusterNode } from '../../compose/local/cluster.js';
 import { DIALOG_STATE, presenceEvent, registerEvent, type CallPhase } from '../../compose/local/events.js';
+import { modelNotifies, modelNotify } from '../support/sofia-presence-model.js';
 import { sleep } from '../support/wait.js';
 
 const PEER_TIMEOUT_MS = 2_000;
@@ -34,8 +35,11 @@ async function eventually<T>(probe: () => T | Promise<T>, accept: (value: T) => 
 const injectedRegister = (user: string) => (e: FsEvent) =>
   e.subclass === 'multicast::event' && e.get('Orig-Event-Subclass') === 'sofia::register' && e.get('Orig-from-user') === user;
 
-/** The PRESENCE_IN the BLF consumer fired to light a lamp for `callId`. */
-const lampEvent = (callId: string, state: string) => (e: FsEvent) => e.name === 'PRESENCE_IN' && e.get('unique-id') === callId && e.get('answer-state') === state;
+/** An event that makes mod_sofia show `callId` in `state` to every watcher (test/support/sofia-presence-model.ts). */
+const lampEvent = (callId: string, state: string) => (e: FsEvent) => {
+  const shown = modelNotify(e);
+  return shown !== null && shown.subscription === null && shown.uuid === callId && shown.state === state;
+};
 
 function metric(text: string, name: string, labels: Record<string, string>): number {
   const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
@@ -108,8 +112,10 @@ describe('hub and two satellites', () => {
       }
     }
     for (const node of [hub, sat2]) {
-      const states = node.sendevents((e) => e.name === 'PRESENCE_IN' && e.get('unique-id') === callId).map((e) => e.get('answer-state'));
-      expect(states).toEqual(['early', 'confirmed', 'terminated']);
+      const states = modelNotifies(node.sendevents()).filter((n) => n.uuid === callId).map((n) => `${n.state}/${n.direction}`);
+      expect(states).toEqual(['early/recipient', 'confirmed/recipient', 'terminated/recipient']);
+      // All of it from the injected events: the BLF consumer fires nothing for a live call.
+      expect(node.sendevents((e) => e.name === 'PRESENCE_IN')).toHaveLength(0);
       const injected = node.sendevents((e) => e.subclass === 'multicast::event' && e.get('Orig-Unique-ID') === callId).map((e) => e.get('Orig-status'));
       expect(injected).toEqual(['CS_ROUTING', 'answered', 'CS_HANGUP']);
     }
@@ -185,7 +191,7 @@ describe('hub and two satellites', () => {
     const readyAt = Date.now();
     // The lamp was relit (from the BLF bucket) before /ready said 200.
     const relit = hub.agent.sendevents.filter((s) => s.at >= restartedAt && lampEvent(callId, 'confirmed')(s.event));
-    const seen = hub.agent.sendevents.filter((s) => s.at >= restartedAt).map((s) => `${s.at - restartedAt} ms ${s.event.name} ${s.event.get('answer-state') ?? ''}`);
+    const seen = hub.agent.sendevents.filter((s) => s.at >= restartedAt).map((s) => `${s.at - restartedAt} ms ${s.event.name} ${s.event.subclass ?? ''} ${modelNotify(s.event)?.state ?? ''}`);
     expect(relit, `sendevents after the restart: ${seen.join(', ')}; ready after ${readyAt - restartedAt} ms; log:\n${hub.bridgeLog}`).toHaveLength(1);
     expect(relit[0].at).toBeLessThanOrEqual(readyAt);
     // The location rows were loaded from the location bucket: the database answers without any new registration.

@@ -11,6 +11,7 @@ import { consumersFor } from '../../bridge/cli/commands/run.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { until } from '../support/wait.js';
+import { modelNotifies } from '../support/sofia-presence-model.js';
 
 /**
  * Three bridged nodes on one NATS (each node both publishes and subscribes, with
@@ -120,16 +121,19 @@ describe('three bridged nodes on NATS', () => {
     for (const status of states) {
       a.sim.fire(captured((e) => e.name === 'PRESENCE_IN' && e.get('status') === status && e.get('from') === '1000@127.0.0.1'));
     }
-    for (const node of [b, c]) await until(() => presenceFired(node).length >= 3);
+    const shown = (node: Node) => modelNotifies(node.sim.received).filter((n) => n.uuid !== null);
+    for (const node of [b, c]) await until(() => shown(node).length >= 3);
     const published = await counter(a.bridge, 'fsb_events_out_total', { transport: 'nats' });
     await new Promise((r) => setTimeout(r, 1_000));
     for (const node of [b, c]) {
-      const fired = presenceFired(node);
-      expect(fired.map((e) => e.get('answer-state'))).toEqual(['early', 'confirmed', 'terminated']);
-      expect(fired.every((e) => e.get('FSB-Injected-By') === node.name)).toBe(true);
+      // What mod_sofia shows B's and C's phones, each state once: the caller's leg, as on A itself.
+      expect(shown(node).map((n) => `${n.state}/${n.direction}`)).toEqual(['confirmed/initiator', 'confirmed/initiator', 'terminated/initiator']);
+      expect(node.sim.received.every((e) => e.get('FSB-Injected-By') === node.name)).toBe(true);
+      // All of it from the injected multicast::event: the BLF consumer fires nothing for a live call.
+      expect(presenceFired(node)).toHaveLength(0);
     }
     expect(presenceFired(a)).toHaveLength(0);
-    // Nothing more was published anywhere after the call: what B and C fired came
+    // Nothing more was published anywhere after the call: what B and C were given came
     // back over their ESL and was filtered by the loop guard, not republished.
     expect(await counter(a.bridge, 'fsb_events_out_total', { transport: 'nats' })).toBe(published);
     for (const node of [b, c]) {

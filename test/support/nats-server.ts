@@ -45,6 +45,8 @@ export interface NatsServerOptions {
   cluster?: { name: string; port: number; routes: number[] };
   /** Run inside this network namespace, serving clients on every address of it (`address` is the one clients use). */
   netns?: { name: string; address: string };
+  /** Serve clients on every address of this namespace; clients use this one (a server other namespaces reach). */
+  address?: string;
 }
 
 const live = new Set<NatsServer>();
@@ -113,7 +115,7 @@ export class NatsServer {
     readonly dir: string,
     readonly options: NatsServerOptions,
   ) {
-    this.url = `nats://${options.netns?.address ?? '127.0.0.1'}:${port}`;
+    this.url = `nats://${options.netns?.address ?? options.address ?? '127.0.0.1'}:${port}`;
     this.configFile = join(dir, 'nats-server.conf');
     writeFileSync(this.configFile, this.renderConfig());
   }
@@ -138,7 +140,7 @@ export class NatsServer {
 
   private renderConfig(): string {
     const o = this.options;
-    const lines = [`listen: "${o.netns ? '0.0.0.0' : '127.0.0.1'}:${this.port}"`];
+    const lines = [`listen: "${o.netns || o.address ? '0.0.0.0' : '127.0.0.1'}:${this.port}"`];
     if (o.serverName) lines.push(`server_name: "${o.serverName}"`);
     if (o.jetstream !== false) lines.push(`jetstream { store_dir: "${this.storeDir}", max_memory_store: 268435456, max_file_store: 4294967296 }`);
     if (o.auth && 'token' in o.auth) lines.push(`authorization { token: "${o.auth.token}" }`);

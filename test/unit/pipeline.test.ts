@@ -127,3 +127,24 @@ describe('dedup cache', () => {
     expect(cache.size).toBe(1);
   });
 });
+
+describe('pipeline and presence scope', () => {
+  it("keeps mod_sofia's answer to one phone's probe (PRESENCE_IN with call-id) on its node: neither published nor injected", async () => {
+    const { pipeline, metrics, multicast, nats, injected, seen } = setup();
+    const answer = event('PRESENCE_IN', 1).add('from', '1000@127.0.0.1').add('call-id', 'sub-1@10.99.0.3').add('status', 'Registered(UDP)');
+    pipeline.local(answer);
+    expect(multicast.got).toHaveLength(0);
+    expect(nats.got).toHaveLength(0);
+    // Consumers still see it.
+    expect(seen).toHaveLength(1);
+    // A legacy node multicasts its own: not injected here either.
+    pipeline.remote({ event: event('PRESENCE_IN', 7, 'u-legacy').add('call-id', 'sub-9'), origin: { transport: 'multicast', node: 'fs-legacy', receivedAt: 0 } });
+    expect(injected).toHaveLength(0);
+    expect(await filteredOnly(metrics, 'subscription_answer')).toBe(2);
+    // A channel's PRESENCE_IN (no call-id) goes everywhere as before.
+    pipeline.local(event('PRESENCE_IN', 2).add('Unique-ID', 'call-1'));
+    pipeline.remote({ event: event('PRESENCE_IN', 8, 'u-legacy').add('Unique-ID', 'call-2'), origin: { transport: 'multicast', node: 'fs-legacy', receivedAt: 0 } });
+    expect(multicast.got).toHaveLength(1);
+    expect(injected).toHaveLength(1);
+  });
+});

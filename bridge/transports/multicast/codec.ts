@@ -12,7 +12,7 @@ import { blowfishDecryptor, blowfishEncryptor } from './blowfish.js';
  *   psk:   36-char ASCII UUID + 220 NULs, then Blowfish-CBC(text + MAGIC), PKCS#7 padded
  *
  * `text` is the FreeSWITCH plain serialization with `Multicast-Sender` as the last
- * header. See /work/shared/spec/freeswitch-wire-facts.md §1.
+ * header. See docs/freeswitch.md §1.
  */
 
 /** The 21-byte validation string the legacy module appends to every event. */
