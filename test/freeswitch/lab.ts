@@ -132,7 +132,7 @@ export interface BridgeOptions {
   nats?: NatsServer | null;
   multicast?: boolean;
   blf?: false | { legacyParity?: boolean };
-  location?: false | { peerDownGraceMs?: number; legacyParity?: boolean };
+  location?: false | { peerDownGraceMs?: number; legacyParity?: boolean; addressOverrides?: string };
   peerTimeoutMs?: number;
   /** Extra bindings for both transports (appended to the defaults below). */
   bindings?: string;
@@ -164,7 +164,7 @@ export function bridgeConfigXml(node: FsNode, env: LabEnv, options: BridgeOption
     '<consumers>',
     blf ? `<consumer name="blf">${param('enabled', 'true')}${param('legacy-parity', String(blf.legacyParity === true))}</consumer>` : '',
     location
-      ? `<consumer name="location">${param('enabled', 'true')}${param('db-path', join(node.info.dbDir, 'call_limit.db'))}${param('legacy-parity', String(location.legacyParity === true))}${location.peerDownGraceMs !== undefined ? param('peer-down-grace', `${location.peerDownGraceMs}ms`) : ''}</consumer>`
+      ? `<consumer name="location">${param('enabled', 'true')}${param('db-path', join(node.info.dbDir, 'call_limit.db'))}${param('legacy-parity', String(location.legacyParity === true))}${location.peerDownGraceMs !== undefined ? param('peer-down-grace', `${location.peerDownGraceMs}ms`) : ''}${location.addressOverrides ? param('address-overrides', location.addressOverrides) : ''}</consumer>`
       : '',
     '</consumers>',
     `<metrics>${param('enabled', 'true')}${param('host', node.info.ipv4)}${param('port', '0')}</metrics>`,

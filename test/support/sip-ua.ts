@@ -128,6 +128,8 @@ export interface DialogInfo {
 export interface Notify {
   /** Date.now() on arrival. */
   at: number;
+  /** Who sent it, `address:port`. */
+  source: string;
   event: string;
   subscriptionState: string;
   contentType: string;
@@ -330,6 +332,10 @@ export class SipUa {
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly dialogs = new Map<string, Dialog>();
   private readonly incoming = new Waiters<CallLeg>();
+  /** `address:port` the last incoming INVITE came from (which node rang this phone). */
+  lastInviteFrom: string | null = null;
+  /** NOTIFYs outside any subscription of ours (unsolicited MWI to a registered phone, say). */
+  readonly unsolicited: Notify[] = [];
   private cseq = Math.floor(Math.random() * 1000) + 1;
   private registeredExpires = 0;
   private closed = false;
@@ -715,17 +721,22 @@ export class SipUa {
     switch (message.method) {
       case 'NOTIFY': {
         this.respond(message, 200, 'OK');
-        const subscription = this.subscriptions.get(callId);
-        if (!subscription) return;
-        if (!subscription.toHeader.includes(';tag=')) subscription.toHeader = message.get('from') ?? subscription.toHeader;
-        subscription.deliver({
+        const notify: Notify = {
           at: Date.now(),
+          source: `${message.source.address}:${message.source.port}`,
           event: message.get('event') ?? '',
           subscriptionState: message.get('subscription-state') ?? '',
           contentType: message.get('content-type') ?? '',
           body: message.body,
           ...parseNotifyBody(message.body),
-        });
+        };
+        const subscription = this.subscriptions.get(callId);
+        if (!subscription) {
+          if (this.unsolicited.length < 1_000) this.unsolicited.push(notify);
+          return;
+        }
+        if (!subscription.toHeader.includes(';tag=')) subscription.toHeader = message.get('from') ?? subscription.toHeader;
+        subscription.deliver(notify);
         return;
       }
       case 'OPTIONS':
@@ -769,6 +780,7 @@ export class SipUa {
       else if (existing.lastResponse && existing.invite) this.send(existing.lastResponse, { host: existing.invite.source.address, port: existing.invite.source.port });
       return;
     }
+    this.lastInviteFrom = `${message.source.address}:${message.source.port}`;
     const autoAnswer = this.options.autoAnswer;
     if (!autoAnswer) {
       this.respond(message, 486, 'Busy Here', [], '', token(4));

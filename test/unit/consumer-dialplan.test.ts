@@ -47,32 +47,26 @@ describe('example cluster dialplan', () => {
     expect(set.inline).toBe('true');
   });
 
-  it('bridges locally when the row names this node', () => {
-    const local = byName('cluster_location_local');
-    expect(last(local)).toMatchObject({ field: '${cluster_location}', expression: '^${local_ip_v4}$' });
-    expect(actions(local).find((a) => a.application === 'bridge')?.data).toBe('user/${destination_number}@${domain_name}');
-  });
-
-  it("routes to the other node's address, once", () => {
+  it("routes a user registered on another node to that node's address, once, in owner mode only", () => {
     const remote = byName('cluster_location_remote');
-    expect(new RegExp(last(remote).expression).test('10.99.0.2')).toBe(true);
-    expect(new RegExp(last(remote).expression).test('10.99.0.2:5070')).toBe(true);
-    expect(new RegExp(last(remote).expression).test('')).toBe(false);
+    // What mod_dialplan_xml compares with, once it expanded this node's variables.
+    const expression = last(remote).expression.replace('${local_ip_v4}', '10.99.0.1').replace('$${internal_sip_port}', '5060');
+    const remoteRow = new RegExp(expression);
+    for (const row of ['10.99.0.2', '10.99.0.2:5070', '10.99.0.1:5070']) expect(remoteRow.test(row), row).toBe(true);
+    // This node's own row (with or without its port) and no row at all go on to Local_Extension.
+    for (const row of ['10.99.0.1', '10.99.0.1:5060', '', 'sofia/internal/x']) expect(remoteRow.test(row), row).toBe(false);
     expect(remote.condition.some((c) => c.field === '${sip_h_X-FSB-Routed}' && c.expression === '^$')).toBe(true);
+    const mode = remote.condition.find((c) => c.field === '${cluster_routing}')!;
+    expect(['owner', ''].every((v) => new RegExp(mode.expression).test(v))).toBe(true);
+    expect(new RegExp(mode.expression).test('direct')).toBe(false);
     const names = actions(remote).map((a) => a.application);
     expect(names.indexOf('export')).toBeLessThan(names.indexOf('bridge'));
     expect(actions(remote).find((a) => a.application === 'bridge')?.data).toBe('sofia/internal/${destination_number}@${cluster_location}');
+    expect(actions(remote).at(-1)).toEqual({ application: 'respond', data: '480 Temporarily Unavailable' });
   });
 
-  it('falls back to voicemail or 480 when mod_db answers empty', () => {
-    const voicemail = byName('cluster_location_missing_voicemail');
-    const missing = byName('cluster_location_missing');
-    for (const ext of [voicemail, missing]) expect(ext.condition.some((c) => c.field === '${cluster_location}' && c.expression === '^$')).toBe(true);
-    expect(actions(voicemail).map((a) => a.application)).toContain('voicemail');
-    expect(actions(missing)).toEqual([{ application: 'respond', data: '480 Temporarily Unavailable' }]);
-    // Voicemail is tried before the bare 480 (the dialplan runs the first matching extension).
-    const order = extensions().map((e) => e.name);
-    expect(order.indexOf('cluster_location_missing_voicemail')).toBeLessThan(order.indexOf('cluster_location_missing'));
+  it('leaves local and unknown users to Local_Extension: only the lookup and the remote branch', () => {
+    expect(extensions().map((e) => e.name)).toEqual(['cluster_location_lookup', 'cluster_location_remote']);
   });
 
   it('every branch is guarded by the same number pattern as the lookup', () => {
