@@ -2,8 +2,9 @@ import type { BridgeConfig } from './config/types.js';
 import type { Consumer, ConsumerContext, EventStream, LocalNode, StateStore } from './consumer.js';
 import type { FsEvent } from './event/event.js';
 import type { Logger } from './observability/logger.js';
-import { DropReporter, Metrics } from './observability/metrics.js';
+import { DropReporter, Metrics, registerStateGauges } from './observability/metrics.js';
 import { StatusServer } from './observability/http.js';
+import { Board } from './observability/board/board.js';
 import { Bindings } from './pipeline/bindings.js';
 import { toMulticastEvent } from './pipeline/inject.js';
 import { PeerTracker } from './pipeline/peers.js';
@@ -35,6 +36,12 @@ export function guardedLocalNode(esl: Pick<EslClient, 'api' | 'sendEvent'>, node
   };
 }
 
+/** Where a browser opens the board served on `address`. */
+export function boardUrl(address: { address: string; port: number }): string {
+  const host = address.address.includes(':') ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}/board/`;
+}
+
 /** Local events the consumers need whatever the transports carry. */
 const CONSUMER_BINDINGS = 'CUSTOM sofia::register sofia::unregister sofia::expire';
 /** Remote events waiting for FreeSWITCH to acknowledge their injection. */
@@ -57,6 +64,7 @@ export class Bridge {
   private readonly sources: RemoteSource[] = [];
   private readonly consumers: Consumer[];
   private readonly status: StatusServer;
+  private readonly board: Board | null;
   private statusAddress: { address: string; port: number } | null = null;
   private pendingInjections = 0;
   private consumersReady = false;
@@ -108,9 +116,24 @@ export class Bridge {
       nodeName: node.name,
       ...deps,
     });
-    this.status = new StatusServer(this.metrics, {
-      ready: () => this.ready,
-      status: () => this.statusReport(),
+    const board = config.metrics.board;
+    this.board = board
+      ? new Board({ node, role: 'bridge', status: () => this.statusReport(), peers: () => this.peers.list(), events: this.pipeline, metrics: this.metrics, consumers: this.consumers }, board, this.logger)
+      : null;
+    this.status = new StatusServer(
+      this.metrics,
+      {
+        ready: () => this.ready,
+        status: () => this.statusReport(),
+        peers: () => this.peers.list(),
+      },
+      this.board ? [this.board.route] : [],
+    );
+    const nats = this.natsClient;
+    registerStateGauges(this.metrics, {
+      node,
+      eslConnected: () => this.esl.state === EslState.Connected,
+      natsConnected: nats ? () => nats.connected : undefined,
       peers: () => this.peers.list(),
     });
   }
@@ -173,8 +196,10 @@ export class Bridge {
     const context = this.consumerContext();
     for (const consumer of this.consumers) await consumer.start(context);
     this.consumersReady = true;
+    this.board?.start();
     this.pump = this.pumpLocalEvents();
     const emit = (item: BridgeEvent) => {
+      this.observeAge(item);
       this.peers.observe(item);
       this.pipeline.remote(item);
     };
@@ -185,7 +210,13 @@ export class Bridge {
       this.statsTimer.unref();
     }
     this.logger.info(
-      { node: config.node.name, multicast: config.multicast.enabled ? `${config.multicast.address}:${config.multicast.port}` : 'off', nats: config.nats.enabled ? config.nats.servers : 'off', status: this.statusAddress },
+      {
+        node: config.node.name,
+        multicast: config.multicast.enabled ? `${config.multicast.address}:${config.multicast.port}` : 'off',
+        nats: config.nats.enabled ? config.nats.servers : 'off',
+        status: this.statusAddress,
+        board: this.board && this.statusAddress ? boardUrl(this.statusAddress) : 'off',
+      },
       'bridge started',
     );
   }
@@ -202,6 +233,7 @@ export class Bridge {
     for (const consumer of this.consumers) await consumer.stop();
     for (const sink of this.sinks) await sink.stop();
     await this.natsClient?.close();
+    this.board?.stop();
     await this.status.close();
     this.logger.info({ node: this.config.node.name }, 'bridge stopped');
   }
@@ -220,14 +252,22 @@ export class Bridge {
     }
   }
 
+  /** fsb_remote_event_age_seconds: origin Event-Date-Timestamp (µs) to receipt; a peer's clock ahead of ours counts as 0. */
+  private observeAge(item: BridgeEvent): void {
+    const firedAtMicros = Number(item.event.get('Event-Date-Timestamp'));
+    if (!(firedAtMicros > 0)) return;
+    this.metrics.latency.observe({ transport: item.origin.transport }, Math.max(0, item.origin.receivedAt - firedAtMicros / 1000) / 1000);
+  }
+
   /** A remote event becomes the legacy multicast::event on our node, exactly once (the pipeline deduplicated it). */
   private inject(item: BridgeEvent): void {
     if (this.pendingInjections >= MAX_PENDING_INJECTIONS) {
       this.drops.drop('inject_backlog', { node: item.origin.node });
+      this.peers.recordDrop(item.origin.node);
       return;
     }
     const injected = toMulticastEvent(item.event, item.origin.node, this.config.node.name);
-    this.send(injected, item.origin.transport);
+    this.send(injected, item.origin.transport, item.origin.node);
   }
 
   private onPeerEvent(event: FsEvent, peer: string): void {
@@ -243,7 +283,7 @@ export class Bridge {
    * mod_event_socket would read them as extra lines, so those headers are left
    * out and counted rather than letting a peer add headers on our node.
    */
-  private send(event: FsEvent, label: string): void {
+  private send(event: FsEvent, label: string, origin?: string): void {
     const unsafe = event.headers.filter(([name, value]) => /[\r\n\0]/.test(name) || /[\r\n\0]/.test(value));
     if (unsafe.length > 0) {
       for (const [name] of unsafe) event.delete(name);
@@ -251,6 +291,7 @@ export class Bridge {
     }
     if (event.body !== null && event.body.includes('\0')) {
       this.drops.drop('nul_in_body');
+      if (origin) this.peers.recordDrop(origin);
       return;
     }
     this.pendingInjections++;
@@ -259,7 +300,10 @@ export class Bridge {
       .sendEvent(event)
       .then(
         () => this.metrics.injected.inc({ transport: label }),
-        (err: Error & { code?: string }) => this.drops.drop(err.code === 'FSB_ERR_NOT_CONNECTED' ? 'inject_esl_down' : 'inject_failed', { error: err.message }),
+        (err: Error & { code?: string }) => {
+          this.drops.drop(err.code === 'FSB_ERR_NOT_CONNECTED' ? 'inject_esl_down' : 'inject_failed', { error: err.message });
+          if (origin) this.peers.recordDrop(origin);
+        },
       )
       .finally(() => {
         this.pendingInjections--;

@@ -52,3 +52,60 @@ export interface Consumer {
   /** Flush pending work and release resources. */
   stop(): Promise<void>;
 }
+
+/** What a BLF lamp shows for a user: what a phone subscribed to that user sees. */
+export type LampState = 'idle' | 'ringing' | 'busy';
+
+export interface Lamp {
+  /** The user the lamp is for, as presence names it (`1000@example.com`). */
+  user: string;
+  state: LampState;
+  /** Switchname of the node the call that sets the lamp is on (the last call, once idle). */
+  node: string;
+  /** Date.now() when the lamp took this state. */
+  since: number;
+}
+
+/**
+ * A consumer that knows the BLF lamps (the cluster board shows them). Read-only: the
+ * board never reaches into a consumer further than this.
+ */
+export interface LampSource {
+  /** Every user with a call seen lately, lit or idle. */
+  currentLamps(): Lamp[];
+  /** Called synchronously on each change of a user's lamp; returns the unsubscribe function. */
+  onLampChange(listener: (lamp: Lamp) => void): () => void;
+}
+
+/** One registration as the location table holds it. */
+export interface Registration {
+  user: string;
+  realm: string;
+  /** Switchname of the node the phone registered on. */
+  node: string;
+  hostname: string;
+  /** The address db_data gives for the user (the node's address, after overrides). */
+  address: string;
+  /** From `Registered(<transport>)`: UDP, TCP, TLS, WSS-NAT...; null when the status names none. */
+  transport: string | null;
+  /** Epoch ms when it expires, null when it never does. */
+  expiresAt: number | null;
+}
+
+/** A consumer that knows the cluster's registrations (the cluster board shows them). Read-only. */
+export interface RegistrationSource {
+  /** The row per realm + user that lookups answer, at most `limit` of them (sorted by user, realm), and how many there are. */
+  currentRegistrations(limit: number, filter?: string): { rows: Registration[]; total: number };
+  /** Called (synchronously, possibly often) when any row may have changed; returns the unsubscribe function. */
+  onRegistrationChange(listener: () => void): () => void;
+}
+
+export function isLampSource(value: unknown): value is LampSource {
+  const v = value as Partial<LampSource> | null;
+  return typeof v?.currentLamps === 'function' && typeof v.onLampChange === 'function';
+}
+
+export function isRegistrationSource(value: unknown): value is RegistrationSource {
+  const v = value as Partial<RegistrationSource> | null;
+  return typeof v?.currentRegistrations === 'function' && typeof v.onRegistrationChange === 'function';
+}

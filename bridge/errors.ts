@@ -66,6 +66,16 @@ export class ConfigError extends BridgeError {
   }
 }
 
+/** The board would be served without credentials on a host other than loopback. */
+export class BoardExposedError extends BridgeError {
+  constructor(readonly file: string, readonly host: string) {
+    super(
+      'FSB_ERR_BOARD_EXPOSED',
+      `${file}: the board would be open to anyone reaching ${host} (it shows users, addresses and calls): set metrics board-token or board-password, listen on 127.0.0.1, or set board-public to accept it`,
+    );
+  }
+}
+
 /** A multicast datagram was refused; `cause` says why (it is also the metrics label). */
 export class DatagramError extends BridgeError {
   constructor(readonly reason: DatagramDropReason, message: string) {

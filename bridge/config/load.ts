@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { hostname as systemHostname, networkInterfaces } from 'node:os';
 import { XMLParser } from 'fast-xml-parser';
-import { ConfigError } from '../errors.js';
+import { BoardExposedError, ConfigError } from '../errors.js';
 import { Bindings } from '../pipeline/bindings.js';
 import { LEGACY_PARAMS, PARAMS, envName, type ParamSpec } from './schema.js';
-import type { BridgeConfig } from './types.js';
+import type { BoardConfig, BridgeConfig } from './types.js';
 
 /** Raw string values by section, then param name. */
 type RawValues = Map<string, Map<string, string>>;
@@ -187,6 +187,14 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
   if (natsEnabled && servers.length === 0) throw new ConfigError(file, 'servers', 'NATS is enabled but no server is given');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError(file, tlsCert ? 'tls-key' : 'tls-cert', 'tls-cert and tls-key go together');
   const dbPath = str('consumer:location', 'db-path');
+  const board =
+    bool('metrics', 'enabled') && bool('metrics', 'board')
+      ? boardConfig(
+          { host: str('metrics', 'host'), token: optional('metrics', 'board-token'), user: str('metrics', 'board-user'), password: optional('metrics', 'board-password'), public: bool('metrics', 'board-public') },
+          file,
+          warnings,
+        )
+      : null;
 
   return {
     file,
@@ -263,7 +271,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
         expiryMarginMs: num('consumer:location', 'expiry-margin'),
       },
     },
-    metrics: { enabled: bool('metrics', 'enabled'), host: str('metrics', 'host'), port: num('metrics', 'port') },
+    metrics: { enabled: bool('metrics', 'enabled'), host: str('metrics', 'host'), port: num('metrics', 'port'), board },
     logLevel: str('settings', 'log-level'),
     statsIntervalMs: num('settings', 'stats-interval'),
   };
@@ -334,6 +342,28 @@ function convert(spec: ParamSpec, text: string, source: string, flavour: ConfigF
       return bindings;
     }
   }
+}
+
+/** 127.0.0.0/8, ::1 and localhost: only this host can connect. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * The board shows who is registered where and who is on a call: open on loopback, and
+ * anywhere else only with a credential, or when the operator says so (and is told at
+ * every start).
+ */
+function boardConfig(values: { host: string; token?: string; user: string; password?: string; public: boolean }, file: string, warnings: string[]): BoardConfig {
+  const { host, token, user, password } = values;
+  const guarded = token !== undefined || password !== undefined;
+  if (!isLoopbackHost(host)) {
+    if (!guarded && !values.public) throw new BoardExposedError(file, host);
+    if (!guarded) warnings.push(`${file}: SECURITY: the cluster board is served WITHOUT authentication on ${host} (board-public is set): anyone who reaches it sees every user, address and call`);
+    else warnings.push(`${file}: the board's credentials travel in clear over HTTP on ${host}: put a TLS proxy in front of it, or keep it on a trusted network`);
+  }
+  return { token, user, password, public: values.public };
 }
 
 function isMulticastIpv4(address: string): boolean {

@@ -96,6 +96,18 @@ export interface MetricsConfig {
   enabled: boolean;
   host: string;
   port: number;
+  /** The cluster board at /board/ (null: off). */
+  board: BoardConfig | null;
+}
+
+export interface BoardConfig {
+  /** Bearer token (header, or ?token= once, which sets a cookie). */
+  token?: string;
+  /** HTTP basic auth, when `password` is set. */
+  user: string;
+  password?: string;
+  /** Served without credentials on a non-loopback host (warned at start). */
+  public: boolean;
 }
 
 export interface BridgeConfig {

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Metrics } from './metrics.js';
 
@@ -11,6 +11,9 @@ export interface HealthSource {
   peers(): unknown;
 }
 
+/** More endpoints on the same server (the board); returns false when the path is not its own. */
+export type RouteHandler = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
+
 /**
  * Prometheus metrics plus the endpoints operators and orchestrators probe:
  * /health (alive, with component states), /ready (200 only when ready), /peers.
@@ -22,6 +25,7 @@ export class StatusServer {
   constructor(
     private readonly metrics: Metrics,
     private readonly health: HealthSource,
+    private readonly routes: readonly RouteHandler[] = [],
   ) {}
 
   async listen(host: string, port: number): Promise<AddressInfo> {
@@ -46,6 +50,8 @@ export class StatusServer {
         json(ready ? 200 : 503, { ready });
       } else if (path === '/peers') {
         json(200, this.health.peers());
+      } else if (this.routes.some((route) => route(req, res, path))) {
+        // served by the route
       } else {
         json(404, { error: 'not found', endpoints: ['/metrics', '/health', '/ready', '/peers'] });
       }

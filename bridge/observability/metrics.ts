@@ -26,6 +26,25 @@ export class Metrics {
     return new Counter({ name, help, labelNames, registers: [this.registry] });
   }
 
+  /**
+   * A gauge whose values are read when Prometheus scrapes (states that live elsewhere:
+   * connections, peers). A second one of the same name replaces the first, so a
+   * restarted component's gauge reads the new component.
+   */
+  gauge<L extends string = never>(name: string, help: string, labelNames: readonly L[], read: (gauge: Gauge<L>) => void): Gauge<L> {
+    const existing = this.registry.getSingleMetric(name);
+    if (existing) this.registry.removeSingleMetric(name);
+    return new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        read(this);
+      },
+    });
+  }
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'fsb_' });
     const registers = [this.registry];
@@ -97,4 +116,36 @@ export class DropReporter {
     entry.lastLog = now;
     return total;
   }
+}
+
+/**
+ * What an operator pages on besides drops: who this bridge is (the dashboard's node
+ * variable), whether its connections are up, and each peer's liveness as the bridge
+ * judges it (up means a HEARTBEAT within the peer timeout).
+ */
+export function registerStateGauges(
+  metrics: Metrics,
+  state: {
+    node: { name: string; cluster: string };
+    eslConnected: () => boolean;
+    /** Absent when NATS is not configured. */
+    natsConnected?: () => boolean;
+    peers: () => readonly { name: string; up: boolean; lastHeartbeat: number | null }[];
+  },
+): void {
+  metrics.gauge('fsb_bridge_info', 'Always 1; labels name this bridge (node = its switchname) so dashboards can select a node', ['bridge', 'cluster'], (g) => {
+    g.set({ bridge: state.node.name, cluster: state.node.cluster }, 1);
+  });
+  metrics.gauge('fsb_esl_connected', '1 while the ESL session with the local FreeSWITCH is up, else 0', [], (g) => g.set(state.eslConnected() ? 1 : 0));
+  const nats = state.natsConnected;
+  if (nats) metrics.gauge('fsb_nats_connected', '1 while connected to a NATS server, else 0', [], (g) => g.set(nats() ? 1 : 0));
+  metrics.gauge('fsb_peer_up', '1 while a peer is up (HEARTBEAT heard within the peer timeout), 0 once it is down', ['peer'], (g) => {
+    g.reset();
+    for (const peer of state.peers()) g.set({ peer: peer.name }, peer.up ? 1 : 0);
+  });
+  metrics.gauge('fsb_peer_heartbeat_age_seconds', "Seconds since a peer's last HEARTBEAT", ['peer'], (g) => {
+    g.reset();
+    const now = Date.now();
+    for (const peer of state.peers()) if (peer.lastHeartbeat !== null) g.set({ peer: peer.name }, (now - peer.lastHeartbeat) / 1000);
+  });
 }

@@ -16,11 +16,19 @@ export interface PeerInfo {
   gapsUpperBound: number;
   /** Heartbeats that arrived older than the timeout (replayed or badly delayed), ignored for liveness. */
   staleHeartbeats: number;
+  /** The transports its events arrived on. */
+  transports: string[];
+  /** A mod_event_multicast node: its datagrams carry no bridge sequence header and it is never heard on NATS. */
+  legacy: boolean;
+  /** Its events the bridge dropped (injection backlog or failure). */
+  dropped: number;
 }
 
 /** Where sources report gaps; the PeerTracker implements it. */
 export interface GapRecorder {
   recordGap(node: string, lost: number, exact: boolean): void;
+  /** A datagram from `node` arrived, numbered by a bridge sender or not (a legacy node). */
+  heardFrom?(node: string, bridge: boolean): void;
 }
 
 export interface PeerTrackerOptions {
@@ -34,7 +42,11 @@ export interface PeerTrackerOptions {
 /** peerup / peerdown, built like mod_event_multicast builds them. */
 export type PeerEventListener = (event: FsEvent, peer: string) => void;
 
-type PeerState = PeerInfo;
+interface PeerState extends Omit<PeerInfo, 'transports' | 'legacy'> {
+  transports: Set<string>;
+  unnumbered: boolean;
+  numbered: boolean;
+}
 
 /**
  * HEARTBEAT-based liveness of remote nodes, for any transport (the key is the origin
@@ -80,6 +92,7 @@ export class PeerTracker implements GapRecorder {
   observe(item: BridgeEvent): void {
     const peer = this.entry(item.origin.node);
     peer.eventsReceived++;
+    peer.transports.add(item.origin.transport);
     if (item.event.name !== 'HEARTBEAT') return;
     const firedAtMicros = Number(item.event.get('Event-Date-Timestamp'));
     if (Number.isFinite(firedAtMicros) && firedAtMicros > 0 && this.now() - firedAtMicros / 1000 > this.timeoutMs) {
@@ -93,6 +106,17 @@ export class PeerTracker implements GapRecorder {
     const peer = this.entry(node);
     if (exact) peer.gapsLost += lost;
     else peer.gapsUpperBound += lost;
+  }
+
+  heardFrom(node: string, bridge: boolean): void {
+    const peer = this.entry(node);
+    if (bridge) peer.numbered = true;
+    else peer.unnumbered = true;
+  }
+
+  /** One of `node`'s events was dropped on its way into the local node. */
+  recordDrop(node: string, count = 1): void {
+    this.entry(node).dropped += count;
   }
 
   /** Fire peerdown for every up peer silent for longer than the timeout. */
@@ -113,7 +137,18 @@ export class PeerTracker implements GapRecorder {
 
   list(): PeerInfo[] {
     return [...this.peers.values()]
-      .map(({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound, staleHeartbeats }) => ({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound, staleHeartbeats }))
+      .map(({ name, up, lastHeartbeat, eventsReceived, gapsLost, gapsUpperBound, staleHeartbeats, transports, numbered, unnumbered, dropped }) => ({
+        name,
+        up,
+        lastHeartbeat,
+        eventsReceived,
+        gapsLost,
+        gapsUpperBound,
+        staleHeartbeats,
+        transports: [...transports].sort(),
+        legacy: unnumbered && !numbered && !transports.has('nats'),
+        dropped,
+      }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
@@ -132,7 +167,7 @@ export class PeerTracker implements GapRecorder {
   private entry(name: string): PeerState {
     let peer = this.peers.get(name);
     if (!peer) {
-      peer = { name, up: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0, staleHeartbeats: 0 };
+      peer = { name, up: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0, staleHeartbeats: 0, transports: new Set(), numbered: false, unnumbered: false, dropped: 0 };
       this.peers.set(name, peer);
     }
     return peer;

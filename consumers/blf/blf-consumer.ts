@@ -1,8 +1,9 @@
 import { Counter } from 'prom-client';
-import { type Consumer, type ConsumerContext, type StateStore, type BlfConsumerConfig, type FsEvent, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
+import { type Consumer, type ConsumerContext, type StateStore, type BlfConsumerConfig, type FsEvent, type Lamp, type LampSource, type LampState, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
+import { LampTable } from './lamps.js';
 import { DIALOG_RANK, DialogState, callPresence, hangupEvent, legacyPresence, probeAnswer, relightEvent, type CallPresence } from './presence.js';
 
-export type LampState = 'idle' | 'ringing' | 'busy';
+export type { LampState };
 
 /** One call that lights a lamp, as kept in memory and in the state bucket. */
 export interface TrackedCall extends CallPresence {
@@ -66,7 +67,7 @@ function isTrackedCall(value: unknown): value is TrackedCall {
  * Parity mode fires exactly what startup_script_1.lua fired; mod_sofia's own handling
  * comes on top, so lamps get doubled NOTIFYs as they did with the Lua.
  */
-export class BlfConsumer implements Consumer {
+export class BlfConsumer implements Consumer, LampSource {
   readonly name = 'blf';
   readonly localBindings = 'PRESENCE_IN PRESENCE_PROBE';
   private context: ConsumerContext | null = null;
@@ -81,6 +82,8 @@ export class BlfConsumer implements Consumer {
   private readonly ownCalls = new Map<string, DialogState>();
   private readonly pending = new Set<Promise<unknown>>();
   private forgetTimer: NodeJS.Timeout | null = null;
+  /** The lamp per user as phones see it, local and remote calls alike (for the cluster board). */
+  private readonly lampTable = new LampTable();
 
   constructor(private readonly config: BlfConsumerConfig) {}
 
@@ -116,6 +119,14 @@ export class BlfConsumer implements Consumer {
     return out;
   }
 
+  currentLamps(): Lamp[] {
+    return this.lampTable.list();
+  }
+
+  onLampChange(listener: (lamp: Lamp) => void): () => void {
+    return this.lampTable.subscribe(listener);
+  }
+
   private onEvent(item: BridgeEvent): void {
     const event = item.event;
     if (event.has(LOOP_GUARD_HEADER)) return;
@@ -134,11 +145,16 @@ export class BlfConsumer implements Consumer {
     if (this.config.legacyParity) {
       if (!remote) return;
       const out = legacyPresence(event);
-      if (out) this.fire(out);
+      if (out) {
+        // What the Lua made phones show: confirmed from the first ring to the hangup.
+        this.lampTable.update(out.get('from')!, out.get('unique-id') ?? '', out.get('answer-state') === 'terminated' ? 'idle' : 'busy', item.origin.node, item.origin.receivedAt);
+        this.fire(out);
+      }
       return;
     }
     const call = callPresence(event);
     if (!call) return;
+    this.lampTable.update(call.user, call.call, lampOf(call.state), item.origin.node, item.origin.receivedAt);
     if (remote) this.onRemoteCall(call, item.origin.node, item.origin.receivedAt);
     else this.onOwnCall(call);
   }
@@ -190,6 +206,7 @@ export class BlfConsumer implements Consumer {
     for (const [key, call] of this.remoteCalls) {
       if (call.node !== node || call.state === DialogState.Terminated) continue;
       this.remoteCalls.set(key, { ...call, state: DialogState.Terminated, updatedAt: Date.now(), lostWithNode: true });
+      this.lampTable.update(call.user, call.call, 'idle', node, Date.now());
       this.fire(hangupEvent(call, node, context.node.name));
     }
     this.scheduleForget();
@@ -219,6 +236,7 @@ export class BlfConsumer implements Consumer {
     if (known && !known.lostWithNode) return;
     if (!known && !this.roomForCall()) return;
     this.remoteCalls.set(key, { ...call, updatedAt: Date.now() });
+    this.lampTable.relight(call.user, call.call, lampOf(call.state), call.node, Date.now());
     this.fire(relightEvent(call, call.node, context.node.name));
   }
 
@@ -251,7 +269,10 @@ export class BlfConsumer implements Consumer {
         (answer) => answer.trim() === 'true',
         () => true, // FreeSWITCH unreachable: keep the entry rather than guess
       );
-      if (exists) this.ownCalls.set(key, call.state);
+      if (exists) {
+        this.ownCalls.set(key, call.state);
+        this.lampTable.update(call.user, call.call, lampOf(call.state), call.node, call.updatedAt);
+      }
       else this.track(store.delete(key), 'state_write_failed');
     }
   }

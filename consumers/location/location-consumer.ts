@@ -1,7 +1,7 @@
 import { Counter } from 'prom-client';
-import { type Consumer, type ConsumerContext, type StateStore, type LocationConsumerConfig, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
+import { type Consumer, type ConsumerContext, type StateStore, type LocationConsumerConfig, type Registration, type RegistrationSource, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
 import { LOCATION_PREFIX, LocationTable, rowKey, type Binding, type RowChange } from './location-table.js';
-import { UnusableRegistration, isStorableText, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
+import { NEVER_EXPIRES, UnusableRegistration, isStorableText, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
 import { EslRowSink, SqliteRowSink, type RowSink } from './sinks.js';
 
 export const DEFAULT_LOCATION_BUCKET = 'fsb_location';
@@ -34,13 +34,17 @@ function parseStateKey(key: string): { realm: string; user: string; hostname: st
   }
 }
 
+const TRANSPORT = /^[A-Za-z0-9-]{1,16}$/;
+
 function parseStateValue(value: string): Registered | null {
   try {
     const b = JSON.parse(value) as Partial<Binding>;
     const strings = [b.realm, b.hostname, b.switchname, b.ip];
     if (strings.some((s) => typeof s !== 'string' || s === '' || !isStorableText(s)) || typeof b.ts !== 'number' || typeof b.expiresAt !== 'number') return null;
     if (typeof b.user !== 'string' || b.user === '' || !isStorableText(b.user, LOCATION_PREFIX.length)) return null;
-    return { kind: 'register', ...(b as Binding) };
+    const { transport, ...rest } = b as Binding;
+    // Only the board reads it, but it comes from another node: keep it only if it looks like one.
+    return { kind: 'register', ...rest, ...(typeof transport === 'string' && TRANSPORT.test(transport) ? { transport } : {}) };
   } catch {
     return null;
   }
@@ -62,7 +66,7 @@ function parseStateValue(value: string): Registered | null {
  * arriving over multicast. A node that starts loads the bucket before following
  * changes, so it answers lookups before any phone re-registers.
  */
-export class LocationConsumer implements Consumer {
+export class LocationConsumer implements Consumer, RegistrationSource {
   readonly name = 'location';
   private context: ConsumerContext | null = null;
   private sink: RowSink | null = null;
@@ -87,6 +91,7 @@ export class LocationConsumer implements Consumer {
   private readonly legacy: boolean;
   private readonly expiryMarginMs: number;
   private stopping = false;
+  private readonly changeListeners = new Set<() => void>();
 
   constructor(private readonly config: LocationConsumerConfig) {
     this.legacy = config.legacyParity ?? false;
@@ -134,6 +139,31 @@ export class LocationConsumer implements Consumer {
   /** Registrations known (live), for the status view and tests. */
   get registrations(): number {
     return this.table.size;
+  }
+
+  currentRegistrations(limit: number, filter = ''): { rows: Registration[]; total: number } {
+    const needle = filter.toLowerCase();
+    const rows: Registration[] = [];
+    for (const b of this.table.live()) {
+      const row: Registration = {
+        user: b.user,
+        realm: b.realm,
+        node: b.switchname,
+        hostname: b.hostname,
+        address: this.table.address(b),
+        transport: b.transport ?? null,
+        // The phone's own expiry: the table keeps the row expiryMarginMs longer in case the expire event is late.
+        expiresAt: b.expiresAt === NEVER_EXPIRES ? null : b.expiresAt - this.expiryMarginMs,
+      };
+      if (needle === '' || [row.user, row.realm, row.node, row.hostname, row.address, row.transport ?? ''].some((v) => v.toLowerCase().includes(needle))) rows.push(row);
+    }
+    rows.sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : a.realm < b.realm ? -1 : a.realm > b.realm ? 1 : 0));
+    return { rows: rows.slice(0, limit), total: rows.length };
+  }
+
+  onRegistrationChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
   }
 
   /** Write everything pending now (tests, shutdown). */
@@ -321,6 +351,7 @@ export class LocationConsumer implements Consumer {
   }
 
   private enqueue(key: string, change: RowChange): void {
+    for (const listener of this.changeListeners) listener();
     // Re-inserting moves the key to the end: batches are written in arrival order.
     this.pending.delete(key);
     this.pending.set(key, change);

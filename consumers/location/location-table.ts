@@ -116,6 +116,19 @@ export class LocationTable {
     return { realm, dataKey, row: b ? { hostname: b.hostname, data: this.addressOf(b) } : null };
   }
 
+  /** The newest live registration of every realm + user. */
+  *live(): IterableIterator<Binding> {
+    for (const key of this.users.keys()) {
+      const binding = this.current(key);
+      if (binding) yield binding;
+    }
+  }
+
+  /** db_data.data for a registration. */
+  address(binding: Binding): string {
+    return this.addressOf(binding);
+  }
+
   *keys(): IterableIterator<string> {
     yield* this.users.keys();
   }

@@ -52,6 +52,8 @@ export interface Registered extends RegistrationId {
   ts: number;
   /** Epoch ms after which the registration is gone even if no unregister/expire arrives. */
   expiresAt: number;
+  /** The transport in `Registered(<transport>)` (UDP, TLS-NAT...), for the cluster board; absent when the status names none. */
+  transport?: string;
 }
 
 export interface Unregistered extends RegistrationId {
@@ -111,5 +113,6 @@ export function registrationChange(
   const expires = Number(event.get('expires'));
   // No usable expires: keep the row until an unregister (what the seed scripts did for every row).
   const expiresAt = Number.isFinite(expires) && expires > 0 ? Math.round(ts / 1000 + expires * 1000 + options.expiryMarginMs) : NEVER_EXPIRES;
-  return { kind: 'register', realm, user, hostname, switchname, ip, ts, expiresAt };
+  const transport = /^Registered\(([A-Za-z0-9-]{1,16})\)$/.exec(event.get('status') ?? '')?.[1];
+  return { kind: 'register', realm, user, hostname, switchname, ip, ts, expiresAt, ...(transport ? { transport } : {}) };
 }

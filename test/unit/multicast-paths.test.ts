@@ -124,6 +124,8 @@ describe('multicast receive path', () => {
     expect(await value(metrics, 'fsb_multicast_legacy_sequence_gap_total')).toBeGreaterThan(0);
     expect(await value(metrics, 'fsb_sequence_gap_events_total')).toBe(0);
     expect(peers.list().find((p) => p.name === 'fs-a')!.gapsUpperBound).toBeGreaterThan(0);
+    // Datagrams without the bridge's sequence header: a mod_event_multicast node (the board marks its rows).
+    expect(peers.list().find((p) => p.name === 'fs-a')!.legacy).toBe(true);
   });
 
   it('ignores its own datagrams (counted)', async () => {
@@ -195,6 +197,6 @@ describe('multicast receive path', () => {
     expect(await value(receiver.metrics, 'fsb_sequence_gap_events_total', { transport: 'multicast', node: 'fs-a' })).toBe(3);
     // Event-Sequence jumps by 7 each time, but a bridge sender's exact counter wins over it.
     expect(await value(receiver.metrics, 'fsb_multicast_legacy_sequence_gap_total')).toBe(0);
-    expect(receiver.peers.list()[0]).toMatchObject({ name: 'fs-a', gapsLost: 3, gapsUpperBound: 0 });
+    expect(receiver.peers.list()[0]).toMatchObject({ name: 'fs-a', gapsLost: 3, gapsUpperBound: 0, legacy: false });
   });
 });

@@ -69,10 +69,13 @@ describe('PeerTracker', () => {
     peers.observe(remote('PRESENCE_IN', 'legacy-c'));
     peers.recordGap('fs-b', 3, true);
     peers.recordGap('legacy-c', 7, false);
+    peers.heardFrom('fs-b', true);
+    peers.heardFrom('legacy-c', false);
+    peers.recordDrop('fs-b', 2);
     expect(fired).toHaveLength(1);
     expect(peers.list()).toEqual([
-      { name: 'fs-b', up: true, lastHeartbeat: now, eventsReceived: 2, gapsLost: 3, gapsUpperBound: 0, staleHeartbeats: 0 },
-      { name: 'legacy-c', up: false, lastHeartbeat: null, eventsReceived: 1, gapsLost: 0, gapsUpperBound: 7, staleHeartbeats: 0 },
+      { name: 'fs-b', up: true, lastHeartbeat: now, eventsReceived: 2, gapsLost: 3, gapsUpperBound: 0, staleHeartbeats: 0, transports: ['multicast'], legacy: false, dropped: 2 },
+      { name: 'legacy-c', up: false, lastHeartbeat: null, eventsReceived: 1, gapsLost: 0, gapsUpperBound: 7, staleHeartbeats: 0, transports: ['multicast'], legacy: true, dropped: 0 },
     ]);
     expect(formatPeers(peers.list(), now + 10_000)).toBe(
       'Peer fs-b UP; last seen 10 seconds ago; 2 events received, 3 lost\n' +

@@ -1,13 +1,15 @@
 import type { Command } from 'commander';
-import { guardedLocalNode } from '../../bridge.js';
+import { boardUrl, guardedLocalNode } from '../../bridge.js';
 import { loadConfigFile } from '../../config/load.js';
 import type { Consumer, ConsumerContext } from '../../consumer.js';
 import { ConfigError } from '../../errors.js';
 import { createLogger } from '../../observability/logger.js';
-import { Metrics } from '../../observability/metrics.js';
+import { Board } from '../../observability/board/board.js';
+import { StatusServer } from '../../observability/http.js';
+import { Metrics, registerStateGauges } from '../../observability/metrics.js';
 import { PeerTracker } from '../../pipeline/peers.js';
 import { Pipeline } from '../../pipeline/pipeline.js';
-import { EslClient } from '../../sources/esl/client.js';
+import { EslClient, EslState } from '../../sources/esl/client.js';
 import { NatsClient } from '../../transports/nats/connection.js';
 import { openStateStore } from '../../transports/nats/kv.js';
 import { SubjectMapper } from '../../transports/nats/subjects.js';
@@ -86,7 +88,21 @@ export function registerConsumer(program: Command): void {
         throw err;
       }
       peers.start();
-      logger.info({ consumer: kind, node: node.name }, 'consumer started');
+
+      // The same status server as the bridge's (metrics, health, peers, and the board when enabled).
+      const status = () => ({ node: node.name, consumer: kind, esl: esl.state, nats: nats.connected ? 'connected' : 'disconnected' });
+      registerStateGauges(metrics, { node, eslConnected: () => esl.state === EslState.Connected, natsConnected: () => nats.connected, peers: () => peers.list() });
+      const board = config.metrics.board
+        ? new Board({ node, role: `consumer ${kind}`, status, peers: () => peers.list(), events: stream, metrics, consumers: [consumer] }, config.metrics.board, logger)
+        : null;
+      const server = new StatusServer(metrics, { ready: () => nats.connected, status, peers: () => peers.list() }, board ? [board.route] : []);
+      let listening: { address: string; port: number } | null = null;
+      if (config.metrics.enabled) {
+        const address = await server.listen(config.metrics.host, config.metrics.port);
+        listening = { address: address.address, port: address.port };
+        board?.start();
+      }
+      logger.info({ consumer: kind, node: node.name, status: listening, board: board && listening ? boardUrl(listening) : 'off' }, 'consumer started');
 
       const stop = async () => {
         // State writes retry through a NATS outage; do not let a dead NATS hold the process forever.
@@ -96,6 +112,8 @@ export function registerConsumer(program: Command): void {
         await consumer.stop();
         await esl.stop();
         await nats.close();
+        board?.stop();
+        await server.close();
         logger.info({ consumer: kind }, 'consumer stopped');
       };
       process.once('SIGINT', () => void stop());

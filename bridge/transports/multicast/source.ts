@@ -135,6 +135,7 @@ export class MulticastSource implements RemoteSource {
   }
 
   private countGaps(seqHeader: string | undefined, sender: string, coreUuid: string | undefined, eventSequence: number | undefined): void {
+    this.options.gaps?.heardFrom?.(sender, seqHeader !== undefined);
     if (seqHeader !== undefined) {
       const colon = seqHeader.lastIndexOf(':');
       const n = Number(seqHeader.slice(colon + 1));
