@@ -20,6 +20,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -138,10 +139,14 @@ export interface NodeSpec {
   statusPort: number;
   configFile: string;
   dbPath: string;
+  /** The agent's Unix socket to the status server (netns layout), null when the status server is on this host's loopback. */
+  boardSocket: string | null;
 }
 
 export class ClusterNode {
   bridge: ChildProcess | null = null;
+  /** Where a browser on this host opens the node's cluster board. */
+  boardUrl = '';
   /** Last bridge log lines, for failure messages. */
   bridgeLog = '';
   private db: Database.Database | null = null;
@@ -267,6 +272,7 @@ export class LocalCluster {
     readonly notices: readonly string[],
     private readonly lan: Lan | null,
     private readonly workdir: string,
+    private readonly forwarders: readonly Server[],
   ) {}
 
   node(id: NodeId): ClusterNode {
@@ -284,7 +290,9 @@ export class LocalCluster {
     let lan: Lan | null = null;
     let nats: NatsCluster | null = null;
     const nodes = new Map<NodeId, ClusterNode>();
+    const forwarders: Server[] = [];
     const cleanup = async () => {
+      for (const server of forwarders) server.close();
       await Promise.allSettled([...nodes.values()].map((n) => n.stopBridge('SIGKILL')));
       await Promise.allSettled([...nodes.values()].map((n) => n.agent.stop()));
       await nats?.dispose();
@@ -323,6 +331,7 @@ export class LocalCluster {
           statusPort: host ? 9464 : await freePort(),
           configFile: join(dir, 'event_bridge.conf.xml'),
           dbPath: join(dir, 'call_limit.db'),
+          boardSocket: host ? join(dir, 'board.sock') : null,
         };
         // FreeSWITCH's mod_db creates call_limit.db; the simulator does not, so the runner does.
         const db = new Database(spec.dbPath);
@@ -340,13 +349,15 @@ export class LocalCluster {
           heartbeatMs: options.heartbeatMs ?? 500,
           statusUrl: `http://127.0.0.1:${spec.statusPort}`,
           multicast: multicast ? { group: MULTICAST_GROUP, port: MULTICAST_PORT, interface: spec.ip } : null,
+          boardSocket: spec.boardSocket,
         };
         const agent = new AgentClient(launch(spec.netns, 'compose/local/node-agent', [JSON.stringify(agentConfig)]));
         const onLog = options.onBridgeLog;
         nodes.set(spec.id, new ClusterNode(spec, agent, onLog ? (line) => onLog(spec.id, line) : undefined));
       }
       await Promise.all([...nodes.values()].map((n) => n.agent.ready));
-      const cluster = new LocalCluster(lan ? 'netns' : 'single', multicast, nats, nodes, notices, lan, workdir);
+      for (const node of nodes.values()) node.boardUrl = await boardUrlFor(node.spec, forwarders);
+      const cluster = new LocalCluster(lan ? 'netns' : 'single', multicast, nats, nodes, notices, lan, workdir, forwarders);
       for (const node of nodes.values()) node.startBridge();
       await cluster.waitAllReady(45_000);
       return cluster;
@@ -362,6 +373,7 @@ export class LocalCluster {
   }
 
   async dispose(): Promise<void> {
+    for (const server of this.forwarders) server.close();
     await Promise.allSettled([...this.nodes.values()].map((n) => n.stopBridge()));
     await Promise.allSettled([...this.nodes.values()].map((n) => n.agent.stop()));
     for (const node of this.nodes.values()) node.close();
@@ -369,6 +381,24 @@ export class LocalCluster {
     this.lan?.cleanup();
     rmSync(this.workdir, { recursive: true, force: true });
   }
+}
+
+/** The board's URL on this host: the status port itself, or a loopback port forwarded to the agent's socket in the namespace. */
+async function boardUrlFor(spec: NodeSpec, forwarders: Server[]): Promise<string> {
+  const socket = spec.boardSocket;
+  if (socket === null) return `http://127.0.0.1:${spec.statusPort}/board/`;
+  const server = createServer((client) => {
+    const upstream = connect(socket);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.pipe(upstream).pipe(client);
+  });
+  forwarders.push(server);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port));
+  });
+  return `http://127.0.0.1:${port}/board/`;
 }
 
 export async function waitReady(node: ClusterNode, timeoutMs = 30_000): Promise<void> {
@@ -415,6 +445,6 @@ export function bridgeConfigXml(
       : { enabled: 'false' },
     'consumer:blf': { enabled: 'true' },
     'consumer:location': { enabled: 'true', 'db-path': spec.dbPath, 'peer-down-grace': `${options.peerDownGraceMs ?? 500}ms` },
-    metrics: { enabled: 'true', host: '127.0.0.1', port: String(spec.statusPort) },
+    metrics: { enabled: 'true', host: '127.0.0.1', port: String(spec.statusPort), board: 'true' },
   });
 }

@@ -39,6 +39,7 @@ async function main(): Promise<number> {
   const cluster = await LocalCluster.start({ layout: args.layout, logLevel: 'warn', onNotice: (m) => say(`NOTE: ${m}`) });
   const transports = [cluster.multicast && 'multicast', cluster.nats && 'NATS'].filter(Boolean).join(' + ');
   say(`cluster up in ${((Date.now() - startedAt) / 1000).toFixed(1)} s: ${cluster.layout === 'netns' ? 'one network namespace per node on one LAN' : 'all nodes on this host\'s loopback'}, ${transports}`);
+  for (const node of cluster.nodes.values()) say(`board of ${node.id} (${node.spec.switchname}): ${node.boardUrl}`);
 
   let stopping = false;
   let redraw: NodeJS.Timeout | null = null;

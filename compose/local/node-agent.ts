@@ -10,6 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createSocket } from 'node:dgram';
+import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { FsEvent, type Header } from '../../bridge/event/event.js';
 import { encodeDatagram } from '../../bridge/transports/multicast/codec.js';
@@ -26,6 +27,12 @@ export interface AgentConfig {
   statusUrl: string;
   /** Group, port and interface address for legacy datagrams (null: no multicast in this layout). */
   multicast: { group: string; port: number; interface: string } | null;
+  /**
+   * A Unix socket the agent forwards to the status server (its board). The namespace's
+   * loopback is private, but a socket file is reachable from the runner, which serves
+   * it on the host's own loopback for a browser.
+   */
+  boardSocket: string | null;
 }
 
 export type AgentCommand =
@@ -125,6 +132,16 @@ async function run(command: AgentCommand): Promise<AgentReport> {
   }
 }
 
+const forwarder = config.boardSocket
+  ? createServer((client) => {
+      const status = new URL(config.statusUrl);
+      const upstream = connect(Number(status.port), status.hostname);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+      client.pipe(upstream).pipe(client);
+    }).listen(config.boardSocket)
+  : null;
+
 const lines = createInterface({ input: process.stdin });
 lines.on('line', (line) => {
   if (line.trim() === '') return;
@@ -135,6 +152,7 @@ lines.on('close', () => {
   clearInterval(heartbeat);
   if (legacy.timer) clearInterval(legacy.timer);
   legacy.socket?.close();
+  forwarder?.close();
   void sim.stop({ graceful: true }).then(() => process.exit(0));
 });
 process.once('SIGTERM', () => process.exit(0));
