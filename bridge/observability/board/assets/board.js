@@ -79,7 +79,10 @@ function renderLamps() {
     li.dataset.state = lamp.state;
     li.dataset.node = lamp.node;
     li.dataset.since = String(lamp.since);
-    li.children[0].textContent = lamp.user;
+    // A line may break before the realm, not inside the name.
+    const at = lamp.user.indexOf('@');
+    if (at > 0) li.children[0].replaceChildren(lamp.user.slice(0, at), el('wbr'), lamp.user.slice(at));
+    else li.children[0].textContent = lamp.user;
     li.children[1].textContent = lamp.state;
     li.children[2].textContent = lampText(lamp);
     li.setAttribute('aria-label', `${lamp.user}: ${lamp.state}, ${lampText(lamp)}`);
