@@ -238,6 +238,9 @@ describe('lamp table (what the BLF consumer exposes)', () => {
     expect(table.list()).toEqual([{ user: '1000@r', state: 'idle', node: 'fs-c', since: 60 }]);
     table.update('1000@r', 'c2', 'busy', 'fs-c', 70); // an ended call never relights
     expect(table.list()[0].state).toBe('idle');
+    // ...unless its node comes back with it still up (the BLF consumer relights it from the state bucket).
+    table.relight('1000@r', 'c1', 'busy', 'fs-b', 80);
+    expect(table.list()).toEqual([{ user: '1000@r', state: 'busy', node: 'fs-b', since: 80 }]);
   });
 });
 
