@@ -107,7 +107,8 @@ const kind = fc.oneof({ weight: 8, arbitrary: fc.constantFrom(...KINDS) }, { wei
 export const wireEvent: fc.Arbitrary<WireEvent> = kind.chain((k) =>
   fc
     .record({
-      meaningful: MEANINGFUL[k[1] ?? k[0]] ?? fc.constant([]),
+      // hasOwn: an arbitrary event name can be `constructor` or `__proto__`, which a plain lookup finds on Object.prototype.
+      meaningful: Object.hasOwn(MEANINGFUL, k[1] ?? k[0]) ? MEANINGFUL[k[1] ?? k[0]] : fc.constant([]),
       node: fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...NODES) }, { weight: 1, arbitrary: fc.record({ name: wireText, hostname: wireText, ipv4: wireText }) }),
       identity: fc.oneof({ weight: 5, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
       timestamp,
