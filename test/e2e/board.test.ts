@@ -8,7 +8,14 @@ import { Bridge, boardUrl } from '../../bridge/bridge.js';
 import { consumersFor } from '../../bridge/cli/commands/run.js';
 import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
 import { FsEvent } from '../../bridge/event/event.js';
+import { Board } from '../../bridge/observability/board/board.js';
+import { StatusServer } from '../../bridge/observability/http.js';
 import { silentLogger } from '../../bridge/observability/logger.js';
+import { Metrics } from '../../bridge/observability/metrics.js';
+import { Pipeline } from '../../bridge/pipeline/pipeline.js';
+import { PeerTracker } from '../../bridge/pipeline/peers.js';
+import { LocationConsumer } from '../../consumers/location/location-consumer.js';
+import { fakeContext } from '../support/consumer-context.js';
 import { presenceEvent, registerEvent } from '../../compose/local/events.js';
 import { artifactsDir, launchBrowser, slug, type Browser } from '../support/browser.js';
 import { cliArgs } from '../support/cli.js';
@@ -227,6 +234,46 @@ describe('cluster board in chromium', () => {
     expect(focused).toContain('filter');
     await screenshot(page, context.task.name);
     await page.close();
+  }, TEST_TIMEOUT_MS);
+
+  it('marks the registrations of a legacy mod_event_multicast node', async (context) => {
+    // A board over a location consumer and a peer tracker fed the way the multicast source feeds them for a legacy sender
+    // (datagrams without the bridge's sequence header); the page joins the two.
+    const metrics = new Metrics();
+    const pipeline = new Pipeline({ nodeName: 'fs-a', sinks: [], dedup: { maxEntries: 100, ttlMs: 60_000 }, inject: () => undefined, metrics, logger: silentLogger() });
+    const peers = new PeerTracker(() => undefined, { timeoutMs: 60_000 });
+    const location = new LocationConsumer({ enabled: true, sink: 'sqlite', dbPath: join(dir, 'legacy.db'), flushMs: 5, flushMaxRows: 100, busyTimeoutMs: 20, peerDownGraceMs: 1_000 });
+    const consumerContext = fakeContext({ name: 'fs-a', hostname: 'host-fs-a', ipv4: '192.0.2.1', cluster: 'board' }, { withState: false });
+    await location.start(consumerContext);
+    const boardServer = new Board({ node: { name: 'fs-a', cluster: 'board' }, role: 'bridge', status: () => ({ esl: 'connected' }), peers: () => peers.list(), events: pipeline, metrics, consumers: [location] }, { user: 'operator', public: false }, silentLogger());
+    const server = new StatusServer(metrics, { ready: () => true, status: () => ({}), peers: () => peers.list() }, [boardServer.route]);
+    const { port } = await server.listen('127.0.0.1', 0);
+    boardServer.start();
+    try {
+      for (const [sender, ipv4, user] of [['fs-legacy', '192.0.2.9', '2030'], ['fs-b', '192.0.2.2', '2031']] as const) {
+        const register = registerEvent(user, 'board.example');
+        register.add('Core-UUID', `uuid-${sender}`).add('Event-Sequence', '1').add('Event-Date-Timestamp', `${Date.now()}000`);
+        register.add('FreeSWITCH-Switchname', sender).add('FreeSWITCH-Hostname', `host-${sender}`).add('FreeSWITCH-IPv4', ipv4);
+        const item = { event: register, origin: { transport: 'multicast' as const, node: sender, receivedAt: Date.now() } };
+        peers.heardFrom(sender, sender === 'fs-b');
+        peers.observe(item);
+        consumerContext.events.emit(item);
+      }
+      const page = await browser.context.newPage();
+      await page.goto(`http://127.0.0.1:${port}/board/`);
+      await page.locator('#registrations tr[data-user="2030"][data-legacy="true"]').waitFor(WAIT);
+      expect(await page.locator('#registrations tr[data-user="2030"] .badge').textContent()).toBe('legacy multicast');
+      await page.locator('#registrations tr[data-user="2031"][data-legacy="false"]').waitFor(WAIT);
+      expect(await page.locator('#registrations tr[data-user="2031"] .badge').count()).toBe(0);
+      expect(await page.locator('#peers tr[data-peer="fs-legacy"] .badge').textContent()).toBe('legacy');
+      expect(await page.locator('#peers tr[data-peer="fs-legacy"] td').nth(5).textContent()).toBe('unknown');
+      await screenshot(page, context.task.name);
+      await page.close();
+    } finally {
+      boardServer.stop();
+      await server.close();
+      await location.stop();
+    }
   }, TEST_TIMEOUT_MS);
 
   it('is served by the standalone consumer process too', async (context) => {
