@@ -159,7 +159,7 @@ export function bridgeConfigXml(node: FsNode, env: LabEnv, options: BridgeOption
     `<bindings>${param('multicast', bindings)}${param('nats', bindings)}</bindings>`,
     `<multicast>${param('enabled', String(options.multicast !== false))}${param('address', env.multicast.host)}${param('port', String(env.multicast.port))}${param('interface', node.info.ipv4)}${param('ttl', '1')}${param('loopback', 'false')}${env.psk ? param('psk', env.psk) : ''}${param('peer-timeout', `${options.peerTimeoutMs ?? 60_000}ms`)}</multicast>`,
     nats
-      ? `<nats>${param('enabled', 'true')}${param('servers', nats.url)}${param('stream-name', 'FSLAB')}${param('stream-storage', 'memory')}${param('replicas', '1')}</nats>`
+      ? `<nats>${param('enabled', 'true')}${param('servers', nats.url)}${param('stream-name', 'FSLAB')}${param('stream-storage', 'memory')}${param('stream-max-bytes', '64MB')}${param('replicas', '1')}</nats>`
       : `<nats>${param('enabled', 'false')}</nats>`,
     '<consumers>',
     blf ? `<consumer name="blf">${param('enabled', 'true')}${param('legacy-parity', String(blf.legacyParity === true))}</consumer>` : '',
@@ -264,6 +264,14 @@ export class BridgeProcess {
       if (wanted.every((w) => line.includes(w))) total += Number(line.slice(line.lastIndexOf(' ') + 1));
     }
     return total;
+  }
+
+  /** Resolves once this bridge lists `peer` as up (FreeSWITCH sends its HEARTBEAT every 20 s). */
+  async waitPeerUp(peer: string, timeoutMs = 45_000): Promise<void> {
+    await until(async () => {
+      const peers = JSON.parse((await this.http('/peers')).body) as { name: string; up: boolean }[];
+      return peers.some((p) => p.name === peer && p.up);
+    }, timeoutMs);
   }
 
   logged(match: (line: LogLine) => boolean): LogLine | undefined {

@@ -27,6 +27,8 @@ beforeAll(async () => {
   nats = await startLabNats();
   bridgeA = await BridgeProcess.start(a, { nats, location: false, peerTimeoutMs: PEER_TIMEOUT_MS });
   bridgeB = await BridgeProcess.start(b, { nats, location: false, peerTimeoutMs: PEER_TIMEOUT_MS });
+  // A node can only be seen dying once it was seen alive.
+  await bridgeB.waitPeerUp(a.name);
 });
 
 afterAll(async () => {
