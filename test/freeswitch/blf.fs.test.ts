@@ -17,7 +17,8 @@ let bridgeA: BridgeProcess;
 let bridgeB: BridgeProcess;
 
 beforeAll(async () => {
-  ({ a, b, close: closeNodes } = await connectNodes());
+  // The suite watches the channel's PRESENCE_IN on A and the bridge's injection on B, to split the delay.
+  ({ a, b, close: closeNodes } = await connectNodes('PRESENCE_IN PRESENCE_PROBE CUSTOM multicast::event'));
   nats = await startLabNats();
   bridgeA = await BridgeProcess.start(a, { nats, location: false });
   bridgeB = await BridgeProcess.start(b, { nats, location: false });
@@ -39,11 +40,13 @@ interface Watchers {
   /** By `<node>-<event>-<target>`, e.g. `a-dialog-1000`. */
   subs: Map<string, Subscription>;
   marks: Map<string, number>;
+  startedAt: number;
 }
 
 /** One watcher phone per node subscribing dialog and presence of every target. */
 async function watch(targets: string[], watcherUsers: [string, string]): Promise<Watchers> {
   const subs = new Map<string, Subscription>();
+  const seenBefore = { a: a.events.length, b: b.events.length };
   const watcherA = await phone(watcherUsers[0], a);
   const watcherB = await phone(watcherUsers[1], b);
   for (const [key, watcher] of [['a', watcherA], ['b', watcherB]] as [string, SipUa][]) {
@@ -51,9 +54,18 @@ async function watch(targets: string[], watcherUsers: [string, string]): Promise
       for (const event of ['dialog', 'presence'] as const) subs.set(`${key}-${event}-${target}`, await watcher.subscribe(target, event));
     }
   }
-  await settle([...subs.values()]);
+  // The subscriptions' own probe answers must be over before the call (on a busy machine
+  // mod_sofia answers some seconds late): each node answered each presence probe, with a
+  // PRESENCE_IN for that subscription (call-id) or an "Unregistered" to every watcher.
+  for (const [key, sub] of subs) {
+    if (sub.event !== 'presence') continue;
+    const node = key.startsWith('a-') ? a : b;
+    const from = key.startsWith('a-') ? seenBefore.a : seenBefore.b;
+    await node.waitForEvent((e) => e.name === 'PRESENCE_IN' && (e.get('call-id') === sub.callId || (e.get('status') === 'Unregistered' && e.get('from')?.startsWith(`${sub.target}@`) === true)), 20_000, from);
+  }
+  await settle([...subs.values()], 1_500);
   const marks = new Map([...subs].map(([key, sub]) => [key, sub.received.length]));
-  return { subs, marks };
+  return { subs, marks, startedAt: Date.now() };
 }
 
 function comparisons(watchers: Watchers, targets: string[]) {
@@ -76,6 +88,7 @@ describe('a call on A, watched from A and from B', () => {
     const watchers = await watch([caller, callee], [watcherA, watcherB]);
     const firedBefore = await bridgeB.metric('fsb_blf_presence_fired_total');
 
+    const callStartedAt = Date.now();
     const call = await callerPhone.call(callee);
     await call.answered;
     const answeredAt = Date.now();
@@ -88,7 +101,15 @@ describe('a call on A, watched from A and from B', () => {
     await settle([...watchers.subs.values()]);
 
     const results = comparisons(watchers, [caller, callee]);
-    report('blf-call', { caller, callee, answeredAt, results });
+    // Where B's delay goes, per channel PRESENCE_IN: A fires it -> B's bridge injects it -> B's phone gets the NOTIFY.
+    const legs = a.events.filter((e, i) => e.name === 'PRESENCE_IN' && e.has('Unique-ID') && !e.has('call-id') && a.arrivals[i] >= watchers.startedAt);
+    const path = legs.map((e) => {
+      const firedAt = a.arrivalOf((x) => x === e)!;
+      const injectedAt = b.arrivalOf((x) => x.subclass === 'multicast::event' && x.get('Orig-Event-Sequence') === e.get('Event-Sequence') && x.get('Orig-Core-UUID') === e.get('Core-UUID'));
+      return { from: e.get('from'), status: e.get('status'), injectedOnBAfterMs: injectedAt === null ? null : injectedAt - firedAt };
+    });
+    const probes = (node: FsNode) => node.events.map((e, i) => ({ e, at: node.arrivals[i] })).filter(({ e, at }) => at >= watchers.startedAt - 20_000 && (e.name === 'PRESENCE_PROBE' || (e.name === 'PRESENCE_IN' && !e.has('Unique-ID')))).map(({ e, at }) => `${at - watchers.startedAt} ${e.name} ${e.get('to') ?? e.get('from')} ${e.get('status') ?? ''} ${e.get('call-id') ?? e.get('sub-call-id') ?? ''}`);
+    report('blf-call', { caller, callee, answeredAt, results, path, probesA: probes(a), probesB: probes(b), callAt: callStartedAt - watchers.startedAt });
     for (const result of results) expect(result.remote, result.what).toEqual(result.native);
     // The gold standard itself, as measured on 1.10.12 (caller calls callee, callee answers, caller hangs up).
     const byWhat = new Map(results.map((r) => [r.what, r.native]));

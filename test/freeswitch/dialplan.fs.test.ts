@@ -93,13 +93,19 @@ async function callFromBToUserOnA(mode: 'owner' | 'direct') {
   // B's location table names A for the callee (the location consumer, over the bridges).
   const row = await until(async () => ((await b.dbSelect(env.domain, `LOCATION_${callee}`)) === `${env.a.sip.host}:${env.a.sip.port}` ? 'row' : ''), 15_000);
   expect(row).toBe('row');
+  if (mode === 'direct') {
+    // Direct dialing needs mod_sofia's own import of the registration on B (its SQL runs a little after the event).
+    await until(async () => (await b.api('sofia status profile internal reg')).includes(`User:       \t${callee}@`), 15_000);
+  }
   const callerPhone = await phone(caller, b);
   await callerPhone.register(120);
   const startedAt = Date.now();
   const call = await callerPhone.call(callee, { timeoutMs: 30_000 });
   await call.answered;
   const answeredAfterMs = Date.now() - startedAt;
-  const incoming = calleePhone.incomingCalls.at(-1)!;
+  // The callee's phone itself answered (not a voicemail fallback of the dialplan).
+  const incoming = await calleePhone.nextIncomingCall(5_000);
+  await incoming.answered;
   await call.hangup();
   await incoming.ended;
   const invite = calleePhone.lastInviteFrom;

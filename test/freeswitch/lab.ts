@@ -10,9 +10,12 @@
  * address, which both nodes reach.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { EslFrameParser } from '../../bridge/esl/frame-parser.js';
+import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
 import { EslClient } from '../../bridge/sources/esl/client.js';
 import type { FsEvent } from '../../bridge/event/event.js';
 import { Metrics } from '../../bridge/observability/metrics.js';
@@ -43,8 +46,10 @@ export interface NodeInfo {
 /** One FreeSWITCH node: an ESL connection from the suite, and every event it subscribed to, kept for waitFor. */
 export class FsNode {
   readonly events: FsEvent[] = [];
+  /** Date.now() when each of `events` arrived here. */
+  readonly arrivals: number[] = [];
   private readonly waiters = new Set<{ match: (e: FsEvent) => boolean; resolve: (e: FsEvent) => void }>();
-  private pump: Promise<void> | null = null;
+  private observer: net.Socket | null = null;
 
   private constructor(
     readonly env: NodeEnv,
@@ -52,11 +57,16 @@ export class FsNode {
     readonly info: NodeInfo,
   ) {}
 
-  /** `subscription`: events to collect (ESL `event plain` list), e.g. 'PRESENCE_IN CUSTOM multicast::event'. */
-  static async connect(env: NodeEnv, subscription = 'HEARTBEAT'): Promise<FsNode> {
+  /**
+   * `subscription`: events to collect (ESL `event plain` list), e.g. 'PRESENCE_IN CUSTOM
+   * multicast::event'. They come over a second, raw connection: the bridge's EslClient
+   * (used here for api and sendevent) drops what carries its loop guard, which is what
+   * the suite wants to see a bridge inject.
+   */
+  static async connect(env: NodeEnv, subscription = ''): Promise<FsNode> {
     const esl = new EslClient(
       { host: env.esl.host, port: env.esl.port, password: env.eslPassword, reconnectMaxMs: 500, queueMaxEvents: 10_000, maxFrameBytes: 16 * 1024 * 1024, commandTimeoutMs: 10_000 },
-      { subscription, logger: silentLogger(), metrics: new Metrics(), nodeName: `suite-${env.key}` },
+      { subscription: 'HEARTBEAT', logger: silentLogger(), metrics: new Metrics(), nodeName: `suite-${env.key}` },
     );
     esl.start();
     try {
@@ -74,7 +84,7 @@ export class FsNode {
       confDir: await api('global_getvar conf_dir'),
     };
     const node = new FsNode(env, esl, info);
-    node.pump = node.collect();
+    if (subscription) node.observe(subscription);
     return node;
   }
 
@@ -105,6 +115,12 @@ export class FsNode {
     });
   }
 
+  /** When the first collected event matching `match` arrived, or null. */
+  arrivalOf(match: (e: FsEvent) => boolean): number | null {
+    const index = this.events.findIndex(match);
+    return index < 0 ? null : this.arrivals[index];
+  }
+
   /** The db_data rows of mod_db (call_limit), via the node's own `db` API. */
   async dbSelect(realm: string, key: string): Promise<string> {
     const answer = await this.api(`db select/${realm}/${key}`);
@@ -112,18 +128,35 @@ export class FsNode {
   }
 
   async close(): Promise<void> {
+    this.observer?.destroy();
     await this.esl.stop();
-    await this.pump;
   }
 
-  private async collect(): Promise<void> {
-    for await (const batch of this.esl.events()) {
-      for (const event of batch) {
-        this.events.push(event);
-        for (const waiter of [...this.waiters]) if (waiter.match(event)) waiter.resolve(event);
+  /** A plain ESL listener (auth, `event plain`), every event kept with its arrival time; it does not reconnect. */
+  private observe(subscription: string): void {
+    const parser = new EslFrameParser({ maxFrameBytes: 16 * 1024 * 1024 });
+    const socket = net.connect(this.env.esl.port, this.env.esl.host);
+    this.observer = socket;
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk) => {
+      const at = Date.now();
+      for (const frame of parser.push(chunk)) {
+        const type = frame.headers['Content-Type'];
+        if (type === 'auth/request') socket.write(`auth ${this.env.eslPassword}\n\n`);
+        else if (type === 'command/reply' && /accepted/.test(frame.headers['Reply-Text'] ?? '')) socket.write(`event plain ${subscription}\n\n`);
+        else if (isEventFrame(frame)) this.collect(eventFromFrame(frame), at);
       }
-      // Long files must not grow without bound: keep the recent past only.
-      if (this.events.length > 50_000) this.events.splice(0, 25_000);
+    });
+  }
+
+  private collect(event: FsEvent, at: number): void {
+    this.events.push(event);
+    this.arrivals.push(at);
+    for (const waiter of [...this.waiters]) if (waiter.match(event)) waiter.resolve(event);
+    // Long files must not grow without bound: keep the recent past only.
+    if (this.events.length > 50_000) {
+      this.events.splice(0, 25_000);
+      this.arrivals.splice(0, 25_000);
     }
   }
 }
@@ -209,7 +242,9 @@ export class BridgeProcess {
   async start(timeoutMs = 30_000): Promise<void> {
     const file = join(this.dir, 'event_bridge.conf.xml');
     writeFileSync(file, this.configXml);
-    const [command, ...prefix] = [...this.node.env.exec, process.execPath];
+    // As config/systemd/fs-event-bridge.service runs it: SCHED_RR 10 (FSB_FS_BRIDGE_SCHED=default: the default policy).
+    const scheduling = process.env.FSB_FS_BRIDGE_SCHED === 'default' ? [] : ['chrt', '-r', '10'];
+    const [command, ...prefix] = [...this.node.env.exec, ...scheduling, process.execPath];
     const args = [...prefix, ...cliArgs(['run', '--config', file])];
     const from = this.log.length;
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });

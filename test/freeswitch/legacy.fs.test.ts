@@ -1,0 +1,124 @@
+/**
+ * Interop with a legacy node (mod_event_multicast + the seed location Lua), both ways,
+ * plain or with FSB_FS_PSK; then FreeSWITCH restarted under a running bridge.
+ *
+ * Runs last (see vitest.config.ts): the seed Lua cannot be stopped, so the file ends by
+ * restarting the legacy node's FreeSWITCH (`fsctl shutdown restart`), which is what the
+ * last test needs anyway.
+ */
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { until } from '../support/wait.js';
+import { BridgeProcess, closePhones, connectNodes, labEnv, phone, users, type FsNode } from './lab.js';
+import { report } from './notify-sequence.js';
+
+const LUA = (name: string) => fileURLToPath(new URL(`../fixtures/reference/lua-scripts/${name}`, import.meta.url));
+
+let legacy: FsNode;
+let bridged: FsNode;
+let closeNodes: () => Promise<void>;
+let bridge: BridgeProcess | null = null;
+
+async function moduleLoaded(node: FsNode): Promise<boolean> {
+  return (await node.api('module_exists mod_event_multicast')) === 'true';
+}
+
+/** FreeSWITCH's own uptime from `status` ("UP 0 years, 0 days, 0 hours, 1 minutes, 2 seconds, 525 milliseconds, ..."), in ms. */
+function uptimeMs(status: string): number {
+  const part = (unit: string) => Number(new RegExp(`(\\d+) ${unit}`).exec(status)?.[1] ?? 0);
+  return ((((part('years') * 365 + part('days')) * 24 + part('hours')) * 60 + part('minutes')) * 60 + part('seconds')) * 1000 + part('milliseconds');
+}
+
+/** `fsctl shutdown restart`, then waits until the node is ready again; resolves with when its new process started and when it answered. */
+async function restartFreeSwitch(node: FsNode): Promise<{ startedAt: number; answeredAt: number }> {
+  const requestedAt = Date.now();
+  await node.api('fsctl shutdown restart').catch(() => undefined);
+  return until(async () => {
+    const status = await node.api('status');
+    const now = Date.now();
+    const startedAt = now - uptimeMs(status);
+    return /is ready/.test(status) && startedAt > requestedAt ? { startedAt, answeredAt: now } : null;
+  }, 60_000);
+}
+
+beforeAll(async () => {
+  const env = labEnv();
+  const nodes = await connectNodes();
+  closeNodes = nodes.close;
+  legacy = env.legacyNode === 'a' ? nodes.a : nodes.b;
+  bridged = env.legacyNode === 'a' ? nodes.b : nodes.a;
+  if (!(await moduleLoaded(legacy))) expect(await legacy.api('load mod_event_multicast')).toMatch(/\+OK/);
+  for (const script of ['locationlocal.lua', 'locationforeign.lua']) expect(await legacy.api(`luarun ${LUA(script)}`)).toMatch(/\+OK/);
+  bridge = await BridgeProcess.start(bridged, { nats: null, blf: false });
+});
+
+afterAll(async () => {
+  await closePhones();
+  await bridge?.cleanup();
+  await closeNodes?.();
+});
+
+afterEach(closePhones);
+
+const row = (node: FsNode, user: string) => node.dbSelect(labEnv().domain, `LOCATION_${user}`);
+
+describe(`legacy node (mod_event_multicast + seed Lua)${labEnv().psk ? ' with psk' : ', plain'}`, () => {
+  it('the legacy node lists the bridge as a peer, and the bridge lists the legacy node', async () => {
+    await bridge!.waitPeerUp(legacy.name);
+    const peers = await until(async () => {
+      const text = await legacy.api('multicast_peers');
+      return new RegExp(`Peer ${bridged.name} UP`).test(text) ? text : '';
+    }, 45_000);
+    report('legacy-peers', { psk: labEnv().psk !== null, legacyMulticastPeers: peers });
+    expect(peers).toContain(`Peer ${bridged.name} UP`);
+  });
+
+  it("the legacy node's Lua writes the bridged node's registrations; the bridge writes the legacy node's", async () => {
+    const [onBridged, onLegacy] = users(2);
+    // No row left from an earlier run may pass for a new one.
+    for (const node of [legacy, bridged]) for (const user of [onBridged, onLegacy]) await node.api(`db delete/${labEnv().domain}/LOCATION_${user}`);
+    const toBridged = await phone(onBridged, bridged);
+    await toBridged.register(120);
+    const toLegacy = await phone(onLegacy, legacy);
+    await toLegacy.register(120);
+    const from = Date.now();
+    // locationforeign.lua on the legacy node, from the datagram the bridge sent.
+    await until(async () => (await row(legacy, onBridged)) === bridged.info.ipv4, 15_000);
+    const luaRowAfterMs = Date.now() - from;
+    // The bridge's location consumer, from the legacy module's datagram.
+    await until(async () => (await row(bridged, onLegacy)) === legacy.info.ipv4, 15_000);
+    const bridgeRowAfterMs = Date.now() - from;
+    // mod_sofia on the legacy node imported the bridged node's registration too (its SQL runs a little later).
+    const imported = await until(async () => {
+      const text = await legacy.api('sofia status profile internal reg');
+      return text.includes(`User:       \t${onBridged}@`) ? text : '';
+    }, 10_000);
+    report('legacy-registrations', { psk: labEnv().psk !== null, luaRowAfterMs, bridgeRowAfterMs });
+    expect(imported).toMatch(/Registered\(unknown\)/);
+  });
+});
+
+describe('FreeSWITCH restarted under a running bridge', () => {
+  it('the bridge is back on ESL right after FreeSWITCH, and events flow again', async () => {
+    // Stop the legacy part: the Lua only stops with FreeSWITCH.
+    await legacy.api('unload mod_event_multicast');
+    await restartFreeSwitch(legacy);
+    expect(await moduleLoaded(legacy)).toBe(false);
+    const onLegacy = await BridgeProcess.start(legacy, { nats: null, blf: false });
+    try {
+      const connectedBefore = onLegacy.log.filter((l) => l.msg === 'ESL connected').length;
+      const restarted = await restartFreeSwitch(legacy);
+      const reconnected = await until(() => onLegacy.log.filter((l) => l.msg === 'ESL connected')[connectedBefore], 30_000);
+      const back = reconnected.time as number;
+      const [user] = users(1);
+      const ua = await phone(user, legacy);
+      await ua.register(120);
+      await until(async () => (await row(bridged, user)) === legacy.info.ipv4, 15_000);
+      report('freeswitch-restart', { bridgeBackOnEslAfterProcessStartMs: back - restarted.startedAt, bridgeBackOnEslAfterSuiteSawItReadyMs: back - restarted.answeredAt, ready: (await onLegacy.http('/ready')).status });
+      expect((await onLegacy.http('/ready')).status).toBe(200);
+    } finally {
+      await closePhones();
+      await onLegacy.cleanup();
+    }
+  });
+});

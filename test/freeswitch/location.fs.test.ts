@@ -1,0 +1,112 @@
+/**
+ * The location table on real nodes: a phone registering on A shows up in B's db_data
+ * (as mod_db's own `db select` answers it), and goes on unregister, on expiry, and when
+ * A dies (peerdown, then the purge after the grace); a bridge that joins late loads
+ * every registration at once.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { NatsServer } from '../support/nats-server.js';
+import type { SipUa } from '../support/sip-ua.js';
+import { until } from '../support/wait.js';
+import { BridgeProcess, closePhones, connectNodes, labEnv, phone, startLabNats, users, type FsNode } from './lab.js';
+import { report } from './notify-sequence.js';
+
+const PEER_TIMEOUT_MS = 25_000;
+const PEER_DOWN_GRACE_MS = 3_000;
+
+let a: FsNode;
+let b: FsNode;
+let closeNodes: () => Promise<void>;
+let nats: NatsServer;
+let bridgeA: BridgeProcess;
+let bridgeB: BridgeProcess;
+
+const options = () => ({ nats, blf: false as const, peerTimeoutMs: PEER_TIMEOUT_MS, location: { peerDownGraceMs: PEER_DOWN_GRACE_MS } });
+
+beforeAll(async () => {
+  ({ a, b, close: closeNodes } = await connectNodes());
+  nats = await startLabNats();
+  bridgeA = await BridgeProcess.start(a, options());
+  bridgeB = await BridgeProcess.start(b, options());
+  await bridgeB.waitPeerUp(a.name);
+});
+
+afterAll(async () => {
+  await closePhones();
+  await bridgeA?.cleanup();
+  await bridgeB?.cleanup();
+  await nats?.stop();
+  await closeNodes?.();
+});
+
+afterEach(closePhones);
+
+const row = (node: FsNode, user: string) => node.dbSelect(labEnv().domain, `LOCATION_${user}`);
+
+/** Milliseconds from now until `node`'s row for `user` is `expected` ('' = gone). */
+async function rowAfter(node: FsNode, user: string, expected: string, timeoutMs = 15_000): Promise<number> {
+  const from = Date.now();
+  await until(async () => (await row(node, user)) === expected, timeoutMs);
+  return Date.now() - from;
+}
+
+describe('location rows from real registrations', () => {
+  it('register on A: both tables name A; unregister: both rows go', async () => {
+    const [user] = users(1);
+    const ua = await phone(user, a);
+    await ua.register(120);
+    const onB = await rowAfter(b, user, a.info.ipv4);
+    const onA = await rowAfter(a, user, a.info.ipv4);
+    await ua.register(0);
+    const goneB = await rowAfter(b, user, '');
+    await rowAfter(a, user, '');
+    report('location-register', { user, rowOnBAfterMs: onB, rowOnAAfterMs: onA, goneOnBAfterUnregisterMs: goneB });
+    expect(await row(b, user)).toBe('');
+  });
+
+  it("a registration that expires (the phone stops refreshing) leaves both tables", async () => {
+    const [user] = users(1);
+    const ua = await phone(user, a);
+    const granted = await ua.register(5);
+    await rowAfter(b, user, a.info.ipv4);
+    const registeredAt = Date.now();
+    // mod_sofia checks expiry periodically: the binding ends some seconds after it expires.
+    const goneB = await rowAfter(b, user, '', granted * 1000 + 60_000);
+    report('location-expiry', { user, grantedSeconds: granted, goneOnBAfterRegisterMs: Date.now() - registeredAt, waitedMs: goneB });
+    expect(await row(a, user)).toBe('');
+  });
+
+  it("A dies: B purges A's rows after the peer timeout and the grace", async () => {
+    const [user] = users(1);
+    const ua = await phone(user, a);
+    await ua.register(300);
+    await rowAfter(b, user, a.info.ipv4);
+    const killedAt = Date.now();
+    await bridgeA.kill();
+    const goneAfterMs = await rowAfter(b, user, '', PEER_TIMEOUT_MS + PEER_DOWN_GRACE_MS + 25_000);
+    report('location-peerdown-purge', { user, peerTimeoutMs: PEER_TIMEOUT_MS, graceMs: PEER_DOWN_GRACE_MS, rowGoneAfterKillMs: goneAfterMs, killedAt });
+    expect(goneAfterMs).toBeGreaterThan(PEER_DOWN_GRACE_MS);
+    await bridgeA.start();
+    await bridgeB.waitPeerUp(a.name);
+  });
+
+  it('a bridge that joins late loads every registration of the cluster at once', async () => {
+    await bridgeB.stop();
+    const all = users(labEnv().users.length);
+    const phones: SipUa[] = [];
+    for (const user of all) {
+      const ua = await phone(user, a);
+      await ua.register(300);
+      phones.push(ua);
+    }
+    // A's bridge has written them all to the cluster state before B joins.
+    await until(async () => (await Promise.all(all.map((u) => row(a, u)))).every((r) => r === a.info.ipv4), 20_000);
+    const startedAt = Date.now();
+    await bridgeB.start();
+    const readyAt = Date.now();
+    await until(async () => (await Promise.all(all.map((u) => row(b, u)))).every((r) => r === a.info.ipv4), 20_000);
+    const allRowsAfterMs = Date.now() - startedAt;
+    report('location-late-joiner', { rows: all.length, bridgeStartMs: readyAt - startedAt, allRowsAfterStartMs: allRowsAfterMs });
+    expect((await Promise.all(all.map((u) => row(b, u)))).filter((r) => r === a.info.ipv4)).toHaveLength(all.length);
+  });
+});
