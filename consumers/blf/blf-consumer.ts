@@ -95,6 +95,8 @@ export class BlfConsumer implements Consumer, LampSource {
     if (!this.config.legacyParity && context.openState) {
       this.store = await context.openState(this.config.stateBucket ?? DEFAULT_BLF_BUCKET);
       await this.loadState(context, this.store);
+      // Ready means done: FreeSWITCH has acknowledged every relit lamp before start() resolves.
+      await Promise.allSettled([...this.pending]);
     }
     this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
   }

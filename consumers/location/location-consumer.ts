@@ -110,7 +110,12 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       this.config.sink === 'esl'
         ? new EslRowSink(context.local, (error) => this.drops?.drop('unwritable_row', error.message))
         : await SqliteRowSink.open(this.config.dbPath, this.config.busyTimeoutMs);
-    if (!this.legacy && context.openState) await this.loadClusterState(context);
+    if (!this.legacy && context.openState) {
+      await this.loadClusterState(context);
+      // start() resolving is what makes the bridge ready: the rows loaded from the
+      // cluster state must be committed by then, not 20 ms later (a refused batch is retried until it is).
+      await this.drain(Number.POSITIVE_INFINITY);
+    }
     this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
     if (!this.legacy) {
       this.sweepTimer = setInterval(() => this.sweepExpired(), EXPIRY_SWEEP_MS);
