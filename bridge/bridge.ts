@@ -1,16 +1,20 @@
+import type { Counter } from 'prom-client';
 import type { BridgeConfig } from './config/types.js';
 import type { Consumer, ConsumerContext, EventStream, LocalNode, StateStore } from './consumer.js';
 import type { FsEvent } from './event/event.js';
+import { InjectQueueFullError, JournalError, NotConnectedError } from './errors.js';
 import type { Logger } from './observability/logger.js';
 import { DropReporter, Metrics, registerStateGauges } from './observability/metrics.js';
 import { StatusServer } from './observability/http.js';
 import { Board } from './observability/board/board.js';
 import { Bindings } from './pipeline/bindings.js';
-import { toMulticastEvent } from './pipeline/inject.js';
+import { DedupJournal } from './pipeline/dedup.js';
+import { injectionOrderKey, sanitizeForInjection, toMulticastEvent } from './pipeline/inject.js';
 import { PeerTracker } from './pipeline/peers.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { LOOP_GUARD_HEADER, type BridgeEvent, type RemoteSource, type Sink } from './pipeline/types.js';
-import { EslClient, EslState } from './sources/esl/client.js';
+import { LOOP_GUARD_HEADER, type BridgeEvent, type Delivery, type RemoteSource, type Sink } from './pipeline/types.js';
+import { EslClient, EslState, sendeventCommand } from './sources/esl/client.js';
+import { EslInjector, type InjectOutcome } from './sources/esl/injector.js';
 import { MulticastTransport } from './transports/multicast/transport.js';
 import { NatsClient } from './transports/nats/connection.js';
 import { openStateStore } from './transports/nats/kv.js';
@@ -44,8 +48,8 @@ export function boardUrl(address: { address: string; port: number }): string {
 
 /** Local events the consumers need whatever the transports carry. */
 const CONSUMER_BINDINGS = 'CUSTOM sofia::register sofia::unregister sofia::expire';
-/** Remote events waiting for FreeSWITCH to acknowledge their injection. */
-const MAX_PENDING_INJECTIONS = 10_000;
+/** How long a NATS message the inject queue had no room for waits before JetStream delivers it again. */
+const REDELIVER_WHEN_FULL_MS = 1_000;
 
 /**
  * The composition root: the one module that knows every source, transport and
@@ -56,6 +60,8 @@ export class Bridge {
   readonly pipeline: Pipeline;
   readonly peers: PeerTracker;
   readonly esl: EslClient;
+  /** Command-only ESL connections that carry everything the bridge injects. */
+  readonly injector: EslInjector;
   private readonly logger: Logger;
   private readonly drops: DropReporter;
   private readonly multicast: MulticastTransport | null;
@@ -66,7 +72,13 @@ export class Bridge {
   private readonly status: StatusServer;
   private readonly board: Board | null;
   private statusAddress: { address: string; port: number } | null = null;
-  private pendingInjections = 0;
+  private journal: DedupJournal | null = null;
+  /** Dedup keys of remote events queued for injection and not yet written. */
+  private readonly pendingKeys = new Set<string>();
+  /** Deliveries of copies that arrived while the first copy waited: settled with it. */
+  private readonly waitingCopies = new Map<string, Delivery[]>();
+  private readonly deferred: Counter;
+  private readonly unconfirmed: Counter<'transport'>;
   private consumersReady = false;
   private pump: Promise<void> | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
@@ -104,9 +116,21 @@ export class Bridge {
       nodeName: node.name,
       sinks: this.sinks,
       dedup: config.dedup,
-      inject: (item) => this.inject(item),
+      inject: (item, key) => this.inject(item, key),
+      duplicate: (item, key) => this.duplicate(item, key),
       ...deps,
     });
+    this.injector = new EslInjector(config.esl, config.inject, {
+      nodeName: node.name,
+      onWritten: (keys) => this.journal?.record(keys),
+      ...deps,
+    });
+    this.deferred = this.metrics.counter('fsb_inject_deferred_total', 'NATS messages the inject queue had no room for, left to JetStream to deliver again (not lost)');
+    this.unconfirmed = this.metrics.counter(
+      'fsb_inject_unconfirmed_total',
+      'Injections written to FreeSWITCH whose reply never came because the ESL connection closed: most likely delivered (FreeSWITCH reads what reached its socket), not written again',
+      ['transport'],
+    );
 
     const subscribed = [config.multicast.enabled && config.multicast.bindings, config.nats.enabled && config.nats.bindings].filter((b): b is Bindings => b !== false);
     if (this.consumers.length > 0) subscribed.push(Bindings.parse(CONSUMER_BINDINGS));
@@ -143,9 +167,9 @@ export class Bridge {
     return this.pipeline;
   }
 
-  /** ESL up, and every consumer has loaded its state. */
+  /** ESL up (events and injection), and every consumer has loaded its state. */
   get ready(): boolean {
-    return !this.stopped && this.esl.state === EslState.Connected && this.consumersReady;
+    return !this.stopped && this.esl.state === EslState.Connected && this.injector.connected && this.consumersReady;
   }
 
   /** Where the status server listens (port 0 in config picks a free one). */
@@ -153,9 +177,28 @@ export class Bridge {
     return this.statusAddress;
   }
 
-  /** What a consumer may do to the local node: api, and sendevent with the loop guard. */
+  /**
+   * What a consumer may do to the local node: api, and sendevent with the loop guard,
+   * through the injector like remote events (so a call's events keep their order).
+   */
   get local(): LocalNode {
-    return guardedLocalNode(this.esl, this.config.node.name);
+    return {
+      api: (command) => this.esl.api(command),
+      sendEvent: (event) => {
+        const guarded = event.clone();
+        guarded.set(LOOP_GUARD_HEADER, this.config.node.name);
+        return new Promise<void>((resolve, reject) => {
+          const accepted = this.injector.offer({
+            // Throws HeaderInjectionError / InvalidEslHeaderError: a consumer's own event is not silently repaired.
+            command: sendeventCommand(guarded),
+            event: guarded,
+            orderKey: injectionOrderKey(event),
+            done: (outcome, error) => (outcome === 'injected' ? resolve() : reject(error ?? new NotConnectedError(`injection ${outcome}`))),
+          });
+          if (!accepted) reject(new InjectQueueFullError(this.config.inject.queueMaxBytes));
+        });
+      },
+    };
   }
 
   /**
@@ -187,9 +230,11 @@ export class Bridge {
     // since loading their state relights lamps on the local node. Then local events
     // flow, and only then remote sources start: a NATS durable consumer delivers
     // what arrived meanwhile, and nothing is injected into a node we cannot reach yet.
+    this.openJournal();
     this.esl.start();
+    this.injector.start();
     try {
-      await this.esl.ready(eslTimeoutMs);
+      await Promise.all([this.esl.ready(eslTimeoutMs), this.injector.ready(eslTimeoutMs)]);
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'FreeSWITCH not reachable yet; retrying in the background');
     }
@@ -203,7 +248,9 @@ export class Bridge {
       this.peers.observe(item);
       this.pipeline.remote(item);
     };
-    for (const source of this.sources) await source.start(emit);
+    // NATS waits while the inject queue is full: its messages stay in JetStream meanwhile.
+    const control = { backpressure: () => this.injector.room() };
+    for (const source of this.sources) await source.start(emit, control);
     this.peers.start();
     if (config.statsIntervalMs > 0) {
       this.statsTimer = setInterval(() => void this.logStats(), config.statsIntervalMs);
@@ -231,6 +278,9 @@ export class Bridge {
     this.peers.stop();
     for (const source of this.sources) await source.stop();
     for (const consumer of this.consumers) await consumer.stop();
+    // FreeSWITCH gets what is queued, within the command timeout.
+    await this.injector.stop(Date.now() + this.config.esl.commandTimeoutMs);
+    this.journal?.close();
     for (const sink of this.sinks) await sink.stop();
     await this.natsClient?.close();
     this.board?.stop();
@@ -259,56 +309,127 @@ export class Bridge {
     this.metrics.latency.observe({ transport: item.origin.transport }, Math.max(0, item.origin.receivedAt - firedAtMicros / 1000) / 1000);
   }
 
-  /** A remote event becomes the legacy multicast::event on our node, exactly once (the pipeline deduplicated it). */
-  private inject(item: BridgeEvent): void {
-    if (this.pendingInjections >= MAX_PENDING_INJECTIONS) {
-      this.drops.drop('inject_backlog', { node: item.origin.node });
-      this.peers.recordDrop(item.origin.node);
+
+  /** Read back what was injected before a restart, so JetStream's redeliveries are recognised. */
+  private openJournal(): void {
+    const path = this.config.dedup.journal;
+    if (path === '' || this.journal) return;
+    let opened;
+    try {
+      opened = DedupJournal.open(path, { maxLines: Math.max(50, Math.floor(this.config.dedup.maxEntries / 2)), logger: this.logger, metrics: this.metrics });
+    } catch (err) {
+      throw new JournalError(path, err);
+    }
+    this.journal = opened.journal;
+    this.pipeline.preload(opened.keys);
+    this.logger.info({ journal: path, keys: opened.keys.length }, 'dedup journal loaded');
+  }
+
+  /**
+   * A remote event becomes the legacy multicast::event on our node, exactly once (the
+   * pipeline deduplicated it). Its delivery, if the transport redelivers, is settled
+   * when FreeSWITCH has answered, so a crash before that means it comes again.
+   */
+  private inject(item: BridgeEvent, key: string): void {
+    const delivery = item.delivery;
+    const transport = item.origin.transport;
+    const event = this.sanitized(toMulticastEvent(item.event, item.origin.node, this.config.node.name), item.origin.node);
+    if (event === null) {
+      delivery?.ack();
       return;
     }
-    const injected = toMulticastEvent(item.event, item.origin.node, this.config.node.name);
-    this.send(injected, item.origin.transport, item.origin.node);
+    const accepted = this.injector.offer({
+      command: sendeventCommand(event),
+      event,
+      orderKey: injectionOrderKey(item.event),
+      key,
+      done: (outcome, error) => this.settle(key, item.origin.node, transport, outcome, error, delivery),
+    });
+    if (accepted) {
+      this.pendingKeys.add(key);
+      return;
+    }
+    // A later copy (the other transport's, or JetStream's redelivery) may still get in.
+    this.pipeline.injectionRefused(key);
+    if (delivery) {
+      this.deferred.inc();
+      delivery.nak(REDELIVER_WHEN_FULL_MS);
+    } else {
+      this.drops.drop('inject_queue_full', { node: item.origin.node, queueMaxBytes: this.config.inject.queueMaxBytes });
+      this.peers.recordDrop(item.origin.node);
+    }
+  }
+
+  /** A second copy of an event: settled now, or with the first copy if that one is still waiting to be written. */
+  private duplicate(item: BridgeEvent, key: string): void {
+    if (!item.delivery) return;
+    if (!this.pendingKeys.has(key)) {
+      item.delivery.ack();
+      return;
+    }
+    const copies = this.waitingCopies.get(key);
+    if (copies) copies.push(item.delivery);
+    else this.waitingCopies.set(key, [item.delivery]);
+  }
+
+  private settle(key: string, node: string, transport: string, outcome: InjectOutcome, error: Error | undefined, delivery: Delivery | undefined): void {
+    this.pendingKeys.delete(key);
+    const deliveries = this.waitingCopies.get(key) ?? [];
+    this.waitingCopies.delete(key);
+    if (delivery) deliveries.push(delivery);
+    if (outcome === 'stopped') {
+      // Not written: a NATS copy is left unacknowledged, so the next start gets it again.
+      if (deliveries.length === 0) {
+        this.drops.drop('inject_unflushed_at_stop');
+        this.peers.recordDrop(node);
+      }
+      return;
+    }
+    if (outcome === 'injected') this.metrics.injected.inc({ transport });
+    else if (outcome === 'unconfirmed') this.unconfirmed.inc({ transport });
+    else {
+      this.drops.drop('inject_refused', { error: error?.message });
+      this.peers.recordDrop(node);
+    }
+    for (const d of deliveries) d.ack();
   }
 
   private onPeerEvent(event: FsEvent, peer: string): void {
     this.logger.info({ peer, event: event.subclass, lastseen: event.get('Lastseen') }, `peer ${peer} ${event.subclass === 'multicast::peerup' ? 'up' : 'down'}`);
-    const guarded = event.clone();
-    guarded.add(LOOP_GUARD_HEADER, this.config.node.name);
-    this.send(guarded, 'peer');
+    const guarded = this.sanitized(event.clone().add(LOOP_GUARD_HEADER, this.config.node.name));
+    if (guarded !== null) {
+      const accepted = this.injector.offer({
+        command: sendeventCommand(guarded),
+        event: guarded,
+        orderKey: null,
+        done: (outcome, error) => {
+          if (outcome === 'injected') this.metrics.injected.inc({ transport: 'peer' });
+          else if (outcome === 'unconfirmed') this.unconfirmed.inc({ transport: 'peer' });
+          else this.drops.drop(outcome === 'stopped' ? 'inject_unflushed_at_stop' : 'inject_refused', { error: error?.message });
+        },
+      });
+      if (!accepted) this.drops.drop('inject_queue_full', { peer });
+    }
     this.pipeline.publish({ event, origin: { transport: 'multicast', node: peer, receivedAt: Date.now() } });
   }
 
   /**
-   * Writes to the local node. Remote header values may hold CR/LF (an SDP, say);
-   * mod_event_socket would read them as extra lines, so those headers are left
-   * out and counted rather than letting a peer add headers on our node.
+   * The event as it can be written to the local node, or null when it cannot be. Remote
+   * header values may hold CR/LF (an SDP, say): those headers are left out by design and
+   * counted as filtered, so that a peer cannot add headers on our node; a NUL in the
+   * body cannot be carried at all (dropped, counted).
    */
-  private send(event: FsEvent, label: string, origin?: string): void {
-    const unsafe = event.headers.filter(([name, value]) => /[\r\n\0]/.test(name) || /[\r\n\0]/.test(value));
-    if (unsafe.length > 0) {
-      for (const [name] of unsafe) event.delete(name);
-      this.drops.drop('crlf_header_removed', { headers: unsafe.map(([name]) => name.slice(0, 64)) }, unsafe.length);
-    }
-    if (event.body !== null && event.body.includes('\0')) {
+  private sanitized(event: FsEvent, origin?: string): FsEvent | null {
+    const clean = sanitizeForInjection(event);
+    if (clean.crlf > 0) this.drops.filtered('crlf_header_removed', clean.crlf);
+    if (clean.nul > 0) this.drops.filtered('nul_header_removed', clean.nul);
+    if (clean.badName > 0) this.drops.filtered('colon_header_removed', clean.badName);
+    if (clean.event.body !== null && clean.event.body.includes('\0')) {
       this.drops.drop('nul_in_body');
       if (origin) this.peers.recordDrop(origin);
-      return;
+      return null;
     }
-    this.pendingInjections++;
-    this.metrics.queueDepth.set({ component: 'inject' }, this.pendingInjections);
-    this.esl
-      .sendEvent(event)
-      .then(
-        () => this.metrics.injected.inc({ transport: label }),
-        (err: Error & { code?: string }) => {
-          this.drops.drop(err.code === 'FSB_ERR_NOT_CONNECTED' ? 'inject_esl_down' : 'inject_failed', { error: err.message });
-          if (origin) this.peers.recordDrop(origin);
-        },
-      )
-      .finally(() => {
-        this.pendingInjections--;
-        this.metrics.queueDepth.set({ component: 'inject' }, this.pendingInjections);
-      });
+    return clean.event;
   }
 
   private consumerContext(): ConsumerContext {
@@ -340,7 +461,7 @@ export class Bridge {
       nats: this.natsClient ? (this.natsClient.connected ? 'connected' : 'disconnected') : 'off',
       multicast: this.multicast ? 'on' : 'off',
       consumers: this.consumers.map((c) => c.name),
-      pendingInjections: this.pendingInjections,
+      injection: { connected: this.injector.connected, queued: this.injector.length, queuedBytes: this.injector.bytes },
     };
   }
 }

@@ -39,10 +39,23 @@ export class AuthError extends BridgeError {
   }
 }
 
+/**
+ * The first line of an ESL command as errors and logs may show it: the secret of
+ * `auth <password>` and `userauth <user>:<password>` never leaves the client.
+ */
+export function commandForDisplay(command: string): string {
+  const line = command.split('\n')[0];
+  const verb = /^(auth|userauth)\s/i.exec(line);
+  return verb ? `${verb[1]} [redacted]` : line;
+}
+
 /** FreeSWITCH answered a command with `-ERR ...`. */
 export class CommandError extends BridgeError {
-  constructor(readonly command: string, readonly reply: string) {
-    super('FSB_ERR_COMMAND', `${command.split('\n')[0]}: ${reply}`);
+  /** The command's first line, secrets redacted (commandForDisplay). */
+  readonly command: string;
+  constructor(command: string, readonly reply: string) {
+    super('FSB_ERR_COMMAND', `${commandForDisplay(command)}: ${reply}`);
+    this.command = commandForDisplay(command);
   }
 
   /** Map a `Reply-Text` to an error when FreeSWITCH refused, else undefined. */
@@ -124,8 +137,11 @@ export class InvalidEslHeaderError extends BridgeError {
 
 /** A command waited longer than esl.commandTimeoutMs for its reply. */
 export class CommandTimeoutError extends BridgeError {
-  constructor(readonly command: string, readonly timeoutMs: number) {
-    super('FSB_ERR_COMMAND_TIMEOUT', `${command.split('\n')[0]}: no reply within ${timeoutMs} ms`);
+  /** The command's first line, secrets redacted (commandForDisplay). */
+  readonly command: string;
+  constructor(command: string, readonly timeoutMs: number) {
+    super('FSB_ERR_COMMAND_TIMEOUT', `${commandForDisplay(command)}: no reply within ${timeoutMs} ms`);
+    this.command = commandForDisplay(command);
   }
 }
 
@@ -168,5 +184,19 @@ export class StateKeyError extends BridgeError {
 export class LocationDbError extends BridgeError {
   constructor(readonly path: string, problem: string, options?: { cause?: unknown }) {
     super('FSB_ERR_LOCATION_DB', `<consumer name="location"> param "db-path" (${path}): ${problem}`, options);
+  }
+}
+
+/** The inject queue (inject/queue-max-bytes) had no room for an event a consumer fired. */
+export class InjectQueueFullError extends BridgeError {
+  constructor(readonly limitBytes: number) {
+    super('FSB_ERR_INJECT_QUEUE_FULL', `the inject queue is full (inject/queue-max-bytes ${limitBytes} bytes): FreeSWITCH takes events slower than they come`);
+  }
+}
+
+/** The dedup journal (dedup/journal) cannot be opened or read. */
+export class JournalError extends BridgeError {
+  constructor(readonly path: string, cause: unknown) {
+    super('FSB_ERR_JOURNAL', `param "dedup/journal" ${JSON.stringify(path)}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   }
 }

@@ -210,9 +210,12 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
       password: str('esl', 'password'),
       reconnectMaxMs: num('esl', 'reconnect-max'),
       queueMaxEvents: num('esl', 'queue-max-events'),
+      queueMaxBytes: num('esl', 'queue-max-bytes'),
+
       maxFrameBytes: num('esl', 'max-frame-bytes'),
       commandTimeoutMs: num('esl', 'command-timeout'),
     },
+    inject: { connections: num('inject', 'connections'), queueMaxBytes: num('inject', 'queue-max-bytes') },
     multicast: {
       enabled: bool('multicast', 'enabled'),
       address: multicastAddress,
@@ -241,6 +244,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
         storage: str('nats', 'stream-storage') as 'file' | 'memory',
       },
       durablePrefix: str('nats', 'durable-prefix'),
+      ackWaitMs: num('nats', 'ack-wait'),
       buffer: { maxEvents: num('nats', 'buffer-max-events'), maxBytes: num('nats', 'buffer-max-bytes') },
       maxInFlight: num('nats', 'max-in-flight'),
       auth: {
@@ -254,7 +258,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
       kv: { locationBucket: str('nats', 'kv-location-bucket'), blfBucket: str('nats', 'kv-blf-bucket'), peersBucket: str('nats', 'kv-peers-bucket') },
       heartbeatMs: num('nats', 'heartbeat'),
     },
-    dedup: { maxEntries: num('dedup', 'max-entries'), ttlMs: num('dedup', 'ttl') },
+    dedup: { maxEntries: num('dedup', 'max-entries'), ttlMs: num('dedup', 'ttl'), journal: str('dedup', 'journal') },
     consumers: {
       blf: { enabled: bool('consumer:blf', 'enabled'), legacyParity: bool('consumer:blf', 'legacy-parity'), stateBucket: str('nats', 'kv-blf-bucket') },
       location: {

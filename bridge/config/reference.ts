@@ -3,6 +3,7 @@ import { PARAMS, envName } from './schema.js';
 const SECTION_TITLES: Record<string, string> = {
   settings: '<settings>: node identity',
   esl: '<esl>: the local FreeSWITCH event socket',
+  inject: '<inject>: remote events into the local FreeSWITCH',
   bindings: '<bindings>: which events each transport carries',
   multicast: '<multicast>: native mod_event_multicast datagrams',
   nats: '<nats>: NATS and JetStream',

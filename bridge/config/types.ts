@@ -18,6 +18,9 @@ export interface EslConfig {
   reconnectMaxMs: number;
   /** Events held for the pipeline before the socket is paused (backpressure). */
   queueMaxEvents: number;
+  /** Wire bytes of those events: the socket is paused at whichever limit comes first. */
+  queueMaxBytes: number;
+
   maxFrameBytes: number;
   /** Timeout for api/sendevent replies. */
   commandTimeoutMs: number;
@@ -50,6 +53,8 @@ export interface NatsConfig {
   stream: { name: string; maxAgeMs: number; maxBytes: number; duplicateWindowMs: number; replicas: number; storage: 'file' | 'memory' };
   /** Durable consumer name prefix; the node name is appended. */
   durablePrefix: string;
+  /** JetStream redelivers a message not acknowledged within this (the bridge acknowledges after injection). */
+  ackWaitMs: number;
   buffer: { maxEvents: number; maxBytes: number };
   maxInFlight: number;
   auth: { user?: string; pass?: string; token?: string; nkeySeed?: string; credsFile?: string };
@@ -59,9 +64,19 @@ export interface NatsConfig {
   heartbeatMs: number;
 }
 
+/** How events reach the local FreeSWITCH (sendevent over command-only ESL connections). */
+export interface InjectConfig {
+  /** Command-only ESL connections carrying injected events. */
+  connections: number;
+  /** Bytes of sendevent commands queued for FreeSWITCH. */
+  queueMaxBytes: number;
+}
+
 export interface DedupConfig {
   maxEntries: number;
   ttlMs: number;
+  /** File recording injected event keys across a crash ('' = memory only). */
+  journal: string;
 }
 
 export interface BlfConsumerConfig {
@@ -115,6 +130,7 @@ export interface BridgeConfig {
   file: string;
   node: NodeConfig;
   esl: EslConfig;
+  inject: InjectConfig;
   multicast: MulticastConfig;
   nats: NatsConfig;
   dedup: DedupConfig;

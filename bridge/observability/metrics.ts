@@ -14,6 +14,7 @@ export class Metrics {
   readonly gapsLost: Counter<'transport' | 'node'>;
   readonly injected: Counter<'transport'>;
   readonly queueDepth: Gauge<'component'>;
+  readonly queueBytes: Gauge<'component'>;
   readonly latency: Histogram<'transport'>;
 
   /**
@@ -60,6 +61,7 @@ export class Metrics {
     this.gapsLost = new Counter({ name: 'fsb_sequence_gap_events_total', help: 'Events missing according to Event-Sequence gaps, by transport and origin node', labelNames: ['transport', 'node'], registers });
     this.injected = new Counter({ name: 'fsb_injected_total', help: 'Remote events injected into the local node, by the transport that delivered them', labelNames: ['transport'], registers });
     this.queueDepth = new Gauge({ name: 'fsb_queue_depth', help: 'Items waiting in a bounded queue', labelNames: ['component'], registers });
+    this.queueBytes = new Gauge({ name: 'fsb_queue_bytes', help: 'Bytes waiting in a bounded queue (their size on the wire)', labelNames: ['component'], registers });
     this.latency = new Histogram({
       name: 'fsb_remote_event_age_seconds',
       help: 'Age of remote events on arrival (origin Event-Date-Timestamp to receive)',

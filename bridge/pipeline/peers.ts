@@ -10,8 +10,14 @@ export interface PeerInfo {
   /** Date.now() of the last HEARTBEAT, null if none was ever received. */
   lastHeartbeat: number | null;
   eventsReceived: number;
-  /** Events known lost (gaps in a bridge sender's datagram counter). */
+  /** Events known lost (gaps in a bridge sender's datagram counter); meaningful when lossKnown. */
   gapsLost: number;
+  /**
+   * The peer's datagrams carry the bridge's own sequence header, so gapsLost is its
+   * exact loss. False for a legacy sender (its Event-Sequence also skips every event
+   * outside its bindings, so gaps there say nothing) and a peer heard over NATS only.
+   */
+  lossKnown: boolean;
   /** Upper bound of events missed from legacy senders (Event-Sequence gaps, which also count events outside its bindings). */
   gapsUpperBound: number;
   /** Heartbeats that arrived older than the timeout (replayed or badly delayed), ignored for liveness. */
@@ -42,7 +48,7 @@ export interface PeerTrackerOptions {
 /** peerup / peerdown, built like mod_event_multicast builds them. */
 export type PeerEventListener = (event: FsEvent, peer: string) => void;
 
-interface PeerState extends Omit<PeerInfo, 'transports' | 'legacy'> {
+interface PeerState extends Omit<PeerInfo, 'transports' | 'legacy' | 'lossKnown'> {
   transports: Set<string>;
   unnumbered: boolean;
   numbered: boolean;
@@ -143,6 +149,7 @@ export class PeerTracker implements GapRecorder {
         lastHeartbeat,
         eventsReceived,
         gapsLost,
+        lossKnown: numbered,
         gapsUpperBound,
         staleHeartbeats,
         transports: [...transports].sort(),

@@ -3,7 +3,7 @@ import { MulticastSubclass } from '../event/names.js';
 import type { EventStream } from '../consumer.js';
 import type { Logger } from '../observability/logger.js';
 import { DropReporter, type Metrics } from '../observability/metrics.js';
-import { DedupCache } from './dedup.js';
+import { DedupCache, dedupKey } from './dedup.js';
 import { fromMulticastEvent } from './inject.js';
 import { isSubscriptionAnswer } from './presence-scope.js';
 import { LOOP_GUARD_HEADER, Transport, type BridgeEvent, type Sink } from './types.js';
@@ -14,7 +14,9 @@ export interface PipelineOptions {
   sinks: Sink[];
   dedup: { maxEntries: number; ttlMs: number };
   /** Hands a remote event to the local node (the bridge turns it into multicast::event over ESL). */
-  inject: (item: BridgeEvent) => void;
+  inject: (item: BridgeEvent, key: string) => void;
+  /** A copy of an event already handed on: settle its delivery (the bridge acknowledges it, or ties it to the first copy still queued). */
+  duplicate?: (item: BridgeEvent, key: string) => void;
   metrics: Metrics;
   logger: Logger;
 }
@@ -28,6 +30,8 @@ export interface PipelineOptions {
 export class Pipeline implements EventStream {
   private readonly listeners = new Set<(item: BridgeEvent) => void>();
   private readonly dedup: DedupCache;
+  /** Keys whose injection was refused for room: a later copy is injected (not handed to consumers again). */
+  private readonly retryInjection = new Set<string>();
   private readonly drops: DropReporter;
 
   constructor(private readonly options: PipelineOptions) {
@@ -68,24 +72,49 @@ export class Pipeline implements EventStream {
   remote(item: BridgeEvent): void {
     if (item.origin.node === this.options.nodeName) {
       this.drops.filtered('own_event');
+      item.delivery?.ack();
       return;
     }
-    const key = item.event.key;
-    if (key === undefined) {
+    const raw = item.event.key;
+    if (raw === undefined) {
       this.drops.drop('no_event_key', { node: item.origin.node, name: item.event.name });
+      item.delivery?.ack();
       return;
     }
+    const key = dedupKey(raw);
     if (!this.dedup.firstSighting(key)) {
+      if (this.retryInjection.delete(key)) {
+        this.options.inject(item, key);
+        return;
+      }
       this.drops.filtered(`duplicate_${item.origin.transport}`);
+      if (this.options.duplicate) this.options.duplicate(item, key);
+      else item.delivery?.ack();
       return;
     }
     if (isSubscriptionAnswer(item.event)) {
       // A legacy node multicasts its probe answers; injected here they would reach every watcher.
       this.drops.filtered('subscription_answer');
+      item.delivery?.ack();
       return;
     }
-    this.options.inject(item);
+    this.options.inject(item, key);
     this.publish(item);
+  }
+
+  /** Keys read back from the dedup journal: events injected before a restart count as seen. */
+  preload(keys: Iterable<string>): void {
+    this.dedup.preload(keys);
+  }
+
+  /**
+   * The injection of `key` was refused because the inject queue was full: the next copy
+   * of the event (the other transport's, a redelivery) is injected instead of filtered.
+   */
+  injectionRefused(key: string): void {
+    this.retryInjection.add(key);
+    // Bounded like the dedup cache: the oldest refusals are forgotten first.
+    if (this.retryInjection.size > this.options.dedup.maxEntries) this.retryInjection.delete(this.retryInjection.values().next().value!);
   }
 
   /** Events the bridge itself produces for consumers (peerup/peerdown). */

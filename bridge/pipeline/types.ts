@@ -19,6 +19,26 @@ export interface Origin {
 export interface BridgeEvent {
   readonly event: FsEvent;
   readonly origin: Origin;
+  /** Present when the transport redelivers what is not acknowledged (JetStream). */
+  readonly delivery?: Delivery;
+}
+
+/**
+ * How a transport that redelivers learns what became of an event. The bridge settles
+ * a delivery once the event's fate is known: acknowledged when FreeSWITCH has it (or
+ * it was a duplicate, our own, or unusable), negatively when it could not be queued,
+ * so it comes again. One never settled (the bridge crashed) is redelivered.
+ */
+export interface Delivery {
+  ack(): void;
+  /** Deliver again after `delayMs`. */
+  nak(delayMs: number): void;
+}
+
+/** What a source may ask of the bridge besides taking events. */
+export interface SourceControl {
+  /** Null when the bridge takes more now; else resolves when it does. A source that can wait (NATS) waits. */
+  backpressure(): Promise<void> | null;
 }
 
 /** Receives local events that match its bindings. deliver() is synchronous and never blocks: a sink buffers and counts its own drops. */
@@ -33,7 +53,7 @@ export interface Sink {
 /** Produces remote events (multicast receive, NATS subscribe). */
 export interface RemoteSource {
   readonly name: string;
-  start(emit: (item: BridgeEvent) => void): Promise<void>;
+  start(emit: (item: BridgeEvent) => void, control?: SourceControl): Promise<void>;
   stop(): Promise<void>;
 }
 

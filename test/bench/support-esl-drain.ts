@@ -11,7 +11,7 @@ import { EslClient } from '../../bridge/sources/esl/client.js';
 const [port, expected] = process.argv.slice(2).map(Number);
 const out = (message: object) => process.stdout.write(JSON.stringify(message) + '\n');
 const client = new EslClient(
-  { host: '127.0.0.1', port, password: 'ClueCon', reconnectMaxMs: 800, queueMaxEvents: 10_000, maxFrameBytes: 16 * 1024 * 1024, commandTimeoutMs: 10_000 },
+  { host: '127.0.0.1', port, password: 'ClueCon', reconnectMaxMs: 800, queueMaxEvents: 10_000, queueMaxBytes: 1024 ** 3, maxFrameBytes: 16 * 1024 * 1024, commandTimeoutMs: 10_000 },
   { subscription: 'ALL', logger: silentLogger(), metrics: new Metrics() },
 );
 client.start();

@@ -52,7 +52,7 @@ nc.subscribe(`${inbox}.*`, {
 });
 
 const client = new EslClient(
-  { host: '127.0.0.1', port: Number(portArg), password: 'ClueCon', reconnectMaxMs: 800, queueMaxEvents: 1_000, maxFrameBytes: 16 * 1024 * 1024, commandTimeoutMs: 10_000 },
+  { host: '127.0.0.1', port: Number(portArg), password: 'ClueCon', reconnectMaxMs: 800, queueMaxEvents: 1_000, queueMaxBytes: 16 * 1024 ** 2, maxFrameBytes: 16 * 1024 * 1024, commandTimeoutMs: 10_000 },
   { subscription: 'ALL', logger: silentLogger(), metrics: new Metrics() },
 );
 client.start();

@@ -65,7 +65,7 @@ export class FsNode {
    */
   static async connect(env: NodeEnv, subscription = ''): Promise<FsNode> {
     const esl = new EslClient(
-      { host: env.esl.host, port: env.esl.port, password: env.eslPassword, reconnectMaxMs: 500, queueMaxEvents: 10_000, maxFrameBytes: 16 * 1024 * 1024, commandTimeoutMs: 10_000 },
+      { host: env.esl.host, port: env.esl.port, password: env.eslPassword, reconnectMaxMs: 500, queueMaxEvents: 10_000, queueMaxBytes: 64 * 1024 * 1024, maxFrameBytes: 16 * 1024 * 1024, commandTimeoutMs: 10_000 },
       { subscription: 'HEARTBEAT', logger: silentLogger(), metrics: new Metrics(), nodeName: `suite-${env.key}` },
     );
     esl.start();

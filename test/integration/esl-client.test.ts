@@ -1,9 +1,10 @@
 import { Writable } from 'node:stream';
-import pino from 'pino';
+import type pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EslConfig } from '../../bridge/config/types.js';
 import { FsEvent } from '../../bridge/event/event.js';
 import { AuthError, CommandError, HeaderInjectionError, InvalidEslHeaderError, NotConnectedError } from '../../bridge/errors.js';
+import { createLogger } from '../../bridge/observability/logger.js';
 import { Metrics } from '../../bridge/observability/metrics.js';
 import { LOOP_GUARD_HEADER } from '../../bridge/pipeline/types.js';
 import { EslClient, EslState } from '../../bridge/sources/esl/client.js';
@@ -16,15 +17,18 @@ interface LogLine {
   [key: string]: unknown;
 }
 
-function captureLogger(): { logger: pino.Logger; lines: LogLine[] } {
+/** The production logger (its redaction included) writing JSON lines into an array; `raw` keeps the text as written. */
+function captureLogger(): { logger: pino.Logger; lines: LogLine[]; raw: string[] } {
   const lines: LogLine[] = [];
+  const raw: string[] = [];
   const stream = new Writable({
     write(chunk, _enc, done) {
+      raw.push(chunk.toString());
       lines.push(JSON.parse(chunk.toString()));
       done();
     },
   });
-  return { logger: pino({ level: 'debug' }, stream), lines };
+  return { logger: createLogger('debug', { stream }), lines, raw };
 }
 
 function config(port: number, over: Partial<EslConfig> = {}): EslConfig {
@@ -34,6 +38,7 @@ function config(port: number, over: Partial<EslConfig> = {}): EslConfig {
     password: 'ClueCon',
     reconnectMaxMs: 1000,
     queueMaxEvents: 10_000,
+    queueMaxBytes: 64 * 1024 * 1024,
     maxFrameBytes: 1024 * 1024,
     commandTimeoutMs: 2000,
     ...over,
@@ -53,17 +58,23 @@ let sim: EslSimulator;
 let client: EslClient | undefined;
 
 interface Harness {
+  logger: pino.Logger;
   client: EslClient;
   metrics: Metrics;
   lines: LogLine[];
+  raw: string[];
   received: FsEvent[];
 }
 
 /** A started client with a consumer that collects every event. */
-async function connect(subscription: string, over: Partial<EslConfig> = {}, extra: { format?: 'plain' | 'json'; consume?: boolean } = {}): Promise<Harness> {
+async function connect(
+  subscription: string | null,
+  over: Partial<EslConfig> = {},
+  extra: { format?: 'plain' | 'json'; consume?: boolean; stableAfterMs?: number } = {},
+): Promise<Harness> {
   const metrics = new Metrics();
-  const { logger, lines } = captureLogger();
-  client = new EslClient(config(sim.port, over), { subscription, logger, metrics, nodeName: 'fs-test', format: extra.format });
+  const { logger, lines, raw } = captureLogger();
+  client = new EslClient(config(sim.port, over), { subscription, logger, metrics, nodeName: 'fs-test', format: extra.format, stableAfterMs: extra.stableAfterMs });
   const received: FsEvent[] = [];
   client.start();
   if (extra.consume !== false) {
@@ -72,7 +83,7 @@ async function connect(subscription: string, over: Partial<EslConfig> = {}, extr
       for await (const batch of c.events()) received.push(...batch);
     })();
   }
-  return { client, metrics, lines, received };
+  return { logger, client, metrics, lines, raw, received };
 }
 
 afterEach(async () => {
@@ -265,7 +276,7 @@ describe('EslClient against the simulator', () => {
     sim.skipSequence(3);
     sim.fire(FsEvent.create('HEARTBEAT'));
     await until(() => h.received.length === 2);
-    expect(await metricValue(h.metrics, 'fsb_sequence_gap_events_total')).toBe(0);
+    expect(await metricValue(h.metrics, 'fsb_esl_reconnect_sequence_skipped_total')).toBe(0);
 
     await sim.dropClients();
     sim.skipSequence(7);
@@ -273,7 +284,9 @@ describe('EslClient against the simulator', () => {
     sim.fire(FsEvent.create('HEARTBEAT'));
     await until(() => h.received.length === 3);
     expect(h.received.map((e) => e.sequence)).toEqual([1, 5, 13]);
-    expect(await metricValue(h.metrics, 'fsb_sequence_gap_events_total', { transport: 'esl', node: 'fs-test' })).toBe(7);
+    // An upper bound (a filtered subscription skips numbers by design), kept out of the exact-loss counter.
+    expect(await metricValue(h.metrics, 'fsb_esl_reconnect_sequence_skipped_total')).toBe(7);
+    expect(await metricValue(h.metrics, 'fsb_sequence_gap_events_total')).toBe(0);
     expect(await metricValue(h.metrics, 'fsb_esl_reconnects_total')).toBe(1);
     const gapLogs = h.lines.filter((l) => /events lost/.test(l.msg));
     expect(gapLogs).toHaveLength(1);
@@ -355,6 +368,107 @@ describe('EslClient against the simulator', () => {
     expect(h.received[0].name).toBe('HEARTBEAT');
     expect(await metricValue(h.metrics, 'fsb_esl_stream_errors_total', { cause: 'frame_too_large' })).toBe(1);
     expect(h.lines.filter((l) => /desynchronised/.test(l.msg))).toHaveLength(1);
+  });
+
+  it('never logs the ESL password, even when auth gets no reply (13.9)', async () => {
+    const password = 'S3cret-Pa55word';
+    sim = await EslSimulator.start({ password });
+    sim.ignore(/^auth /);
+    const h = await connect('ALL', { password, commandTimeoutMs: 200 });
+    const retries: number[] = [];
+    h.client.on('retry', (delay: number) => retries.push(delay));
+    await until(() => retries.length >= 3);
+    // The timeout is reported, with the command it was for, and without its secret.
+    expect(h.client.lastError?.message).toBe('auth [redacted]: no reply within 200 ms');
+    expect(h.lines.some((l) => l.err === 'auth [redacted]: no reply within 200 ms')).toBe(true);
+    expect(h.raw.length).toBeGreaterThan(0);
+    expect(h.raw.join('')).not.toContain(password);
+    // Whoever logs a config section or an error's fields, the secret fields are censored too.
+    h.logger.warn({ esl: { host: 'h', password }, nats: { pass: password, token: password }, psk: password }, 'config');
+    expect(h.raw.join('')).not.toContain(password);
+    expect(h.lines[h.lines.length - 1]).toMatchObject({ esl: { host: 'h', password: '[redacted]' }, nats: { pass: '[redacted]', token: '[redacted]' }, psk: '[redacted]' });
+  });
+
+  it('backs off on a broken frame right after a good handshake instead of reconnecting in a storm, logging the cause once (13.11)', async () => {
+    sim = await EslSimulator.start();
+    // Every connection authenticates and subscribes fine, then FreeSWITCH sends a frame that cannot be parsed.
+    const h = await connect('ALL', { reconnectMaxMs: 800 });
+    h.client.on('state', (state: string) => state === 'connected' && sim.sendRaw('Content-Length: not-a-number\n\n'));
+    const retries: number[] = [];
+    h.client.on('retry', (delay: number) => retries.push(delay));
+    await until(() => retries.length >= 6, 20_000);
+    // Doubling from the first failure up to the cap: a good auth does not reset it.
+    expect(retries.slice(0, 6)).toEqual([200, 400, 800, 800, 800, 800]);
+    expect(await metricValue(h.metrics, 'fsb_esl_stream_errors_total', { cause: 'frame_parse' })).toBeGreaterThanOrEqual(6);
+    expect(h.lines.filter((l) => /desynchronised/.test(l.msg)), JSON.stringify(h.lines.map((l) => l.msg))).toHaveLength(1);
+    expect(h.lines.filter((l) => l.msg === 'ESL disconnected, retrying')).toHaveLength(1);
+    expect(h.lines.filter((l) => l.msg === 'ESL connected')).toHaveLength(2);
+  });
+
+  it('starts the backoff over once a connection has stayed up (a restarted FreeSWITCH is rejoined at once)', async () => {
+    sim = await EslSimulator.start();
+    const h = await connect('ALL', { reconnectMaxMs: 800 }, { stableAfterMs: 300 });
+    const retries: number[] = [];
+    h.client.on('retry', (delay: number) => retries.push(delay));
+    await h.client.ready(2000);
+    await until(() => h.client.consecutiveFailures === 0 && h.lines.length > 0);
+    await new Promise((r) => setTimeout(r, 400));
+    await sim.dropClients();
+    await until(() => retries.length === 1);
+    expect(retries).toEqual([100]);
+    await h.client.ready(3000);
+  });
+
+  it('bounds its queue in bytes too: 1 MB events pause the socket at queue-max-bytes, and nothing is lost (13.12)', async () => {
+    sim = await EslSimulator.start();
+    const cap = 4 * 1024 * 1024;
+    const h = await connect('CUSTOM test::big', { queueMaxEvents: 10_000, queueMaxBytes: cap, maxFrameBytes: 2 * 1024 * 1024 }, { consume: false });
+    await h.client.ready(2000);
+    const big = FsEvent.create('CUSTOM', 'test::big');
+    big.body = 'x'.repeat(1024 * 1024);
+    const total = 40;
+    const replay = sim.replay([big], { count: total, loop: true });
+    await until(() => h.client.readPaused);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(h.client.readPaused).toBe(true);
+    // The event that crossed the limit is the last one taken: at most one event over it.
+    expect(h.client.queuedBytes).toBeGreaterThanOrEqual(cap);
+    expect(h.client.queuedBytes).toBeLessThan(cap + 1024 * 1024 + 4096);
+    expect(h.client.queueLength).toBeLessThan(total);
+    expect(await metricValue(h.metrics, 'fsb_queue_bytes', { component: 'esl' })).toBe(h.client.queuedBytes);
+    let received = 0;
+    let maxBytes = 0;
+    for await (const batch of h.client.events()) {
+      maxBytes = Math.max(maxBytes, batch.reduce((sum, e) => sum + (e.body?.length ?? 0), 0));
+      received += batch.length;
+      if (received === total) break;
+    }
+    expect(await replay).toBe(total);
+    expect(maxBytes).toBeLessThan(cap + 1024 * 1024 + 4096);
+  });
+
+  it('pipelines commands on a command-only connection: one write, replies matched in order, no subscription', async () => {
+    sim = await EslSimulator.start();
+    sim.setIngestRate(200_000);
+    const h = await connect(null);
+    await h.client.ready(2000);
+    expect(sim.commands).toEqual(['auth ClueCon']);
+    const n = 200;
+    const commands = Array.from({ length: n }, (_, i) => `sendevent CUSTOM\nEvent-Subclass: test::seq\nSeq: ${i}\n\n`);
+    const replies: (string | null)[] = [];
+    let written: Error | null | undefined;
+    const sent = h.client.pipeline(
+      commands,
+      commands.map(() => (error, frame) => replies.push(error ? error.message : (frame?.headers['Reply-Text'] ?? null))),
+      (error) => (written = error),
+    );
+    expect(sent).toBe(true);
+    await until(() => replies.length === n);
+    expect(written).toBeNull();
+    expect(replies.every((r) => r?.startsWith('+OK '))).toBe(true);
+    expect(sim.received.map((e) => e.get('Seq'))).toEqual(commands.map((_, i) => String(i)));
+    // The Event-UUIDs FreeSWITCH gave come back in command order.
+    expect(new Set(replies).size).toBe(n);
   });
 
   it('stops gracefully with exit and rejects pending bgapi jobs', async () => {

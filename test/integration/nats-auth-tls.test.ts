@@ -43,7 +43,10 @@ async function publishAcross(configA: NatsConfig, configB: NatsConfig, coreUuid:
   const received: BridgeEvent[] = [];
   try {
     await publisher.start();
-    await subscriber.start((item) => received.push(item));
+    await subscriber.start((item) => {
+        received.push(item);
+        item.delivery?.ack();
+      });
     expect(clientA.connected && clientB.connected).toBe(true);
     const event = testEvent(coreUuid, 1, 'PRESENCE_IN', undefined, [['from', '1000@example.com']]);
     publisher.deliver({ event, origin: { transport: 'esl', node: 'fs-a', receivedAt: Date.now() } });

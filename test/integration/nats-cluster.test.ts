@@ -45,7 +45,10 @@ describe('NATS 3-server cluster on loopback', () => {
       // The stream is created once JetStream elected its meta leader.
       deliver();
       await until(() => publisher.pending === 0, 20_000);
-      await subscriber.start((item) => received.push(item));
+      await subscriber.start((item) => {
+        received.push(item);
+        item.delivery?.ack();
+      });
 
       let stop = false;
       const traffic = (async () => {

@@ -52,7 +52,10 @@ describe('NATS publish and subscribe (real nats-server)', () => {
     const live: ReadEvent[] = [];
     try {
       await publisher.start();
-      await subscriber.start((item) => received.push(item));
+      await subscriber.start((item) => {
+        received.push(item);
+        item.delivery?.ack();
+      });
       await ownSubscriber.start((item) => ownReceived.push(item));
       const liveSub = subscribeLive(nc, new SubjectMapper('fs', 'test'), { event: 'sofia::register' }, (e) => live.push(e));
       await nc.flush();
@@ -149,7 +152,10 @@ describe('NATS publish and subscribe (real nats-server)', () => {
     const subscriber = new NatsSubscriber(config, { client: clientB, node: testNode('fs-b', 'escape'), metrics: new Metrics(), logger });
     try {
       await publisher.start();
-      await subscriber.start((item) => received.push(item));
+      await subscriber.start((item) => {
+        received.push(item);
+        item.delivery?.ack();
+      });
       publisher.deliver(local(testEvent('uuid-e', 1, 'CUSTOM', 'my app::évent.x::'), 'fs a.b*c>'));
       await until(() => received.length === 1);
       const msg = await (await jetstream(nc).streams.get('ESCAPE')).getMessage({ seq: 1 });
@@ -212,7 +218,10 @@ describe('NATS publish and subscribe (real nats-server)', () => {
     const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-b', 'foreign'), metrics, logger });
     const received: BridgeEvent[] = [];
     try {
-      await subscriber.start((item) => received.push(item));
+      await subscriber.start((item) => {
+        received.push(item);
+        item.delivery?.ack();
+      });
       const js = jetstream(nc);
       const h = headers();
       h.set(ORIGIN_NODE_HEADER, 'fs-x');

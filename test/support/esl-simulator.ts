@@ -11,6 +11,10 @@
  *   sim.setApi('status', 'UP 0 years...');   // or a handler (arg) => string
  *   sim.received                    // FsEvents received by `sendevent`, headers as written
  *   sim.setChunking({ mode: 'byte' });       // how our writes are cut: whole | fixed | random | byte
+ *   sim.setIngestRate(1_000_000);   // read commands at most this many bytes/s per connection, like read_packet
+ *   sim.ignore(/^auth /);           // matching commands get no reply at all (a hung FreeSWITCH)
+ *   sim.holdReplies(true);          // sendevents are fired as usual, their replies withheld (the bridge dies before it reads them)
+ *   sim.sendRaw('Content-Length: x\n\n');   // bytes to every authenticated client, as is
  *   await sim.dropClients();        // abrupt close (RST-like destroy)
  *   await sim.disconnectClients();  // text/disconnect-notice, then close
  *   await sim.stop(); await sim.restart({ newCoreUuid: true });   // same port, as a restarted FreeSWITCH
@@ -32,6 +36,16 @@
  *   prep_for_delivery headers; CUSTOM moves Event-Subclass first, as ESL's event_dup does.
  * - `exit` answers `+OK bye`, then the goodbye disconnect-notice, then closes.
  * - Events go out as `Content-Length: N\nContent-Type: text/event-plain|json\n\n` + body.
+ * - Pipelined commands (written back to back without waiting) are read and answered
+ *   one at a time, in order, by one reader per connection (listener_run's thread).
+ *   read_packet takes a command one byte per recv() followed by a sched_yield(), so
+ *   a connection ingests headers at a fixed byte rate and the body in bulk:
+ *   `setIngestRate(bytesPerSecond)` models that per connection (unlimited by default).
+ *   While a reader is behind, unread bytes stay in its socket (the client sees TCP
+ *   backpressure once about a socket buffer is waiting), and the connection's own
+ *   subscribed events wait in its queue: read_packet only delivers them when it finds
+ *   no command bytes pending. That queue holds 100,000 events (MAX_QUEUE_LEN); past
+ *   it events are lost, and after 500 losses the listener is killed (closed).
  *
  * Fired events get the simulator's Core-UUID, host names, dates and the next
  * Event-Sequence (one counter for the whole process, like EVENT_SEQUENCE_NR); pass
@@ -121,6 +135,12 @@ const BGAPI_LINE = '1572';
 /** Digits that stand in for the sequence number while a template is serialized. */
 const SEQ_PLACEHOLDER = '918273645546372819';
 const BATCH_BYTES = 64 * 1024;
+/** mod_event_socket's per-listener event queue (MAX_QUEUE_LEN) and the losses after which it kills the listener. */
+const LISTENER_QUEUE_MAX = 100_000;
+const LISTENER_MAX_LOST = 500;
+/** Unread command bytes a connection holds before it stops reading its socket (about a loopback socket buffer). */
+const UNREAD_BYTES_MAX = 256 * 1024;
+const INGEST_TICK_MS = 2;
 
 /** Headers switch_event_prep_for_delivery owns, in the order it appends them. */
 const PREP_HEADERS = [
@@ -173,6 +193,16 @@ class Template {
 interface Connection {
   socket: net.Socket;
   reader: CommandReader;
+  /** Command bytes received but not read yet (ingest rate set). */
+  backlog: Buffer[];
+  backlogBytes: number;
+  /** Bytes the reader may still take in the current tick. */
+  budget: number;
+  /** Events for this listener waiting until its reader finds no command bytes pending. */
+  eventQueue: string[];
+  lostEvents: number;
+  readPaused: boolean;
+  sendevents: number;
   authed: boolean;
   events: boolean;
   format: EventFormat;
@@ -197,6 +227,13 @@ export class EslSimulator extends EventEmitter {
   private readonly connections = new Set<Connection>();
   private readonly api = new Map<string, ApiAnswer>();
   private chunking: Chunking;
+  private ingestBytesPerSecond = 0;
+  private ingestTimer: NodeJS.Timeout | null = null;
+  private readonly ignored: RegExp[] = [];
+  private withholdSendeventReplies = false;
+  /** Events lost because a listener's queue was full, and listeners killed for it (mod_event_socket's "Lost [N] events!"). */
+  lostEvents = 0;
+  killedListeners = 0;
   private rng: () => number;
   private nextSeq: number;
   private options: Required<Omit<SimulatorOptions, 'api' | 'chunking' | 'firstSequence'>>;
@@ -273,6 +310,40 @@ export class EslSimulator extends EventEmitter {
   setChunking(chunking: Chunking): void {
     this.chunking = chunking;
     if (chunking.mode === 'random') this.rng = seededRandom(chunking.seed ?? 1);
+  }
+
+  /**
+   * How fast each connection reads commands, in bytes/s (0: at once). Header bytes
+   * count one by one, as read_packet takes them; a Content-Length body is taken in bulk.
+   */
+  setIngestRate(bytesPerSecond: number): void {
+    this.ingestBytesPerSecond = bytesPerSecond;
+    if (bytesPerSecond === 0) for (const conn of this.connections) this.readBacklog(conn, Infinity);
+  }
+
+  /** Commands matching a pattern are read but never answered (as a FreeSWITCH stuck in one would). */
+  ignore(pattern: RegExp): void {
+    this.ignored.push(pattern);
+  }
+
+  /** Fire sendevents as usual but keep their replies to ourselves (from now on, on every connection). */
+  holdReplies(hold: boolean): void {
+    this.withholdSendeventReplies = hold;
+  }
+
+  /** `sendevent`s taken per open connection, in connection order. */
+  get sendeventsPerConnection(): number[] {
+    return [...this.connections].map((c) => c.sendevents);
+  }
+
+  /** Write bytes as they are to every authenticated client (a broken frame, say). */
+  sendRaw(text: string): void {
+    for (const conn of this.connections) if (conn.authed) this.write(conn, text);
+  }
+
+  /** Unread command bytes per connection (ingest rate set). */
+  get unreadBytes(): number[] {
+    return [...this.connections].map((c) => c.backlogBytes);
   }
 
   setApi(command: string, answer: ApiAnswer): void {
@@ -370,6 +441,8 @@ export class EslSimulator extends EventEmitter {
     const server = this.server;
     if (!server) return;
     this.server = null;
+    if (this.ingestTimer) clearInterval(this.ingestTimer);
+    this.ingestTimer = null;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     if (options.graceful) await this.disconnectClients(DISCONNECT_GOODBYE);
     else await this.dropClients();
@@ -414,6 +487,13 @@ export class EslSimulator extends EventEmitter {
     const conn: Connection = {
       socket,
       reader: new CommandReader(),
+      backlog: [],
+      backlogBytes: 0,
+      budget: 0,
+      eventQueue: [],
+      lostEvents: 0,
+      readPaused: false,
+      sendevents: 0,
       authed: false,
       events: false,
       format: 'plain',
@@ -425,12 +505,100 @@ export class EslSimulator extends EventEmitter {
     socket.on('close', () => this.connections.delete(conn));
     socket.on('error', () => undefined);
     socket.on('data', (chunk: Buffer) => {
-      for (const command of conn.reader.push(chunk)) {
-        if (socket.destroyed || socket.writableEnded) return;
-        this.handle(conn, command);
+      if (this.ingestBytesPerSecond === 0 && conn.backlogBytes === 0) {
+        this.readCommands(conn, chunk);
+        return;
       }
+      conn.backlog.push(chunk);
+      conn.backlogBytes += chunk.length;
+      if (conn.backlogBytes >= UNREAD_BYTES_MAX && !conn.readPaused) {
+        conn.readPaused = true;
+        socket.pause();
+      }
+      this.startIngestClock();
     });
     this.write(conn, 'Content-Type: auth/request\n\n');
+  }
+
+  private readCommands(conn: Connection, bytes: Buffer): void {
+    for (const command of conn.reader.push(bytes)) {
+      if (conn.socket.destroyed || conn.socket.writableEnded) return;
+      this.handle(conn, command);
+    }
+    if (conn.backlogBytes === 0) this.flushEventQueue(conn);
+  }
+
+  private startIngestClock(): void {
+    if (this.ingestTimer || this.ingestBytesPerSecond === 0) return;
+    let last = performance.now();
+    this.ingestTimer = setInterval(() => {
+      const now = performance.now();
+      const earned = ((now - last) / 1000) * this.ingestBytesPerSecond;
+      last = now;
+      let busy = false;
+      for (const conn of this.connections) {
+        if (conn.backlogBytes === 0) continue;
+        // A reader that was idle does not bank time; one that was behind keeps what it did not spend.
+        conn.budget = Math.min(conn.budget + earned, this.ingestBytesPerSecond);
+        this.readBacklog(conn, conn.budget);
+        if (conn.backlogBytes > 0) busy = true;
+      }
+      if (!busy && this.ingestTimer) {
+        clearInterval(this.ingestTimer);
+        this.ingestTimer = null;
+      }
+    }, INGEST_TICK_MS);
+    this.ingestTimer.unref();
+  }
+
+  /** Read whole commands from the backlog while `budget` lasts (header bytes cost one each, a body nothing). */
+  private readBacklog(conn: Connection, budget: number): void {
+    let spent = 0;
+    while (conn.backlogBytes > 0 && !conn.socket.destroyed) {
+      const buffer = conn.backlog.length === 1 ? conn.backlog[0] : Buffer.concat(conn.backlog);
+      const cost = commandCost(buffer);
+      if (cost === null) {
+        // An incomplete command: read what there is, the rest comes later.
+        conn.backlog = [buffer];
+        break;
+      }
+      if (spent + cost.headerBytes > budget) {
+        conn.backlog = [buffer];
+        break;
+      }
+      spent += cost.headerBytes;
+      conn.backlog = cost.totalBytes === buffer.length ? [] : [buffer.subarray(cost.totalBytes)];
+      conn.backlogBytes -= cost.totalBytes;
+      this.readCommands(conn, buffer.subarray(0, cost.totalBytes));
+    }
+    if (Number.isFinite(budget)) conn.budget = Math.max(0, budget - spent);
+    if (conn.readPaused && conn.backlogBytes < UNREAD_BYTES_MAX / 2) {
+      conn.readPaused = false;
+      conn.socket.resume();
+    }
+  }
+
+  /** mod_event_socket sends a listener's queued events when its reader finds no command bytes waiting. */
+  private flushEventQueue(conn: Connection): void {
+    if (conn.eventQueue.length === 0) return;
+    const frames = conn.eventQueue;
+    conn.eventQueue = [];
+    this.write(conn, frames.join(''));
+  }
+
+  /** Queue (reader busy) or write one event frame to a listener, as the event thread does. */
+  private deliverTo(conn: Connection, frame: string): boolean {
+    if (conn.backlogBytes === 0) return this.write(conn, frame);
+    if (conn.eventQueue.length < LISTENER_QUEUE_MAX) {
+      conn.eventQueue.push(frame);
+      return true;
+    }
+    this.lostEvents++;
+    if (++conn.lostEvents > LISTENER_MAX_LOST) {
+      this.killedListeners++;
+      conn.socket.destroy();
+    }
+    return true;
   }
 
   private reply(conn: Connection, text: string, extraHeaders = ''): void {
@@ -441,6 +609,7 @@ export class EslSimulator extends EventEmitter {
     const cmd = received.command;
     this.commands.push(cmd);
     this.emit('command', cmd, received);
+    if (this.ignored.some((pattern) => pattern.test(cmd))) return;
     const lower = cmd.toLowerCase();
     if (lower.startsWith('exit') || lower.startsWith('...')) {
       this.reply(conn, '+OK bye');
@@ -538,6 +707,7 @@ export class EslSimulator extends EventEmitter {
   }
 
   private sendevent(conn: Connection, received: ReceivedCommand): void {
+    conn.sendevents++;
     const eventUuid = randomUUID();
     const recorded = new FsEvent(
       received.headers.filter(([n]) => n.toLowerCase() !== 'content-length').map(([n, v]) => [n, v] as Header),
@@ -546,7 +716,7 @@ export class EslSimulator extends EventEmitter {
     recorded.headers.unshift(['Event-Name', received.command.slice(9).trim()]);
     if (this.options.keepReceived) this.received.push(recorded);
     this.emit('sendevent', recorded);
-    this.reply(conn, `+OK ${eventUuid}`);
+    if (!this.withholdSendeventReplies) this.reply(conn, `+OK ${eventUuid}`);
 
     // What switch_event_t FreeSWITCH builds from it (read_packet + the sendevent branch).
     let name = received.command.slice(9).replace(/^[ \t]+/, '');
@@ -622,11 +792,11 @@ export class EslSimulator extends EventEmitter {
       if (!conn.authed || !conn.events || !matches(conn, template)) continue;
       const frame = template.frame(conn.format, seq);
       bytes += frame.length;
-      if (batch) {
+      if (batch && conn.backlogBytes === 0) {
         const list = batch.get(conn);
         if (list) list.push(frame);
         else batch.set(conn, [frame]);
-      } else this.write(conn, frame);
+      } else this.deliverTo(conn, frame);
     }
     return bytes;
   }
@@ -667,6 +837,31 @@ export class EslSimulator extends EventEmitter {
     this.write(conn, `Content-Type: text/disconnect-notice\nContent-Length: ${Buffer.byteLength(message)}\n\n${message}`);
     conn.socket.end();
   }
+}
+
+/**
+ * What reading the first command of `buffer` costs read_packet: its header block byte
+ * by byte, then a Content-Length body in one go. Null when the command is not complete.
+ */
+function commandCost(buffer: Buffer): { headerBytes: number; totalBytes: number } | null {
+  let newlines = 0;
+  let end = -1;
+  let start = 0;
+  while (start < buffer.length && (buffer[start] === 10 || buffer[start] === 13)) start++;
+  for (let i = start; i < buffer.length; i++) {
+    const b = buffer[i];
+    if (b === 10) {
+      if (++newlines === 2) {
+        end = i + 1;
+        break;
+      }
+    } else if (b !== 13) newlines = 0;
+  }
+  if (end < 0) return null;
+  const match = /\ncontent-length: *(\d+)/i.exec(buffer.toString('latin1', start, end));
+  const body = match ? Number(match[1]) : 0;
+  if (buffer.length < end + body) return null;
+  return { headerBytes: end, totalBytes: end + body };
 }
 
 function matches(conn: Connection, template: Template): boolean {

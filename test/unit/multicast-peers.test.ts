@@ -74,12 +74,12 @@ describe('PeerTracker', () => {
     peers.recordDrop('fs-b', 2);
     expect(fired).toHaveLength(1);
     expect(peers.list()).toEqual([
-      { name: 'fs-b', up: true, lastHeartbeat: now, eventsReceived: 2, gapsLost: 3, gapsUpperBound: 0, staleHeartbeats: 0, transports: ['multicast'], legacy: false, dropped: 2 },
-      { name: 'legacy-c', up: false, lastHeartbeat: null, eventsReceived: 1, gapsLost: 0, gapsUpperBound: 7, staleHeartbeats: 0, transports: ['multicast'], legacy: true, dropped: 0 },
+      { name: 'fs-b', up: true, lastHeartbeat: now, eventsReceived: 2, gapsLost: 3, lossKnown: true, gapsUpperBound: 0, staleHeartbeats: 0, transports: ['multicast'], legacy: false, dropped: 2 },
+      { name: 'legacy-c', up: false, lastHeartbeat: null, eventsReceived: 1, gapsLost: 0, lossKnown: false, gapsUpperBound: 7, staleHeartbeats: 0, transports: ['multicast'], legacy: true, dropped: 0 },
     ]);
     expect(formatPeers(peers.list(), now + 10_000)).toBe(
       'Peer fs-b UP; last seen 10 seconds ago; 2 events received, 3 lost\n' +
-        'Peer legacy-c DOWN; no heartbeat seen; 1 events received, 0 lost, up to 7 missed by Event-Sequence\n',
+        'Peer legacy-c DOWN; no heartbeat seen; 1 events received, loss unknown (no bridge sequence header)\n',
     );
     peers.clear();
     expect(peers.list()).toEqual([]);

@@ -147,7 +147,7 @@ function configFor(node: (typeof NODES)[number]) {
   return loadConfigText(xml, `${node.name}.xml`, {}).config;
 }
 
-/** Node B (ours) as a Bridge that is never connected: its ESL client writes commands into `written`. */
+/** Node B (ours) as a Bridge that is never connected: its ESL client and its injector write commands into `written`. */
 async function nodeB(options: { sink: 'sqlite' | 'esl'; locationParity: boolean; blfParity: boolean }) {
   const config = configFor(NODES[1]);
   const metrics = new Metrics();
@@ -168,6 +168,12 @@ async function nodeB(options: { sink: 'sqlite' | 'esl'; locationParity: boolean;
     } finally {
       current = null;
     }
+  };
+  // Injections (remote events, peer events) go through the injector: FreeSWITCH answers each at once.
+  bridge.injector.offer = (item) => {
+    written.push({ event: item.event ?? null, text: item.command });
+    item.done?.('injected');
+    return true;
   };
   const stores = new Map<string, EscapingStateStore>();
   const context: ConsumerContext = {

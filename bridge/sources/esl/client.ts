@@ -31,14 +31,26 @@ export const EslState = {
 export type EslState = (typeof EslState)[keyof typeof EslState];
 
 export interface EslClientOptions {
-  /** Event list for `event <format> ...`, e.g. Bindings.toEslSubscription(). */
-  subscription: string;
+  /**
+   * Event list for `event <format> ...`, e.g. Bindings.toEslSubscription(); null for a
+   * connection that only sends commands (the injector's: mod_event_socket delivers a
+   * listener's events only between its commands, so a connection busy with pipelined
+   * sendevents would starve its own subscription).
+   */
+  subscription: string | null;
   logger: Logger;
   metrics: Metrics;
   /** The local node's name, the `node` label of the ingest counters. */
   nodeName?: string;
   /** Event format to subscribe in (default plain: it is the faster to parse). */
   format?: 'plain' | 'json';
+  /** Shown in logs to tell several connections apart (default `esl`). */
+  label?: string;
+  /**
+   * A connection counts as healthy once it has stayed up this long; only then does
+   * the reconnect backoff start again from 100 ms (default 5 s).
+   */
+  stableAfterMs?: number;
 }
 
 interface PendingReply {
@@ -48,12 +60,16 @@ interface PendingReply {
   timer: NodeJS.Timeout | null;
 }
 
+/** How a pipelined command ended: its reply, or the error that ended the wait. */
+export type PipelinedReply = (error: Error | null, frame: EslFrame | null) => void;
+
 interface PendingJob {
   resolve: (body: string) => void;
   reject: (err: Error) => void;
 }
 
 const FIRST_RETRY_MS = 100;
+const DEFAULT_STABLE_AFTER_MS = 5_000;
 /** More Core-UUIDs than a node ever has in one lifetime of the bridge; older ones are forgotten. */
 const MAX_TRACKED_CORES = 16;
 
@@ -65,15 +81,22 @@ const MAX_TRACKED_CORES = 16;
  * this class owns the socket, the command FIFO, backpressure and sequence-gap checks.
  *
  * Events come out of `events()` in batches (one array per wake-up) because a batch
- * costs one promise round trip for many events. Memory is bounded: the queue holds
- * at most `queueMaxEvents`; when full the socket is paused and the frames of the
- * read in progress wait, unparsed into events, until the consumer takes the queue.
- * The consumer may hold one batch while the next queue fills, so at most twice
- * `queueMaxEvents` events are alive.
+ * costs one promise round trip for many events. Memory is bounded in events and in
+ * bytes: the queue holds at most `queueMaxEvents` events and `queueMaxBytes` bytes of
+ * frames (their size on the wire); when either is reached the socket is paused and
+ * the frames of the read in progress wait, unparsed into events, until the consumer
+ * takes the queue. The consumer may hold one batch while the next queue fills, so at
+ * most twice the limits are alive (plus one socket read and the parser's one frame,
+ * itself capped by `maxFrameBytes`).
  *
  * Replies come back in command order (mod_event_socket answers one command at a
  * time), so a FIFO matches them. A command that times out keeps its slot so its
  * late reply cannot be taken for the next command's.
+ *
+ * Reconnects back off on repeated failures of any kind (refused, auth, a broken
+ * frame right after a good handshake): the delay doubles from 100 ms to
+ * `reconnectMaxMs` and starts over only once a connection has stayed up for
+ * `stableAfterMs`. A failing series logs its cause once, not once per attempt.
  */
 export class EslClient extends EventEmitter {
   private stateValue: EslState = EslState.Idle;
@@ -83,13 +106,18 @@ export class EslClient extends EventEmitter {
   private pending: PendingReply[] = [];
   private readonly jobs = new Map<string, PendingJob>();
   private retryTimer: NodeJS.Timeout | null = null;
-  private retryDelay = FIRST_RETRY_MS;
+  /** Connections that failed or did not stay up for stableAfterMs, since the last stable one. */
+  private failures = 0;
+  private stableTimer: NodeJS.Timeout | null = null;
+  private connectedAt = 0;
+  /** The causes already logged in the current failing series. */
+  private readonly loggedCauses = new Set<string>();
   private stopping = false;
-  private loggedError: string | null = null;
   private disconnectNotice: string | null = null;
   private everConnected = false;
 
   private queue: FsEvent[] = [];
+  private queueBytes = 0;
   /** Frames read while the queue was full; at most one socket read's worth. */
   private held: EslFrame[] = [];
   private paused = false;
@@ -102,11 +130,16 @@ export class EslClient extends EventEmitter {
 
   private readonly format: 'plain' | 'json';
   private readonly node: string;
+  /** Tells connections apart in logs. */
+  readonly label: string;
+  private readonly stableAfterMs: number;
   private readonly deliverBackgroundJobs: boolean;
   private readonly drops: DropReporter;
   private readonly eventsIn: ReturnType<Metrics['eventsIn']['labels']>;
-  private readonly gapsLost: ReturnType<Metrics['gapsLost']['labels']>;
-  private readonly queueDepth: ReturnType<Metrics['queueDepth']['labels']>;
+  private readonly reconnectSkipped: Counter;
+  /** The queue gauges; only a connection that subscribes has a queue to show. */
+  private readonly queueDepth: { set(value: number): void };
+  private readonly queueBytesGauge: { set(value: number): void };
   private readonly reconnects: Counter;
   private readonly streamErrors: Counter<'cause'>;
 
@@ -117,13 +150,20 @@ export class EslClient extends EventEmitter {
     super();
     this.format = options.format ?? 'plain';
     this.node = options.nodeName ?? 'local';
+    this.label = options.label ?? 'esl';
+    this.stableAfterMs = options.stableAfterMs ?? DEFAULT_STABLE_AFTER_MS;
     this.parser = new EslFrameParser({ maxFrameBytes: config.maxFrameBytes });
-    this.deliverBackgroundJobs = subscribesTo(options.subscription, 'BACKGROUND_JOB');
+    this.deliverBackgroundJobs = options.subscription !== null && subscribesTo(options.subscription, 'BACKGROUND_JOB');
     const { metrics } = options;
     this.drops = new DropReporter('esl', metrics, options.logger);
     this.eventsIn = metrics.eventsIn.labels({ transport: 'esl', node: this.node });
-    this.gapsLost = metrics.gapsLost.labels({ transport: 'esl', node: this.node });
-    this.queueDepth = metrics.queueDepth.labels({ component: 'esl' });
+    this.reconnectSkipped = metrics.counter(
+      'fsb_esl_reconnect_sequence_skipped_total',
+      'Event-Sequence numbers skipped across ESL reconnects: an upper bound of the events missed while disconnected (it includes every event outside the subscription), not a loss count',
+    );
+    const subscribed = options.subscription !== null;
+    this.queueDepth = subscribed ? metrics.queueDepth.labels({ component: 'esl' }) : { set: () => undefined };
+    this.queueBytesGauge = subscribed ? metrics.queueBytes.labels({ component: 'esl' }) : { set: () => undefined };
     this.reconnects = metrics.counter('fsb_esl_reconnects_total', 'ESL connections re-established after a loss');
     this.streamErrors = metrics.counter('fsb_esl_stream_errors_total', 'ESL streams closed because the framing broke, by cause', ['cause']);
   }
@@ -140,6 +180,21 @@ export class EslClient extends EventEmitter {
   /** Events parsed and waiting for the consumer. */
   get queueLength(): number {
     return this.queue.length;
+  }
+
+  /** Wire bytes of the events waiting for the consumer. */
+  get queuedBytes(): number {
+    return this.queueBytes;
+  }
+
+  /** Failed or short-lived connections since the last stable one (what the backoff grows with). */
+  get consecutiveFailures(): number {
+    return this.failures;
+  }
+
+  /** Commands written and still waiting for their reply. */
+  get pendingReplies(): number {
+    return this.pending.length;
   }
 
   /** Whether reading from FreeSWITCH is paused for backpressure. */
@@ -182,6 +237,7 @@ export class EslClient extends EventEmitter {
       if (this.queue.length > 0) {
         const batch = this.queue;
         this.queue = [];
+        this.queueBytes = 0;
         this.refill();
         yield batch;
         continue;
@@ -234,12 +290,34 @@ export class EslClient extends EventEmitter {
     return reply.startsWith('+OK ') ? reply.slice(4) : reply;
   }
 
+  /**
+   * Write commands back to back in one socket write, without waiting for replies:
+   * mod_event_socket reads and answers them one at a time, in order. Each command's
+   * reply (or the error that ended its wait: a -ERR, the connection closing) goes to
+   * its callback; there is no per-command timeout, because a command queued behind
+   * others waits for them and that is not a failure. `onWritten` runs once the bytes
+   * are in the kernel, so what the caller records then has left the process.
+   * Returns false, calling nothing, when not connected.
+   */
+  pipeline(commands: readonly string[], replies: readonly PipelinedReply[], onWritten?: (error: Error | null) => void): boolean {
+    const socket = this.socket;
+    if (!socket || socket.destroyed || !socket.writable || this.stateValue !== EslState.Connected) return false;
+    for (let i = 0; i < commands.length; i++) {
+      const reply = replies[i];
+      this.pending.push({ command: commands[i], resolve: (frame) => reply(null, frame), reject: (err) => reply(err, null), timer: null });
+    }
+    socket.write(commands.length === 1 ? commands[0] : commands.join(''), onWritten && ((err) => onWritten(err ?? null)));
+    return true;
+  }
+
   /** Graceful stop: `exit`, wait for FreeSWITCH to close (bounded by commandTimeoutMs). */
   async stop(): Promise<void> {
     if (this.stateValue === EslState.Stopped) return;
     this.stopping = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    if (this.stableTimer) clearTimeout(this.stableTimer);
+    this.stableTimer = null;
     const socket = this.socket;
     if (socket && !socket.destroyed) {
       const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
@@ -288,7 +366,7 @@ export class EslClient extends EventEmitter {
     socket.on('data', (chunk: Buffer) => this.onData(socket, chunk));
     socket.on('error', (err) => {
       if (this.stateValue !== EslState.Connected) this.lastErrorValue = err;
-      this.options.logger.debug({ err: err.message }, 'ESL socket error');
+      this.options.logger.debug({ esl: this.label, err: err.message }, 'ESL socket error');
     });
     socket.on('close', () => this.onClose(socket));
   }
@@ -302,7 +380,10 @@ export class EslClient extends EventEmitter {
       // The byte stream is out of step: nothing after this point can be trusted.
       const cause = err instanceof FrameTooLargeError ? 'frame_too_large' : 'frame_parse';
       this.streamErrors.inc({ cause });
-      this.options.logger.error({ err: (err as Error).message, cause }, 'ESL stream desynchronised, reconnecting');
+      this.lastErrorValue = err as Error;
+      if (this.firstOfSeries(`stream:${cause}`)) {
+        this.options.logger.error({ esl: this.label, err: (err as Error).message, cause }, 'ESL stream desynchronised, reconnecting');
+      }
       socket.destroy();
       return;
     }
@@ -312,13 +393,12 @@ export class EslClient extends EventEmitter {
 
   /** Handle frames from index `from`; stops and holds the rest when the queue fills. */
   private process(socket: net.Socket, frames: EslFrame[], from: number): void {
-    const cap = this.config.queueMaxEvents;
     let received = 0;
     let i = from;
     for (; i < frames.length; i++) {
       const frame = frames[i];
       if (isEventFrame(frame)) {
-        if (this.queue.length >= cap) break;
+        if (this.queueFull()) break;
         received++;
         this.ingest(frame);
       } else this.onControlFrame(socket, frame);
@@ -328,7 +408,7 @@ export class EslClient extends EventEmitter {
       if (this.queue.length > 0) this.wakeConsumer();
     }
     if (i < frames.length) this.hold(socket, frames, i);
-    this.queueDepth.set(this.queue.length);
+    this.setQueueGauges();
   }
 
   /** Keep event frames for later and stop reading; replies among them are still answered now. */
@@ -350,9 +430,9 @@ export class EslClient extends EventEmitter {
       const held = this.held;
       this.held = [];
       if (socket) this.process(socket, held, 0);
-      else this.queueDepth.set(this.queue.length);
-    } else this.queueDepth.set(this.queue.length);
-    if (this.paused && this.held.length === 0 && this.queue.length < this.config.queueMaxEvents / 2) {
+      else this.setQueueGauges();
+    } else this.setQueueGauges();
+    if (this.paused && this.held.length === 0 && this.queue.length < this.config.queueMaxEvents / 2 && this.queueBytes < this.config.queueMaxBytes / 2) {
       this.paused = false;
       socket?.resume();
     }
@@ -382,6 +462,16 @@ export class EslClient extends EventEmitter {
       return;
     }
     this.queue.push(event);
+    this.queueBytes += frame.body?.length ?? 0;
+  }
+
+  private setQueueGauges(): void {
+    this.queueDepth.set(this.queue.length);
+    this.queueBytesGauge.set(this.queueBytes);
+  }
+
+  private queueFull(): boolean {
+    return this.queue.length >= this.config.queueMaxEvents || this.queueBytes >= this.config.queueMaxBytes;
   }
 
   /**
@@ -399,7 +489,7 @@ export class EslClient extends EventEmitter {
       const last = this.lastSequence.get(core);
       if (last !== undefined && seq > last + 1) {
         const lost = seq - last - 1;
-        this.gapsLost.inc(lost);
+        this.reconnectSkipped.inc(lost);
         this.options.logger.warn({ core, from: last + 1, to: seq - 1, lost }, `ESL reconnect: up to ${lost} events lost (Event-Sequence ${last + 1}..${seq - 1})`);
       } else if (last === undefined && this.lastCore !== null && this.lastCore !== core) {
         this.options.logger.warn({ previous: this.lastCore, core }, 'FreeSWITCH restarted (new Core-UUID): sequence starts over, not a gap');
@@ -423,7 +513,7 @@ export class EslClient extends EventEmitter {
       case ContentType.ApiResponse: {
         const entry = this.pending.shift();
         if (!entry) {
-          this.options.logger.warn({ headers: frame.headers }, 'ESL reply without a pending command');
+          this.options.logger.warn({ esl: this.label, type: frame.headers['Content-Type'], reply: frame.headers['Reply-Text'] }, 'ESL reply without a pending command');
           return;
         }
         if (entry.timer) clearTimeout(entry.timer);
@@ -449,8 +539,10 @@ export class EslClient extends EventEmitter {
       await this.send(socket, `auth ${this.config.password}\n\n`).catch((err: unknown) => {
         throw err instanceof CommandError ? new AuthError(`ESL authentication refused by ${this.config.host}:${this.config.port}: ${err.reply}`) : err;
       });
-      const subscription = (this.deliverBackgroundJobs ? '' : 'BACKGROUND_JOB ') + this.options.subscription;
-      await this.send(socket, `event ${this.format} ${subscription}\n\n`);
+      if (this.options.subscription !== null) {
+        const subscription = (this.deliverBackgroundJobs ? '' : 'BACKGROUND_JOB ') + this.options.subscription;
+        await this.send(socket, `event ${this.format} ${subscription}\n\n`);
+      }
     } catch (err) {
       this.lastErrorValue = err as Error;
       socket.destroy();
@@ -458,12 +550,26 @@ export class EslClient extends EventEmitter {
     }
     if (socket !== this.socket) return;
     this.lastErrorValue = null;
-    this.loggedError = null;
-    this.retryDelay = FIRST_RETRY_MS;
     if (this.everConnected) this.reconnects.inc();
     this.everConnected = true;
+    this.connectedAt = Date.now();
+    // The backoff starts over only once this connection has proved itself.
+    this.stableTimer = setTimeout(() => {
+      this.stableTimer = null;
+      if (this.failures > 0) this.options.logger.info({ esl: this.label, failures: this.failures }, `ESL connection stable again after ${this.failures} failed attempts`);
+      this.failures = 0;
+      this.loggedCauses.clear();
+    }, this.stableAfterMs);
+    this.stableTimer.unref();
     this.checkGap = this.lastSequence.size > 0;
-    this.setState(EslState.Connected, true);
+    this.setState(EslState.Connected, this.failures === 0 || this.firstOfSeries('connected'));
+  }
+
+  /** True the first time `cause` is seen in the current failing series: what is worth a log line. */
+  private firstOfSeries(cause: string): boolean {
+    if (this.loggedCauses.has(cause)) return false;
+    this.loggedCauses.add(cause);
+    return true;
   }
 
   private onClose(socket: net.Socket): void {
@@ -472,20 +578,30 @@ export class EslClient extends EventEmitter {
     this.failPending(new NotConnectedError('ESL connection closed'));
     // Frames held for the consumer were complete events: they stay deliverable.
     this.paused = false;
+    if (this.stableTimer) {
+      // Up, but not long enough to count as a success: the series goes on.
+      clearTimeout(this.stableTimer);
+      this.stableTimer = null;
+      this.failures++;
+    } else if (this.stateValue !== EslState.Connected) this.failures++;
     if (this.stopping) return;
     // Refused credentials need an operator, so they are logged on their own (once
-    // until they change); a refused or reset connection is what the state log says.
+    // per series); a refused or reset connection is what the state log says, once.
     const err = this.lastErrorValue;
-    if (err instanceof AuthError && err.message !== this.loggedError) {
-      this.loggedError = err.message;
-      this.options.logger.error({ err: err.message, code: err.code }, 'ESL authentication failed; retrying (fix the password or the ACL)');
+    if (err instanceof AuthError && this.firstOfSeries(`auth:${err.message}`)) {
+      this.options.logger.error({ esl: this.label, err: err.message, code: err.code }, 'ESL authentication failed; retrying (fix the password or the ACL)');
     }
-    this.setState(EslState.Disconnected, true);
+    // The first failure of a series says what happened; the attempts after it are the
+    // backoff at work (their causes, when they matter, are logged above, once).
+    const previous = this.stateValue;
+    this.setState(EslState.Disconnected, false);
+    if (this.firstOfSeries('down')) this.logDown(previous);
+    const delay = Math.min(FIRST_RETRY_MS * 2 ** Math.min(this.failures, 16), Math.max(FIRST_RETRY_MS, this.config.reconnectMaxMs));
+    this.emit('retry', delay, this.failures);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.connect();
-    }, this.retryDelay);
-    this.retryDelay = Math.min(this.retryDelay * 2, Math.max(FIRST_RETRY_MS, this.config.reconnectMaxMs));
+    }, delay);
   }
 
   private failPending(err: Error): void {
@@ -504,14 +620,19 @@ export class EslClient extends EventEmitter {
     const previous = this.stateValue;
     this.stateValue = state;
     if (log) {
-      const where = `${this.config.host}:${this.config.port}`;
-      if (state === EslState.Connected) this.options.logger.info({ esl: where, subscription: this.options.subscription }, 'ESL connected');
-      else if (state === EslState.Disconnected) {
-        const message = previous === EslState.Connected ? 'ESL disconnected, retrying' : 'ESL not reachable, retrying';
-        this.options.logger.warn({ esl: where, notice: this.disconnectNotice ?? undefined, err: this.lastErrorValue?.message }, message);
-      }
+      if (state === EslState.Connected) this.options.logger.info({ esl: this.label, at: `${this.config.host}:${this.config.port}`, subscription: this.options.subscription ?? undefined }, 'ESL connected');
+      else if (state === EslState.Disconnected) this.logDown(previous);
     }
     this.emit('state', state);
+  }
+
+  private logDown(previous: EslState): void {
+    const message = previous === EslState.Connected ? 'ESL disconnected, retrying' : 'ESL not reachable, retrying';
+    const upMs = previous === EslState.Connected ? Date.now() - this.connectedAt : undefined;
+    this.options.logger.warn(
+      { esl: this.label, at: `${this.config.host}:${this.config.port}`, notice: this.disconnectNotice ?? undefined, err: this.lastErrorValue?.message, upMs, failures: this.failures || undefined },
+      message,
+    );
   }
 
   private wakeConsumer(): void {

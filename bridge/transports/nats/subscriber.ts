@@ -15,7 +15,7 @@ import type { FsEvent } from '../../event/event.js';
 import { parseJson } from '../../event/json.js';
 import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
-import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
+import type { BridgeEvent, Delivery, RemoteSource, SourceControl } from '../../pipeline/types.js';
 import type { NatsClient } from './connection.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { SubjectMapper } from './subjects.js';
@@ -45,6 +45,7 @@ export class NatsSubscriber implements RemoteSource {
   private readonly drops: DropReporter;
   private readonly ownSkipped;
   private emit: ((item: BridgeEvent) => void) | null = null;
+  private control: SourceControl | null = null;
   private messages: ConsumerMessages | null = null;
   private running = false;
   private loop: Promise<void> | null = null;
@@ -61,8 +62,9 @@ export class NatsSubscriber implements RemoteSource {
     this.ownSkipped = deps.metrics.counter('fsb_nats_own_events_skipped_total', "This node's own events seen on NATS and skipped");
   }
 
-  async start(emit: (item: BridgeEvent) => void): Promise<void> {
+  async start(emit: (item: BridgeEvent) => void, control?: SourceControl): Promise<void> {
     this.emit = emit;
+    this.control = control ?? null;
     this.running = true;
     this.unlisten = this.deps.client.onChange((up) => {
       if (up) this.wake?.();
@@ -99,7 +101,7 @@ export class NatsSubscriber implements RemoteSource {
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.New,
       filter_subject: this.subjects.clusterWildcard,
-      ack_wait: nanos(30_000),
+      ack_wait: nanos(this.config.ackWaitMs),
       max_ack_pending: 1_000,
     });
   }
@@ -119,7 +121,13 @@ export class NatsSubscriber implements RemoteSource {
         const messages = await consumer.consume({ max_messages: 256, expires: 5_000, idle_heartbeat: 1_000 });
         this.messages = messages;
         if (!this.running) messages.stop();
-        for await (const msg of messages) this.handle(msg);
+        for await (const msg of messages) {
+          // The bridge's inject queue is full: stop taking messages (JetStream keeps them,
+          // and stops sending at max_ack_pending) until it has room again.
+          const wait = this.control?.backpressure();
+          if (wait) await wait;
+          this.handle(msg);
+        }
       } catch (err) {
         if (this.running) this.deps.logger.warn({ component: 'nats_subscriber', err }, 'JetStream consumer stopped; restarting');
       } finally {
@@ -162,12 +170,15 @@ export class NatsSubscriber implements RemoteSource {
       return;
     }
     this.deps.metrics.eventsIn.inc({ transport: 'nats', node: origin });
+    // Acknowledged by the bridge once the event's fate is known (FreeSWITCH answered its
+    // injection, or it was a duplicate): a crash before that means JetStream redelivers it.
+    const delivery: Delivery = { ack: () => msg.ack(), nak: (delayMs) => msg.nak(delayMs) };
     try {
-      this.emit?.({ event, origin: { transport: 'nats', node: origin, receivedAt: Date.now() } });
+      this.emit?.({ event, origin: { transport: 'nats', node: origin, receivedAt: Date.now() }, delivery });
     } catch (err) {
       this.drops.drop('emit_failed', err);
+      msg.ack();
     }
-    msg.ack();
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,101 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Bridge } from '../../bridge/bridge.js';
+import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
+import { InjectQueueFullError } from '../../bridge/errors.js';
+import { FsEvent } from '../../bridge/event/event.js';
+import { silentLogger } from '../../bridge/observability/logger.js';
+import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
+import { EslSimulator } from '../support/esl-simulator.js';
+import { until } from '../support/wait.js';
+
+/**
+ * The bridge's injection path against the simulator: remote events and consumer events
+ * share the injector, what the design removes is counted as filtered (an alert on
+ * fsb_drops_total must mean loss), and what cannot be queued is counted once.
+ */
+let sim: EslSimulator | undefined;
+let bridge: Bridge | undefined;
+
+afterEach(async () => {
+  await bridge?.stop();
+  bridge = undefined;
+  await sim?.stop();
+  sim = undefined;
+});
+
+async function started(inject: Record<string, string> = {}): Promise<Bridge> {
+  sim = await EslSimulator.start({ switchname: 'fs-b' });
+  const xml = defaultConfigXml({
+    settings: { 'node-name': 'fs-b', hostname: 'host-b', ipv4: '192.0.2.2', 'stats-interval': '0' },
+    esl: { port: String(sim.port) },
+    inject,
+    multicast: { enabled: 'no' },
+    metrics: { enabled: 'no' },
+  });
+  bridge = new Bridge(loadConfigText(xml, 'fs-b.xml', {}).config, { logger: silentLogger() });
+  await bridge.start();
+  expect(bridge.ready).toBe(true);
+  return bridge;
+}
+
+async function counter(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = bridge!.metrics.registry.getSingleMetric(name);
+  if (!metric) return 0;
+  return (await metric.get()).values.filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want)).reduce((n, v) => n + v.value, 0);
+}
+
+let seq = 0;
+function remote(event: FsEvent, transport: Transport = Transport.Multicast): BridgeEvent {
+  event.set('Core-UUID', 'a0a0a0a0-0000-4000-8000-00000000000a').set('Event-Sequence', String(++seq)).set('Multicast-Sender', 'fs-a');
+  return { event, origin: { transport, node: 'fs-a', receivedAt: Date.now() } };
+}
+
+const injected = () => sim!.received.filter((e) => e.subclass === 'multicast::event');
+
+describe('bridge injection', () => {
+  it('leaves the SDP out by design: counted as filtered, not as a drop, and the rest of the event is injected', async () => {
+    const b = await started();
+    const answer = FsEvent.create('CHANNEL_ANSWER').add('Unique-ID', 'call-1').add('variable_switch_r_sdp', 'v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\n');
+    b.pipeline.remote(remote(answer));
+    await until(() => injected().length === 1);
+    const event = injected()[0];
+    expect(event.get('Orig-Unique-ID')).toBe('call-1');
+    expect(event.has('Orig-variable_switch_r_sdp')).toBe(false);
+    expect(await counter('fsb_filtered_total', { cause: 'crlf_header_removed' })).toBe(1);
+    expect(await counter('fsb_drops_total')).toBe(0);
+    expect(await counter('fsb_injected_total', { transport: 'multicast' })).toBe(1);
+  });
+
+  it("sends a consumer's event through the injector, after the remote events of the same call, with the loop guard", async () => {
+    const b = await started();
+    sim!.setIngestRate(200_000);
+    for (let i = 0; i < 50; i++) b.pipeline.remote(remote(FsEvent.create('CHANNEL_EXECUTE').add('Unique-ID', 'call-2').add('N', String(i))));
+    await b.local.sendEvent(FsEvent.create('PRESENCE_IN').add('Unique-ID', 'call-2').add('N', 'consumer'));
+    const last = sim!.received[sim!.received.length - 1];
+    expect(last.name).toBe('PRESENCE_IN');
+    expect(last.get(LOOP_GUARD_HEADER)).toBe('fs-b');
+    // Everything of that call offered before it was in FreeSWITCH before it.
+    expect(injected().map((e) => e.get('Orig-N'))).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
+  });
+
+  it('counts a multicast event the full queue cannot take once, and refuses a consumer event with a typed error', async () => {
+    const b = await started({ 'queue-max-bytes': '1MB' });
+    // FreeSWITCH takes 10 KB/s: the burst below fills the 1 MB queue at once.
+    sim!.setIngestRate(10_000);
+    const big = (i: number) => FsEvent.create('RE_SCHEDULE').add('Task-Desc', 'x'.repeat(2000)).add('N', String(i));
+    let offered = 0;
+    while ((await counter('fsb_drops_total', { cause: 'inject_queue_full' })) === 0 && offered < 5_000) b.pipeline.remote(remote(big(offered++)));
+    expect(offered).toBeGreaterThan(100);
+    expect(b.injector.bytes).toBeLessThan(1024 * 1024 + 4096);
+    await expect(b.local.sendEvent(FsEvent.create('PRESENCE_IN').add('from', '1000@x'))).rejects.toBeInstanceOf(InjectQueueFullError);
+    expect(await counter('fsb_drops_total')).toBe(1);
+    // A copy of the refused event that arrives later (over NATS, say) is injected, not filtered as a duplicate.
+    const refused = big(offered - 1);
+    refused.set('Core-UUID', 'a0a0a0a0-0000-4000-8000-00000000000a').set('Event-Sequence', String(seq)).set('Multicast-Sender', 'fs-a');
+    sim!.setIngestRate(0);
+    await until(() => b.injector.length === 0, 30_000);
+    b.pipeline.remote({ event: refused, origin: { transport: Transport.Nats, node: 'fs-a', receivedAt: Date.now() } });
+    await until(() => injected().some((e) => e.get('Orig-N') === String(offered - 1)));
+    expect(await counter('fsb_filtered_total', { cause: 'duplicate_nats' })).toBe(0);
+  });
+});
