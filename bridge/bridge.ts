@@ -313,6 +313,9 @@ export class Bridge {
   /** Read back what was injected before a restart, so JetStream's redeliveries are recognised. */
   private openJournal(): void {
     const path = this.config.dedup.journal;
+    if (path === '' && this.config.nats.enabled) {
+      this.logger.warn('dedup/journal is not set: after a crash, the NATS messages written to FreeSWITCH but not yet acknowledged are injected again');
+    }
     if (path === '' || this.journal) return;
     let opened;
     try {
