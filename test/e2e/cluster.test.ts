@@ -198,7 +198,8 @@ describe('hub and two satellites', () => {
     // the database answers at once, without any new registration.
     expect(hub.location('1000')).toEqual([sat2.spec.ip]);
     expect(hub.location('2049')).toEqual([sat2.spec.ip]);
-  });
+    // A stop, a start and a wait for ready of up to 30 s: more than the default test timeout on a loaded machine.
+  }, 60_000);
 
   it('satellite 2 in legacy mode (raw mod_event_multicast datagrams, no NATS): the hub still sees its registrations', async () => {
     expect(await sat2.stopBridge()).toBe(0);
