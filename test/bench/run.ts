@@ -43,6 +43,7 @@ export const CASES: readonly CaseSpec[] = [
   { name: 'location-writes', module: './location-writes.js', export: 'locationWrites', netns: false, nats: false, timeoutMs: { quick: 30_000, full: 90_000 } },
   { name: 'kv-load', module: './kv-load.js', export: 'kvLoad', netns: false, nats: true, timeoutMs: { quick: 30_000, full: 90_000 } },
   { name: 'rss', module: './rss.js', export: 'rss', netns: true, nats: true, timeoutMs: { quick: 40_000, full: 120_000 } },
+  { name: 'board-latency', module: './board-latency.js', export: 'boardLatency', netns: false, nats: true, timeoutMs: { quick: 40_000, full: 180_000 } },
   { name: 'inject', module: './inject.js', export: 'inject', netns: false, nats: false, timeoutMs: { quick: 40_000, full: 180_000 } },
 ];
 
