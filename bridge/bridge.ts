@@ -79,7 +79,8 @@ export class Bridge {
   private readonly waitingCopies = new Map<string, Delivery[]>();
   private readonly deferred: Counter;
   private readonly unconfirmed: Counter<'transport'>;
-  private consumersReady = false;
+  /** Every part started: consumers with their state written, then the remote sources (a new NATS durable delivers only what comes after it). */
+  private started = false;
   private pump: Promise<void> | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
   private lastTotals = new Map<string, number>();
@@ -167,9 +168,9 @@ export class Bridge {
     return this.pipeline;
   }
 
-  /** ESL up (events and injection), and every consumer has loaded its state. */
+  /** ESL up (events and injection), every consumer's state written, the remote sources listening. */
   get ready(): boolean {
-    return !this.stopped && this.esl.state === EslState.Connected && this.injector.connected && this.consumersReady;
+    return !this.stopped && this.esl.state === EslState.Connected && this.injector.connected && this.started;
   }
 
   /** Where the status server listens (port 0 in config picks a free one). */
@@ -240,7 +241,6 @@ export class Bridge {
     }
     const context = this.consumerContext();
     for (const consumer of this.consumers) await consumer.start(context);
-    this.consumersReady = true;
     this.board?.start();
     this.pump = this.pumpLocalEvents();
     const emit = (item: BridgeEvent) => {
@@ -251,6 +251,7 @@ export class Bridge {
     // NATS waits while the inject queue is full: its messages stay in JetStream meanwhile.
     const control = { backpressure: () => this.injector.room() };
     for (const source of this.sources) await source.start(emit, control);
+    this.started = true;
     this.peers.start();
     if (config.statsIntervalMs > 0) {
       this.statsTimer = setInterval(() => void this.logStats(), config.statsIntervalMs);

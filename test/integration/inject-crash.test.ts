@@ -138,7 +138,8 @@ describe('kill -9 of a bridge fed by JetStream', () => {
   it('injects what FreeSWITCH had already taken once, not twice, after the restart', async () => {
     sim.holdReplies(true);
     const first = startBridge();
-    await until(bridgeReady, 20_000).catch((err: Error) => {
+    // Ready, and its durable consumer exists (it is made after /ready turns 200, and a new one delivers only what comes after it).
+    await until(async () => (await bridgeReady()) && first.output().includes('bridge started'), 20_000).catch((err: Error) => {
       throw new Error(`${err.message}\n${first.output()}`);
     });
     const seqs = publish(50);
