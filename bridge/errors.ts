@@ -170,3 +170,13 @@ export class LocationDbError extends BridgeError {
     super('FSB_ERR_LOCATION_DB', `<consumer name="location"> param "db-path" (${path}): ${problem}`, options);
   }
 }
+
+/**
+ * A socket the config describes cannot be opened on this host (port in use, an address
+ * this host does not have): names the params to look at, since only the host can tell.
+ */
+export class BindError extends BridgeError {
+  constructor(what: string, address: string, readonly params: readonly string[], detail: string, options?: { cause?: unknown }) {
+    super('FSB_ERR_BIND', `cannot open ${what} on ${address} (${detail}); check ${params.join(', ')}`, options);
+  }
+}

@@ -54,9 +54,7 @@ export interface NatsConfig {
   maxInFlight: number;
   auth: { user?: string; pass?: string; token?: string; nkeySeed?: string; credsFile?: string };
   tls: { ca?: string; cert?: string; key?: string } | null;
-  kv: { locationBucket: string; blfBucket: string; peersBucket: string };
-  /** How often this node writes its heartbeat to KV; peers missing it for peerTimeoutMs are down. */
-  heartbeatMs: number;
+  kv: { locationBucket: string; blfBucket: string };
 }
 
 export interface DedupConfig {

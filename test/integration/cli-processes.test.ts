@@ -55,7 +55,7 @@ describe('fs-event-bridge processes', () => {
       ports[name] = await freePort();
     }
     const base = (name: string, i: number) => ({
-      settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli', 'stats-interval': '300ms' },
+      settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli', 'stats-interval': '1s' },
       esl: { port: String(sims[i].port) },
       // One HEARTBEAT must keep fs-a UP until `peers` (a new Node process each try) gets to ask, even on a loaded machine.
       multicast: { enabled: 'no', 'peer-timeout': '30s' },

@@ -19,7 +19,7 @@ export interface ReceiverWorkerData {
 
 export type WorkerReport =
   | { type: 'ready'; receiveBufferBytes: number }
-  | { type: 'open-failed'; message: string; code?: string }
+  | { type: 'open-failed'; step: 'bind' | 'join'; message: string; code?: string }
   | { type: 'socket-error'; message: string }
   | { type: 'closed' };
 
@@ -68,8 +68,8 @@ function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer
       setImmediate(flush);
     }
   });
-  const failOpen = (error: NodeJS.ErrnoException) => {
-    report({ type: 'open-failed', message: error.message, code: error.code });
+  const failOpen = (error: NodeJS.ErrnoException, step: 'bind' | 'join' = 'bind') => {
+    report({ type: 'open-failed', step, message: error.message, code: error.code });
     socket.close();
     parent.close();
   };
@@ -80,7 +80,7 @@ function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer
     try {
       socket.addMembership(data.group, data.interface || undefined);
     } catch (error) {
-      failOpen(error as NodeJS.ErrnoException);
+      failOpen(error as NodeJS.ErrnoException, 'join');
       return;
     }
     report({ type: 'ready', receiveBufferBytes: socket.getRecvBufferSize() });

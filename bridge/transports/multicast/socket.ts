@@ -1,6 +1,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { BindError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { HandOffReader, HandOffWriter, type DatagramListener, type DropListener, type HandOffLimits, type HandOffMessage } from './hand-off.js';
 import { receiverWorkerSource, type ReceiverWorkerData, type WorkerCommand, type WorkerReport } from './receiver-worker.js';
@@ -171,7 +172,11 @@ export class MulticastSocket {
             resolve(worker);
             break;
           case 'open-failed':
-            reject(Object.assign(new Error(`multicast socket ${bindAddress}:${port} (group ${group}): ${message.message}`), { code: message.code }));
+            reject(
+              message.step === 'bind'
+                ? new BindError('the multicast receive socket', `${bindAddress}:${port}`, ['multicast/bind-address', 'multicast/port'], message.message)
+                : new BindError(`multicast group ${group}`, this.options.interface || 'the default interface', ['multicast/interface', 'multicast/address'], message.message),
+            );
             break;
           case 'socket-error':
             this.logger.error({ err: message.message }, 'multicast socket error');
@@ -190,9 +195,9 @@ export class MulticastSocket {
     // A group address cannot be a source; otherwise send from the address the legacy module binds.
     const from = isMulticast(bindAddress) ? undefined : bindAddress;
     await new Promise<void>((resolve, reject) => {
-      sender.once('error', reject);
+      sender.once('error', (error) => reject(new BindError('the multicast send socket', `${from ?? '0.0.0.0'}:0`, ['multicast/bind-address'], error.message, { cause: error })));
       sender.bind(0, from, () => {
-        sender.off('error', reject);
+        sender.removeAllListeners('error');
         resolve();
       });
     });
@@ -203,7 +208,7 @@ export class MulticastSocket {
       sender.setMulticastLoopback(loopback);
     } catch (error) {
       sender.close();
-      throw error;
+      throw new BindError('the multicast send socket', iface || 'the default interface', ['multicast/interface'], (error as Error).message, { cause: error });
     }
     return sender;
   }
