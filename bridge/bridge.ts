@@ -2,7 +2,9 @@ import type { BridgeConfig } from './config/types.js';
 import type { Consumer, ConsumerContext, EventStream, LocalNode, StateStore } from './consumer.js';
 import type { FsEvent } from './event/event.js';
 import type { Logger } from './observability/logger.js';
-import { DropReporter, Metrics, registerStateGauges } from './observability/metrics.js';
+import type { Counter } from 'prom-client';
+import { MulticastSubclass } from './event/names.js';
+import { Budget, DropReporter, Metrics, registerStateGauges } from './observability/metrics.js';
 import { StatusServer } from './observability/http.js';
 import { Board } from './observability/board/board.js';
 import { Bindings } from './pipeline/bindings.js';
@@ -46,6 +48,15 @@ export function boardUrl(address: { address: string; port: number }): string {
 const CONSUMER_BINDINGS = 'CUSTOM sofia::register sofia::unregister sofia::expire';
 /** Remote events waiting for FreeSWITCH to acknowledge their injection. */
 const MAX_PENDING_INJECTIONS = 10_000;
+/**
+ * Per 10 s: peer change log lines, and peerup/peerdown injected into FreeSWITCH. A
+ * 100-node cluster coming up at once passes; a flood of invented senders costs
+ * FreeSWITCH at most 10 events/s (the rest are counted as peer_event_rate drops, and
+ * still reach the consumers).
+ */
+const PEER_BUDGET_INTERVAL_MS = 10_000;
+const PEER_LOG_BUDGET = 20;
+export const PEER_EVENT_BUDGET = 100;
 
 /**
  * The composition root: the one module that knows every source, transport and
@@ -67,6 +78,10 @@ export class Bridge {
   private readonly board: Board | null;
   private statusAddress: { address: string; port: number } | null = null;
   private pendingInjections = 0;
+  private readonly peerEvents: Counter<'event'>;
+  /** Peer changes logged one line each; a flood of invented senders is summarized instead. */
+  private readonly peerLogBudget = new Budget(PEER_LOG_BUDGET, PEER_BUDGET_INTERVAL_MS);
+  private readonly peerInjectBudget = new Budget(PEER_EVENT_BUDGET, PEER_BUDGET_INTERVAL_MS);
   private consumersReady = false;
   private pump: Promise<void> | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
@@ -78,15 +93,25 @@ export class Bridge {
     options: BridgeOptions,
   ) {
     this.logger = options.logger;
-    this.metrics = options.metrics ?? new Metrics({ defaultMetrics: true });
+    this.metrics = options.metrics ?? new Metrics({ defaultMetrics: true, maxNodeLabels: config.multicast.maxPeers });
     this.consumers = options.consumers ?? [];
     this.drops = new DropReporter('bridge', this.metrics, this.logger);
     const node = config.node;
     const deps = { metrics: this.metrics, logger: this.logger };
 
+    const untracked = this.metrics.counter('fsb_peers_untracked_events_total', 'Remote events whose sender found the peer table full of peers that are up (max-peers): delivered, but the sender is not tracked and gets no peerup');
+    this.peerEvents = this.metrics.counter('fsb_peer_events_total', 'peerup and peerdown events, by event (all reach the consumers; FreeSWITCH gets at most PEER_EVENT_BUDGET per 10 s)', ['event']);
     this.peers = new PeerTracker((event, peer) => this.onPeerEvent(event, peer), {
       timeoutMs: config.multicast.peerTimeoutMs,
       checkIntervalMs: Math.max(50, Math.min(5_000, Math.floor(config.multicast.peerTimeoutMs / 4))),
+      maxPeers: config.multicast.maxPeers,
+      forgetAfterMs: config.multicast.peerForgetMs,
+      onUntracked: () => untracked.inc(),
+    });
+    const peerCounts = (state: 'held' | 'up') => this.peers.counts()[state];
+    this.metrics.gauge('fsb_peers', 'Peers tracked (held) and, of those, up', ['state'], (gauge) => {
+      gauge.set({ state: 'held' }, peerCounts('held'));
+      gauge.set({ state: 'up' }, peerCounts('up'));
     });
 
     this.multicast = config.multicast.enabled ? new MulticastTransport(config.multicast, { nodeName: node.name, gaps: this.peers, ...deps }) : null;
@@ -198,12 +223,7 @@ export class Bridge {
     this.consumersReady = true;
     this.board?.start();
     this.pump = this.pumpLocalEvents();
-    const emit = (item: BridgeEvent) => {
-      this.observeAge(item);
-      this.peers.observe(item);
-      this.pipeline.remote(item);
-    };
-    for (const source of this.sources) await source.start(emit);
+    for (const source of this.sources) await source.start(this.remote);
     this.peers.start();
     if (config.statsIntervalMs > 0) {
       this.statsTimer = setInterval(() => void this.logStats(), config.statsIntervalMs);
@@ -238,6 +258,13 @@ export class Bridge {
     this.logger.info({ node: this.config.node.name }, 'bridge stopped');
   }
 
+  /** Where every remote source hands its events: peer liveness first, then the pipeline (dedup, inject, consumers). */
+  readonly remote = (item: BridgeEvent): void => {
+    this.observeAge(item);
+    this.peers.observe(item);
+    this.pipeline.remote(item);
+  };
+
   /** SIGHUP: new bindings, psk and TTL without closing the socket; peers are forgotten as the legacy module does. */
   reload(next: BridgeConfig): void {
     this.multicast?.reconfigure({ bindings: next.multicast.bindings, psk: next.multicast.psk, ttl: next.multicast.ttl });
@@ -271,10 +298,20 @@ export class Bridge {
   }
 
   private onPeerEvent(event: FsEvent, peer: string): void {
-    this.logger.info({ peer, event: event.subclass, lastseen: event.get('Lastseen') }, `peer ${peer} ${event.subclass === 'multicast::peerup' ? 'up' : 'down'}`);
-    const guarded = event.clone();
-    guarded.add(LOOP_GUARD_HEADER, this.config.node.name);
-    this.send(guarded, 'peer');
+    const change = event.subclass === MulticastSubclass.PeerUp ? 'up' : 'down';
+    this.peerEvents.inc({ event: event.subclass });
+    const notLogged = this.peerLogBudget.admit();
+    if (notLogged >= 0) {
+      const fields = { peer, event: event.subclass, lastseen: event.get('Lastseen'), ...(notLogged > 0 && { peerChangesNotLogged: notLogged }) };
+      this.logger.info(fields, notLogged > 0 ? `peer ${peer} ${change} (${notLogged} peer changes before it not logged: too many at once)` : `peer ${peer} ${change}`);
+    }
+    if (this.peerInjectBudget.admit() >= 0) {
+      const guarded = event.clone();
+      guarded.add(LOOP_GUARD_HEADER, this.config.node.name);
+      this.send(guarded, 'peer');
+    } else {
+      this.drops.drop('peer_event_rate', { peer, event: event.subclass, budget: `${PEER_EVENT_BUDGET} per ${PEER_BUDGET_INTERVAL_MS / 1000} s` });
+    }
     this.pipeline.publish({ event, origin: { transport: 'multicast', node: peer, receivedAt: Date.now() } });
   }
 
@@ -288,6 +325,13 @@ export class Bridge {
     if (unsafe.length > 0) {
       for (const [name] of unsafe) event.delete(name);
       this.drops.drop('crlf_header_removed', { headers: unsafe.map(([name]) => name.slice(0, 64)) }, unsafe.length);
+    }
+    // FreeSWITCH ends a sendevent header name at its first ':', so such a header cannot be
+    // carried as named; it is left out (counted) rather than refusing the whole event.
+    const unnamed = event.headers.filter(([name]) => name === '' || name.includes(':'));
+    if (unnamed.length > 0) {
+      for (const [name] of unnamed) event.delete(name);
+      this.drops.filtered('colon_header_removed', unnamed.length);
     }
     if (event.body !== null && event.body.includes('\0')) {
       this.drops.drop('nul_in_body');

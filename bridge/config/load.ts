@@ -226,6 +226,8 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
       bindings: get<Bindings>('bindings', 'multicast'),
       receiveBufferBytes: num('multicast', 'receive-buffer'),
       peerTimeoutMs: num('multicast', 'peer-timeout'),
+      maxPeers: num('multicast', 'max-peers'),
+      peerForgetMs: num('multicast', 'peer-forget'),
       maxDatagramBytes: num('multicast', 'max-datagram-bytes'),
     },
     nats: {

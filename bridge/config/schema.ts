@@ -1,4 +1,5 @@
 import { isIP, isIPv4 } from 'node:net';
+import { nodeNameProblem } from '../pipeline/peers.js';
 import { isValidPrefix } from '../transports/nats/subjects.js';
 
 /**
@@ -48,11 +49,8 @@ const MAX_TEXT_BYTES = 255;
 const HOSTNAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 const NATS_URL = /^(?:(nats|tls):\/\/)?(?:[^\s@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^\s:/@[\]]+)(?::(\d{1,5}))?\/?$/;
 
-function text(value: string): string | undefined {
-  if (CONTROL.test(value)) return 'contains a control character (CR, LF, NUL, tab...)';
-  if (Buffer.byteLength(value) > MAX_TEXT_BYTES) return `is longer than ${MAX_TEXT_BYTES} bytes`;
-  return undefined;
-}
+/** The rule for node names from the wire (bridge/pipeline/peers.ts), for every short text. */
+const text = nodeNameProblem;
 
 function ipv4(value: string): string | undefined {
   return isIPv4(value) ? undefined : 'is not an IPv4 address (a.b.c.d)';
@@ -150,6 +148,8 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'multicast', name: 'psk', type: 'secret', format: 'secret', default: '', description: 'Pre-shared key: Blowfish-CBC exactly like mod_event_multicast (weak: no integrity, no replay protection). Empty: plaintext.', appliesTo: 'multicast enabled' },
   { section: 'multicast', name: 'receive-buffer', type: 'bytes', min: 65536, max: GB, default: '32MB', unit: 'bytes', description: 'Socket receive buffer requested (SO_RCVBUF). The kernel caps it at net.core.rmem_max (often 208 KB to 4 MB) and the bridge logs the size granted; set net.core.rmem_max=33554432 so a burst of 10,000 datagrams fits (docs/decisions.md).', appliesTo: 'multicast enabled' },
   { section: 'multicast', name: 'peer-timeout', type: 'duration', min: 100, max: DAY_MS, default: '60s', unit: 'ms', description: 'A peer whose HEARTBEAT has not been heard for this long is down (multicast::peerdown), as in the legacy module.' },
+  { section: 'multicast', name: 'max-peers', type: 'int', min: 1, max: 10_000, default: '256', description: "Most remote nodes tracked as peers (any transport), and most distinct node label values in the metrics (the rest count as node=\"_other\"). Anyone on the group can invent senders; past the cap a peer that is not up makes room, and while all are up a new sender's events still flow but it gets no peerup (counted in fsb_peers_untracked_events_total)." },
+  { section: 'multicast', name: 'peer-forget', type: 'duration', min: 1000, max: DAY_MS, default: '1h', unit: 'ms', description: 'A peer that is down (or never sent a HEARTBEAT) and silent this long is forgotten: it leaves the peers list, and if it returns its peerup says Lastseen: Never. A value below peer-timeout counts as peer-timeout.' },
   { section: 'multicast', name: 'max-datagram-bytes', type: 'bytes', default: '65507', min: 300, max: 65507, unit: 'bytes', description: 'Largest datagram accepted or sent.', appliesTo: 'multicast enabled' },
 
   // nats

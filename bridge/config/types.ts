@@ -38,6 +38,10 @@ export interface MulticastConfig {
   receiveBufferBytes: number;
   /** A peer silent for longer than this is down (legacy: 60 s). */
   peerTimeoutMs: number;
+  /** Most peers tracked, and most node label values in the metrics (default 256). */
+  maxPeers?: number;
+  /** A peer not up and silent this long is forgotten (default 1 h). */
+  peerForgetMs?: number;
   /** Datagrams larger than this are refused (IPv4 UDP maximum payload by default). */
   maxDatagramBytes: number;
 }

@@ -441,7 +441,7 @@ export function bridgeConfigXml(
       'peer-timeout': `${options.peerTimeoutMs ?? 2_000}ms`,
     },
     nats: options.nats
-      ? { enabled: 'true', servers: options.nats.join(','), replicas: '3', heartbeat: '500ms', 'stream-max-age': '1h' }
+      ? { enabled: 'true', servers: options.nats.join(','), replicas: '3', 'stream-max-age': '1h' }
       : { enabled: 'false' },
     'consumer:blf': { enabled: 'true' },
     'consumer:location': { enabled: 'true', 'db-path': spec.dbPath, 'peer-down-grace': `${options.peerDownGraceMs ?? 500}ms` },

@@ -142,7 +142,7 @@ export class MulticastSource implements RemoteSource {
       if (colon > 0 && Number.isSafeInteger(n)) {
         const lost = this.exactGaps.observe(sender + ' ' + seqHeader.slice(0, colon), n);
         if (lost > 0) {
-          this.options.metrics.gapsLost.inc({ transport: 'multicast', node: sender }, lost);
+          this.options.metrics.gapsLost.inc({ transport: 'multicast', node: this.options.metrics.nodeLabel(sender) }, lost);
           this.options.gaps?.recordGap(sender, lost, true);
         }
         return;
@@ -151,7 +151,7 @@ export class MulticastSource implements RemoteSource {
     if (coreUuid === undefined || eventSequence === undefined) return;
     const lost = this.legacyGaps.observe(coreUuid, eventSequence);
     if (lost > 0) {
-      this.legacyGapCounter.inc({ node: sender }, lost);
+      this.legacyGapCounter.inc({ node: this.options.metrics.nodeLabel(sender) }, lost);
       this.options.gaps?.recordGap(sender, lost, false);
     }
   }
@@ -159,7 +159,7 @@ export class MulticastSource implements RemoteSource {
   private counterFor(sender: string): Counter.Internal {
     let counter = this.eventsIn.get(sender);
     if (!counter) {
-      counter = this.options.metrics.eventsIn.labels({ transport: 'multicast', node: sender });
+      counter = this.options.metrics.eventsIn.labels({ transport: 'multicast', node: this.options.metrics.nodeLabel(sender) });
       // Senders are cluster nodes; the cap only stops a spoofing flood from growing the cache.
       if (this.eventsIn.size < 1024) this.eventsIn.set(sender, counter);
     }

@@ -161,7 +161,7 @@ export class NatsSubscriber implements RemoteSource {
       msg.term();
       return;
     }
-    this.deps.metrics.eventsIn.inc({ transport: 'nats', node: origin });
+    this.deps.metrics.eventsIn.inc({ transport: 'nats', node: this.deps.metrics.nodeLabel(origin) });
     try {
       this.emit?.({ event, origin: { transport: 'nats', node: origin, receivedAt: Date.now() } });
     } catch (err) {
