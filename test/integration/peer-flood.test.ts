@@ -108,7 +108,7 @@ describe('a flood of invented senders', () => {
 describe('node label cardinality', () => {
   it('a multicast source gives the first max-peers senders their own series, the rest one _other series', async () => {
     const metrics = new Metrics({ maxNodeLabels: 10 });
-    const socket = { setListener: () => undefined, acquire: async () => undefined, release: async () => undefined, ownSkipped: () => 0 } as unknown as MulticastSocket;
+    const socket = { setListener: () => undefined, acquire: async () => undefined, release: async () => undefined, ownSkipped: () => 0, kernelDrops: () => null } as unknown as MulticastSocket;
     const source = new MulticastSource(socket, { nodeName: 'fs-local', psk: null, maxDatagramBytes: 65_507, metrics, logger: pino({ level: 'silent' }) });
     let delivered = 0;
     await source.start(() => delivered++);

@@ -53,6 +53,9 @@ class CapturingSocket {
   ownSkipped(): number {
     return 0;
   }
+  kernelDrops(): number | null {
+    return null;
+  }
 }
 
 /** A state store that escapes keys exactly like the NATS one does, and refuses what it refuses. */

@@ -18,7 +18,7 @@ export interface ReceiverWorkerData {
 }
 
 export type WorkerReport =
-  | { type: 'ready'; receiveBufferBytes: number }
+  | { type: 'ready'; receiveBufferBytes: number; fd: number }
   | { type: 'open-failed'; step: 'bind' | 'join'; message: string; code?: string }
   | { type: 'socket-error'; message: string }
   | { type: 'closed' };
@@ -68,6 +68,15 @@ function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer
       setImmediate(flush);
     }
   });
+  // The descriptor names the socket in /proc (socket.ts reads its kernel drop counter). dgram
+  // has no public accessor; its internal state holds the libuv handle, whose fd is -1 if absent.
+  const socketFd = (target: Dgram.Socket): number => {
+    for (const key of Object.getOwnPropertySymbols(target)) {
+      const fd = (target as unknown as Record<symbol, { handle?: { fd?: unknown } } | undefined>)[key]?.handle?.fd;
+      if (typeof fd === 'number') return fd;
+    }
+    return -1;
+  };
   const failOpen = (error: NodeJS.ErrnoException, step: 'bind' | 'join' = 'bind') => {
     report({ type: 'open-failed', step, message: error.message, code: error.code });
     socket.close();
@@ -83,7 +92,7 @@ function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer
       failOpen(error as NodeJS.ErrnoException, 'join');
       return;
     }
-    report({ type: 'ready', receiveBufferBytes: socket.getRecvBufferSize() });
+    report({ type: 'ready', receiveBufferBytes: socket.getRecvBufferSize(), fd: socketFd(socket) });
   });
   parent.on('message', (command: WorkerCommand) => {
     if (command.type !== 'close') return;
