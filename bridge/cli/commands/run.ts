@@ -39,14 +39,7 @@ export async function runBridge(file: string, logLevel: string | undefined, logg
   const log = logger ?? createLogger(logLevel ?? config.logLevel);
   for (const warning of warnings) log.warn(warning);
   const bridge = new Bridge(config, { logger: log, consumers: consumersFor(config) });
-  try {
-    await bridge.start();
-  } catch (err) {
-    // Close what did start (status server, NATS, sockets): a bridge that cannot run must exit, not linger half-up.
-    exitIfStopHangs(log);
-    await bridge.stop().catch(() => {});
-    throw err;
-  }
+  await bridge.start();
 
   let stopping = false;
   const stop = (signal: string) => {
