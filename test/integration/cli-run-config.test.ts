@@ -15,6 +15,7 @@ import { BindError, ConfigError } from '../../bridge/errors.js';
 import { createLogger } from '../../bridge/observability/logger.js';
 import { runCli } from '../support/cli.js';
 import { freePort } from '../support/nats-server.js';
+import { CHILD_TEST_MS } from '../support/wait.js';
 
 let dir: string;
 let busy: Server;
@@ -39,7 +40,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('run and validate on config problems', () => {
+describe('run and validate on config problems', { timeout: CHILD_TEST_MS }, () => {
   it('refuses in run exactly what validate refuses (bad interface, subject prefix, stream and bucket names, db-path "")', async () => {
     const cases: [string, Record<string, Record<string, string>>][] = [
       ['interface', { multicast: { interface: 'eth0' } }],
@@ -76,7 +77,7 @@ describe('run and validate on config problems', () => {
 
   it('the CLI prints the code and the message, no stack trace, and exits 1', async () => {
     const file = configFile('cli-busy', { multicast: { enabled: 'no' }, esl: { port: String(await freePort()) }, metrics: { port: String(busyPort) } });
-    const result = await runCli(['run', '--config', file], { timeoutMs: 30_000 });
+    const result = await runCli(['run', '--config', file]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^fs-event-bridge: FSB_ERR_BIND: cannot open the metrics server on 127\.0\.0\.1:\d+ \(listen EADDRINUSE/m);
     expect(result.stderr).not.toMatch(/^\s+at /m);

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLan, JsonLineProcess, nodeInNetns, type Lan } from '../support/netns.js';
 import { datagramFixtures, fixturePath } from '../support/fixtures.js';
+import { CHILD_START_MS, CHILD_TEST_MS } from '../support/wait.js';
 import type { NodeProcessConfig } from './multicast-node.js';
 
 /**
@@ -43,7 +44,7 @@ async function startNode(host: number, overrides: Partial<NodeProcessConfig>): P
   };
   const node = new JsonLineProcess<Report>(nodeInNetns(netns, NODE_SCRIPT, [JSON.stringify(config)]));
   running.push(node);
-  await node.waitFor((r) => r.type === 'ready', 15_000);
+  await node.waitFor((r) => r.type === 'ready', CHILD_START_MS);
   return node;
 }
 
@@ -53,7 +54,7 @@ async function stats(node: JsonLineProcess<Report>): Promise<Stats> {
 
 const header = (report: Report, name: string) => (report.headers as [string, string][]).find(([n]) => n === name)?.[1];
 
-describe('multicast between bridge transports on a virtual LAN', () => {
+describe('multicast between bridge transports on a virtual LAN', { timeout: CHILD_TEST_MS }, () => {
   it('carries events with their original headers and exact bodies, plain', async () => {
     const [a, b] = await Promise.all([startNode(0, {}), startNode(1, {})]);
     const body = 'line: with colon\r\nand CR, \u2131 and € and a MAGIC-like \u2131\u0158\n';

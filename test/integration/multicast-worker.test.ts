@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { createNetns, JsonLineProcess, nodeInNetns, type Netns } from '../support/netns.js';
+import { CHILD_START_MS, CHILD_TEST_MS } from '../support/wait.js';
 import type { NodeProcessConfig } from './multicast-node.js';
 
 /**
@@ -46,11 +47,11 @@ async function statsWhen(node: JsonLineProcess<Report>, done: (s: Stats) => bool
   return s;
 }
 
-describe('multicast receiver worker', () => {
+describe('multicast receiver worker', { timeout: CHILD_TEST_MS }, () => {
   it('hands datagrams over in order, and counts queue_full drops while the main thread is blocked (delivered + dropped == sent)', async () => {
     const receiver = start('receiver', { receiveQueueDatagrams: QUEUE });
     const sender = start('sender');
-    await Promise.all([receiver.waitFor((r) => r.type === 'ready', 15_000), sender.waitFor((r) => r.type === 'ready', 15_000)]);
+    await Promise.all([receiver.waitFor((r) => r.type === 'ready', CHILD_START_MS), sender.waitFor((r) => r.type === 'ready', CHILD_START_MS)]);
     const queueFull = (s: Stats) => s.drops['multicast-receive:queue_full'] ?? 0;
 
     // Many batches, main thread free and each round within the bound: everything in order, nothing dropped.
@@ -91,7 +92,7 @@ describe('multicast receiver worker', () => {
     // The smallest buffer the kernel grants (it doubles the request and has a floor): a few datagrams.
     const receiver = start('small-buffer', { port, receiveBufferBytes: 1024 });
     const sender = start('flooder', { port });
-    await Promise.all([receiver.waitFor((r) => r.type === 'ready', 15_000), sender.waitFor((r) => r.type === 'ready', 15_000)]);
+    await Promise.all([receiver.waitFor((r) => r.type === 'ready', CHILD_START_MS), sender.waitFor((r) => r.type === 'ready', CHILD_START_MS)]);
     const kernel = (s: Stats) => s.drops['multicast-receive:kernel_rcvbuf'] ?? 0;
     const queueFull = (s: Stats) => s.drops['multicast-receive:queue_full'] ?? 0;
     const accounted = (s: Stats) => s.received + kernel(s) + queueFull(s);
