@@ -200,9 +200,9 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'metrics', name: 'host', type: 'string', format: 'host', default: '127.0.0.1', description: 'Listen address.', appliesTo: 'metrics enabled' },
   { section: 'metrics', name: 'port', type: 'int', default: '9464', min: 0, max: 65535, description: 'Listen port (0: any free port).', appliesTo: 'metrics enabled' },
   { section: 'metrics', name: 'board', type: 'bool', default: 'false', description: 'Serve the cluster board (lamps, registrations, peers, traffic, drops; live over server-sent events) at /board/ on the same server. It shows user names and addresses: on a host other than loopback it needs board-token or board-password, or board-public.', appliesTo: 'metrics enabled' },
-  { section: 'metrics', name: 'board-token', type: 'secret', default: '', description: 'Token that opens the board: `Authorization: Bearer <token>`, or once as /board/?token=<token> (which sets a cookie). Empty: no token.', appliesTo: 'board enabled' },
-  { section: 'metrics', name: 'board-user', type: 'string', default: 'operator', description: 'User name for HTTP basic auth on the board (with board-password).', appliesTo: 'board enabled' },
-  { section: 'metrics', name: 'board-password', type: 'secret', default: '', description: 'Password for HTTP basic auth on the board. Empty: no basic auth.', appliesTo: 'board enabled' },
+  { section: 'metrics', name: 'board-token', type: 'secret', format: 'secret', default: '', description: 'Token that opens the board: `Authorization: Bearer <token>`, or once as /board/?token=<token> (which sets a cookie). Empty: no token.', appliesTo: 'board enabled' },
+  { section: 'metrics', name: 'board-user', type: 'string', format: 'text', default: 'operator', description: 'User name for HTTP basic auth on the board (with board-password).', appliesTo: 'board enabled' },
+  { section: 'metrics', name: 'board-password', type: 'secret', format: 'secret', default: '', description: 'Password for HTTP basic auth on the board. Empty: no basic auth.', appliesTo: 'board enabled' },
   { section: 'metrics', name: 'board-public', type: 'bool', default: 'false', description: 'Serve the board without credentials on a host other than loopback. Refused unless set (FSB_ERR_BOARD_EXPOSED), and warned about at every start when set.', appliesTo: 'board enabled' },
 ];
 
