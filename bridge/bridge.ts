@@ -4,7 +4,8 @@ import type { Consumer, ConsumerContext, EventStream, LocalNode, StateStore } fr
 import type { FsEvent } from './event/event.js';
 import { InjectQueueFullError, JournalError, NotConnectedError } from './errors.js';
 import type { Logger } from './observability/logger.js';
-import { DropReporter, Metrics, registerStateGauges } from './observability/metrics.js';
+import { MulticastSubclass } from './event/names.js';
+import { Budget, DropReporter, Metrics, registerStateGauges } from './observability/metrics.js';
 import { StatusServer } from './observability/http.js';
 import { Board } from './observability/board/board.js';
 import { Bindings } from './pipeline/bindings.js';
@@ -50,6 +51,15 @@ export function boardUrl(address: { address: string; port: number }): string {
 const CONSUMER_BINDINGS = 'CUSTOM sofia::register sofia::unregister sofia::expire';
 /** How long a NATS message the inject queue had no room for waits before JetStream delivers it again. */
 const REDELIVER_WHEN_FULL_MS = 1_000;
+/**
+ * Per 10 s: peer change log lines, and peerup/peerdown injected into FreeSWITCH. A
+ * 100-node cluster coming up at once passes; a flood of invented senders costs
+ * FreeSWITCH at most 10 events/s (the rest are counted as peer_event_rate drops, and
+ * still reach the consumers).
+ */
+const PEER_BUDGET_INTERVAL_MS = 10_000;
+const PEER_LOG_BUDGET = 20;
+export const PEER_EVENT_BUDGET = 100;
 
 /**
  * The composition root: the one module that knows every source, transport and
@@ -81,6 +91,10 @@ export class Bridge {
   private readonly unconfirmed: Counter<'transport'>;
   /** Every part started: consumers with their state written, then the remote sources (a new NATS durable delivers only what comes after it). */
   private started = false;
+  private readonly peerEvents: Counter<'event'>;
+  /** Peer changes logged one line each; a flood of invented senders is summarized instead. */
+  private readonly peerLogBudget = new Budget(PEER_LOG_BUDGET, PEER_BUDGET_INTERVAL_MS);
+  private readonly peerInjectBudget = new Budget(PEER_EVENT_BUDGET, PEER_BUDGET_INTERVAL_MS);
   private pump: Promise<void> | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
   private lastTotals = new Map<string, number>();
@@ -91,15 +105,25 @@ export class Bridge {
     options: BridgeOptions,
   ) {
     this.logger = options.logger;
-    this.metrics = options.metrics ?? new Metrics({ defaultMetrics: true });
+    this.metrics = options.metrics ?? new Metrics({ defaultMetrics: true, maxNodeLabels: config.multicast.maxPeers });
     this.consumers = options.consumers ?? [];
     this.drops = new DropReporter('bridge', this.metrics, this.logger);
     const node = config.node;
     const deps = { metrics: this.metrics, logger: this.logger };
 
+    const untracked = this.metrics.counter('fsb_peers_untracked_events_total', 'Remote events whose sender found the peer table full of peers that are up (max-peers): delivered, but the sender is not tracked and gets no peerup');
+    this.peerEvents = this.metrics.counter('fsb_peer_events_total', 'peerup and peerdown events, by event (all reach the consumers; FreeSWITCH gets at most PEER_EVENT_BUDGET per 10 s)', ['event']);
     this.peers = new PeerTracker((event, peer) => this.onPeerEvent(event, peer), {
       timeoutMs: config.multicast.peerTimeoutMs,
       checkIntervalMs: Math.max(50, Math.min(5_000, Math.floor(config.multicast.peerTimeoutMs / 4))),
+      maxPeers: config.multicast.maxPeers,
+      forgetAfterMs: config.multicast.peerForgetMs,
+      onUntracked: () => untracked.inc(),
+    });
+    const peerCounts = (state: 'held' | 'up') => this.peers.counts()[state];
+    this.metrics.gauge('fsb_peers', 'Peers tracked (held) and, of those, up', ['state'], (gauge) => {
+      gauge.set({ state: 'held' }, peerCounts('held'));
+      gauge.set({ state: 'up' }, peerCounts('up'));
     });
 
     this.multicast = config.multicast.enabled ? new MulticastTransport(config.multicast, { nodeName: node.name, gaps: this.peers, ...deps }) : null;
@@ -243,14 +267,9 @@ export class Bridge {
     for (const consumer of this.consumers) await consumer.start(context);
     this.board?.start();
     this.pump = this.pumpLocalEvents();
-    const emit = (item: BridgeEvent) => {
-      this.observeAge(item);
-      this.peers.observe(item);
-      this.pipeline.remote(item);
-    };
     // NATS waits while the inject queue is full: its messages stay in JetStream meanwhile.
     const control = { backpressure: () => this.injector.room() };
-    for (const source of this.sources) await source.start(emit, control);
+    for (const source of this.sources) await source.start(this.remote, control);
     this.started = true;
     this.peers.start();
     if (config.statsIntervalMs > 0) {
@@ -288,6 +307,13 @@ export class Bridge {
     await this.status.close();
     this.logger.info({ node: this.config.node.name }, 'bridge stopped');
   }
+
+  /** Where every remote source hands its events: peer liveness first, then the pipeline (dedup, inject, consumers). */
+  readonly remote = (item: BridgeEvent): void => {
+    this.observeAge(item);
+    this.peers.observe(item);
+    this.pipeline.remote(item);
+  };
 
   /** SIGHUP: new bindings, psk and TTL without closing the socket; peers are forgotten as the legacy module does. */
   reload(next: BridgeConfig): void {
@@ -399,9 +425,17 @@ export class Bridge {
   }
 
   private onPeerEvent(event: FsEvent, peer: string): void {
-    this.logger.info({ peer, event: event.subclass, lastseen: event.get('Lastseen') }, `peer ${peer} ${event.subclass === 'multicast::peerup' ? 'up' : 'down'}`);
+    const change = event.subclass === MulticastSubclass.PeerUp ? 'up' : 'down';
+    this.peerEvents.inc({ event: event.subclass });
+    const notLogged = this.peerLogBudget.admit();
+    if (notLogged >= 0) {
+      const fields = { peer, event: event.subclass, lastseen: event.get('Lastseen'), ...(notLogged > 0 && { peerChangesNotLogged: notLogged }) };
+      this.logger.info(fields, notLogged > 0 ? `peer ${peer} ${change} (${notLogged} peer changes before it not logged: too many at once)` : `peer ${peer} ${change}`);
+    }
     const guarded = this.sanitized(event.clone().add(LOOP_GUARD_HEADER, this.config.node.name));
-    if (guarded !== null) {
+    if (guarded !== null && this.peerInjectBudget.admit() < 0) {
+      this.drops.drop('peer_event_rate', { peer, event: event.subclass, budget: `${PEER_EVENT_BUDGET} per ${PEER_BUDGET_INTERVAL_MS / 1000} s` });
+    } else if (guarded !== null) {
       const accepted = this.injector.offer({
         command: sendeventCommand(guarded),
         event: guarded,

@@ -200,3 +200,13 @@ export class JournalError extends BridgeError {
     super('FSB_ERR_JOURNAL', `param "dedup/journal" ${JSON.stringify(path)}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   }
 }
+
+/**
+ * A socket the config describes cannot be opened on this host (port in use, an address
+ * this host does not have): names the params to look at, since only the host can tell.
+ */
+export class BindError extends BridgeError {
+  constructor(what: string, address: string, readonly params: readonly string[], detail: string, options?: { cause?: unknown }) {
+    super('FSB_ERR_BIND', `cannot open ${what} on ${address} (${detail}); check ${params.join(', ')}`, options);
+  }
+}

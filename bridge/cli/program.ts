@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { loadConfigFile } from '../config/load.js';
 import { renderConfigReference } from '../config/reference.js';
+import { hostProblems } from './preflight.js';
 import { registerConsumer } from './commands/consumer.js';
 import { registerDecode } from './commands/decode.js';
 import { registerEncode } from './commands/encode.js';
@@ -14,6 +15,18 @@ import { registerRun } from './commands/run.js';
  * Thin by design: parse arguments, load config, call the library. Each subcommand
  * lives in ./commands and registers itself here.
  */
+/**
+ * `validate`: every check `run` makes before it opens a socket (loadConfigFile), and
+ * what this host lacks for it as warnings (hostProblems). Throws ConfigError when invalid.
+ */
+export function validateConfig(file: string): { stdout: string; stderr: string } {
+  const { config, flavour, warnings } = loadConfigFile(file);
+  let stderr = warnings.map((warning) => `warning: ${warning}\n`).join('');
+  for (const problem of hostProblems(config)) stderr += `warning: on this host, run would fail: ${problem.code}: ${problem.message}\n`;
+  const transports = [config.multicast.enabled && 'multicast', config.nats.enabled && 'nats'].filter(Boolean).join(' + ') || 'none';
+  return { stdout: `${file}: valid ${flavour}.conf (node ${config.node.name}, transports ${transports})\n`, stderr };
+}
+
 export function buildProgram(): Command {
   const program = new Command()
     .name('fs-event-bridge')
@@ -26,10 +39,9 @@ export function buildProgram(): Command {
     .description('check a config file (event_bridge.conf.xml or a legacy event_multicast.conf.xml); exit 0 when valid')
     .requiredOption('-c, --config <file>', 'config file')
     .action((options: { config: string }) => {
-      const { config, flavour, warnings } = loadConfigFile(options.config);
-      for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
-      const transports = [config.multicast.enabled && 'multicast', config.nats.enabled && 'nats'].filter(Boolean).join(' + ') || 'none';
-      process.stdout.write(`${options.config}: valid ${flavour}.conf (node ${config.node.name}, transports ${transports})\n`);
+      const report = validateConfig(options.config);
+      process.stderr.write(report.stderr);
+      process.stdout.write(report.stdout);
     });
 
   program

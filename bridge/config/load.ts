@@ -3,7 +3,7 @@ import { hostname as systemHostname, networkInterfaces } from 'node:os';
 import { XMLParser } from 'fast-xml-parser';
 import { BoardExposedError, ConfigError } from '../errors.js';
 import { Bindings } from '../pipeline/bindings.js';
-import { LEGACY_PARAMS, PARAMS, envName, type ParamSpec } from './schema.js';
+import { FORMATS, LEGACY_PARAMS, PARAMS, envName, type ParamSpec } from './schema.js';
 import type { BoardConfig, BridgeConfig } from './types.js';
 
 /** Raw string values by section, then param name. */
@@ -172,9 +172,6 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
   const optional = (section: string, name: string) => str(section, name) || undefined;
 
   const multicastAddress = str('multicast', 'address');
-  if (bool('multicast', 'enabled') && !isMulticastIpv4(multicastAddress)) {
-    throw new ConfigError(file, 'address', `${JSON.stringify(multicastAddress)} is not an IPv4 multicast group (224.0.0.0 to 239.255.255.255)`);
-  }
   const psk = str('multicast', 'psk');
   if (Buffer.byteLength(psk) > 72) warnings.push(`${file}: param "psk" is ${Buffer.byteLength(psk)} bytes; Blowfish uses only the first 72`);
 
@@ -186,6 +183,10 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
   const servers = get<string[]>('nats', 'servers');
   if (natsEnabled && servers.length === 0) throw new ConfigError(file, 'servers', 'NATS is enabled but no server is given');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError(file, tlsCert ? 'tls-key' : 'tls-cert', 'tls-cert and tls-key go together');
+  // JetStream refuses a stream whose duplicate window outlasts its max age.
+  if (num('nats', 'duplicate-window') > num('nats', 'stream-max-age')) {
+    throw new ConfigError(file, 'duplicate-window', `${num('nats', 'duplicate-window')} ms is longer than stream-max-age (${num('nats', 'stream-max-age')} ms); JetStream refuses such a stream`);
+  }
   const dbPath = str('consumer:location', 'db-path');
   const board =
     bool('metrics', 'enabled') && bool('metrics', 'board')
@@ -228,6 +229,8 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
       bindings: get<Bindings>('bindings', 'multicast'),
       receiveBufferBytes: num('multicast', 'receive-buffer'),
       peerTimeoutMs: num('multicast', 'peer-timeout'),
+      maxPeers: num('multicast', 'max-peers'),
+      peerForgetMs: num('multicast', 'peer-forget'),
       maxDatagramBytes: num('multicast', 'max-datagram-bytes'),
     },
     nats: {
@@ -255,8 +258,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
         credsFile: optional('nats', 'creds-file'),
       },
       tls: tlsCa || tlsCert ? { ca: tlsCa, cert: tlsCert, key: tlsKey } : null,
-      kv: { locationBucket: str('nats', 'kv-location-bucket'), blfBucket: str('nats', 'kv-blf-bucket'), peersBucket: str('nats', 'kv-peers-bucket') },
-      heartbeatMs: num('nats', 'heartbeat'),
+      kv: { locationBucket: str('nats', 'kv-location-bucket'), blfBucket: str('nats', 'kv-blf-bucket') },
     },
     dedup: { maxEntries: num('dedup', 'max-entries'), ttlMs: num('dedup', 'ttl'), journal: str('dedup', 'journal') },
     consumers: {
@@ -292,15 +294,27 @@ function convert(spec: ParamSpec, text: string, source: string, flavour: ConfigF
   };
   const value = text.trim();
   const ranged = (n: number, unit = ''): number => {
-    if (spec.min !== undefined && n < spec.min) fail(`${value} is below the minimum ${spec.min}${unit}`);
+    if (n === 0 && spec.zeroDisables) return n;
+    const off = spec.zeroDisables ? ' (or 0: off)' : '';
+    if (spec.min !== undefined && n < spec.min) fail(`${value} is below the minimum ${spec.min}${unit}${off}`);
     if (spec.max !== undefined && n > spec.max) fail(`${value} is above the maximum ${spec.max}${unit}`);
     return n;
   };
+  /** A string param with a default is required: empty would silently mean something else (db-path "" is an in-memory database). */
+  const formatted = (item: string, what = ''): string => {
+    if (item === '') {
+      if (spec.default !== '') fail(`${what}is empty; the default is ${JSON.stringify(spec.default)}`);
+      return item;
+    }
+    const problem = spec.format === undefined ? undefined : FORMATS[spec.format].check(item);
+    if (problem !== undefined) fail(`${what}${JSON.stringify(item)} ${problem}`);
+    return item;
+  };
   switch (spec.type) {
     case 'string':
-      return value;
+      return formatted(value);
     case 'secret':
-      return text; // a key or password may legitimately start or end with spaces
+      return formatted(text); // a key or password may legitimately start or end with spaces
     case 'int': {
       if (!/^-?\d+$/.test(value)) fail(`${JSON.stringify(text)} is not a whole number`);
       return ranged(Number(value));
@@ -321,14 +335,20 @@ function convert(spec: ParamSpec, text: string, source: string, flavour: ConfigF
       if (!match) return fail(`${JSON.stringify(text)} is not a size (e.g. 65507, 64KB, 8MB, 1GB)`);
       return ranged(Math.round(Number(match[1]) * BYTE_UNITS[(match[2] ?? 'b').toLowerCase()]), ' bytes');
     }
-    case 'list':
-      return value.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'list': {
+      const items = value.split(',').map((s) => s.trim()).filter(Boolean);
+      if (items.length === 0) formatted('');
+      return items.map((item) => formatted(item, 'entry '));
+    }
     case 'map': {
       const map: Record<string, string> = {};
       for (const pair of value.split(',').map((s) => s.trim()).filter(Boolean)) {
         const eq = pair.indexOf('=');
         if (eq <= 0 || eq === pair.length - 1) fail(`${JSON.stringify(pair)} is not a name=value pair`);
-        map[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+        const name = pair.slice(0, eq).trim();
+        const problem = FORMATS.text.check(name);
+        if (problem !== undefined) fail(`name ${JSON.stringify(name)} ${problem}`);
+        map[name] = formatted(pair.slice(eq + 1).trim(), `value of ${name}: `);
       }
       return map;
     }
@@ -368,13 +388,6 @@ function boardConfig(values: { host: string; token?: string; user: string; passw
     else warnings.push(`${file}: the board's credentials travel in clear over HTTP on ${host}: put a TLS proxy in front of it, or keep it on a trusted network`);
   }
   return { token, user, password, public: values.public };
-}
-
-function isMulticastIpv4(address: string): boolean {
-  const parts = address.split('.');
-  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return false;
-  const first = Number(parts[0]);
-  return first >= 224 && first <= 239;
 }
 
 function firstIpv4(): string {

@@ -41,6 +41,10 @@ export interface MulticastConfig {
   receiveBufferBytes: number;
   /** A peer silent for longer than this is down (legacy: 60 s). */
   peerTimeoutMs: number;
+  /** Most peers tracked, and most node label values in the metrics (default 256). */
+  maxPeers?: number;
+  /** A peer not up and silent this long is forgotten (default 1 h). */
+  peerForgetMs?: number;
   /** Datagrams larger than this are refused (IPv4 UDP maximum payload by default). */
   maxDatagramBytes: number;
 }
@@ -59,9 +63,7 @@ export interface NatsConfig {
   maxInFlight: number;
   auth: { user?: string; pass?: string; token?: string; nkeySeed?: string; credsFile?: string };
   tls: { ca?: string; cert?: string; key?: string } | null;
-  kv: { locationBucket: string; blfBucket: string; peersBucket: string };
-  /** How often this node writes its heartbeat to KV; peers missing it for peerTimeoutMs are down. */
-  heartbeatMs: number;
+  kv: { locationBucket: string; blfBucket: string };
 }
 
 /** How events reach the local FreeSWITCH (sendevent over command-only ESL connections). */

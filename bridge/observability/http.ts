@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { BindError } from '../errors.js';
 import type { Metrics } from './metrics.js';
 
 export interface HealthSource {
@@ -58,7 +59,7 @@ export class StatusServer {
     });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (error) => reject(new BindError('the metrics server', `${host}:${port}`, ['metrics/host', 'metrics/port'], error.message, { cause: error })));
       server.listen(port, host, () => resolve());
     });
     return server.address() as AddressInfo;

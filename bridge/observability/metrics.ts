@@ -1,6 +1,10 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from './logger.js';
 
+/** The node label of every node past the cap (Metrics.nodeLabel). */
+export const OTHER_NODE = '_other';
+export const DEFAULT_MAX_NODE_LABELS = 256;
+
 /**
  * One registry per bridge instance (tests run several in a process), with the
  * counters every component shares. Components add their own metrics to `registry`.
@@ -16,6 +20,9 @@ export class Metrics {
   readonly queueDepth: Gauge<'component'>;
   readonly queueBytes: Gauge<'component'>;
   readonly latency: Histogram<'transport'>;
+  /** Node label values handed out so far (nodeLabel). */
+  private readonly nodeLabels = new Set<string>();
+  private readonly maxNodeLabels: number;
 
   /**
    * A component's own counter, created once per registry: several components (or a
@@ -46,7 +53,21 @@ export class Metrics {
     });
   }
 
-  constructor(options: { defaultMetrics?: boolean } = {}) {
+  /**
+   * The `node` label for a node name: the name itself for the first `maxNodeLabels`
+   * nodes, OTHER_NODE for any after. Senders come from the wire and anyone can invent
+   * them; every label value is a series Prometheus keeps forever.
+   */
+  nodeLabel(node: string): string {
+    if (this.nodeLabels.has(node)) return node;
+    if (this.nodeLabels.size >= this.maxNodeLabels) return OTHER_NODE;
+    this.nodeLabels.add(node);
+    return node;
+  }
+
+  /** `maxNodeLabels`: distinct node label values before the rest count as OTHER_NODE (default DEFAULT_MAX_NODE_LABELS). */
+  constructor(options: { defaultMetrics?: boolean; maxNodeLabels?: number } = {}) {
+    this.maxNodeLabels = options.maxNodeLabels ?? DEFAULT_MAX_NODE_LABELS;
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'fsb_' });
     const registers = [this.registry];
     this.eventsIn = new Counter({ name: 'fsb_events_in_total', help: 'Events received, by transport and origin node', labelNames: ['transport', 'node'], registers });
@@ -150,4 +171,38 @@ export function registerStateGauges(
     const now = Date.now();
     for (const peer of state.peers()) if (peer.lastHeartbeat !== null) g.set({ peer: peer.name }, (now - peer.lastHeartbeat) / 1000);
   });
+}
+
+/**
+ * At most `limit` admissions per `intervalMs` window, for things that are fine one at a
+ * time and harmful in a flood (a log line per peer change, a peer event injected into
+ * FreeSWITCH). `admit()` returns -1 when refused, else how many were refused since the
+ * previous admission, so the admitted line can say what it stands for.
+ */
+export class Budget {
+  private windowStart = -Infinity;
+  private used = 0;
+  private refused = 0;
+
+  constructor(
+    readonly limit: number,
+    readonly intervalMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  admit(): number {
+    const now = this.now();
+    if (now - this.windowStart >= this.intervalMs) {
+      this.windowStart = now;
+      this.used = 0;
+    }
+    if (this.used >= this.limit) {
+      this.refused++;
+      return -1;
+    }
+    this.used++;
+    const refused = this.refused;
+    this.refused = 0;
+    return refused;
+  }
 }

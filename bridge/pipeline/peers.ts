@@ -42,7 +42,32 @@ export interface PeerTrackerOptions {
   timeoutMs?: number;
   /** How often silence is checked (legacy checks on its own 20 s heartbeat). */
   checkIntervalMs?: number;
+  /** Most peers held (anyone on the group can invent senders). Default DEFAULT_MAX_PEERS. */
+  maxPeers?: number;
+  /** A peer that is not up and has been silent this long is forgotten. Default DEFAULT_FORGET_AFTER_MS. */
+  forgetAfterMs?: number;
+  /** An event whose sender found the table full of peers that are up: delivered, but not tracked. */
+  onUntracked?: (node: string) => void;
   now?: () => number;
+}
+
+export const DEFAULT_MAX_PEERS = 256;
+export const DEFAULT_FORGET_AFTER_MS = 3_600_000;
+const MAX_NODE_NAME_BYTES = 255;
+
+/**
+ * What is wrong with a node name taken from the wire (Multicast-Sender, NATS origin), or
+ * undefined. It becomes the `Peer` header of peerup/peerdown, `Orig-Multicast-Sender` of
+ * every injected event, a log field and a label: a CR, LF or NUL would make sendevent
+ * drop the header, so such a sender is refused, not tracked. Config texts follow the
+ * same rule (bridge/config/schema.ts, format `text`).
+ */
+export function nodeNameProblem(name: string): string | undefined {
+  if (name === '') return 'is empty';
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what must be found
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return 'contains a control character (CR, LF, NUL, tab...)';
+  if (Buffer.byteLength(name) > MAX_NODE_NAME_BYTES) return `is longer than ${MAX_NODE_NAME_BYTES} bytes`;
+  return undefined;
 }
 
 /** peerup / peerdown, built like mod_event_multicast builds them. */
@@ -52,6 +77,8 @@ interface PeerState extends Omit<PeerInfo, 'transports' | 'legacy' | 'lossKnown'
   transports: Set<string>;
   unnumbered: boolean;
   numbered: boolean;
+  /** Date.now() of the last event of any kind. */
+  lastSeen: number;
 }
 
 /**
@@ -61,20 +88,34 @@ interface PeerState extends Omit<PeerInfo, 'transports' | 'legacy' | 'lossKnown'
  * epoch second it was last seen), a peer silent for over the timeout fires
  * `multicast::peerdown` (`Peer`, `Lastseen: <epoch>`). Consumers react to peerdown
  * (e.g. the location table drops that node's rows).
+ *
+ * Bounded, unlike the legacy module (which keeps every sender forever): anyone on the
+ * group can invent senders, and 20,000 invented ones made 20,000 peers, 40,000
+ * peerup/peerdown and 84 MB. At most `maxPeers` are held; a peer that is not up is
+ * forgotten after `forgetAfterMs` of silence, or sooner when a new sender needs its
+ * place (the one silent longest goes). While every held peer is up, a new sender is
+ * not tracked (`onUntracked`): its events still flow, it just gets no peerup.
  */
 export class PeerTracker implements GapRecorder {
+  /** In order of last activity, oldest first (an event moves its peer to the end). */
   private readonly peers = new Map<string, PeerState>();
   private readonly timeoutMs: number;
   private readonly checkIntervalMs: number;
+  private readonly maxPeers: number;
+  private readonly forgetAfterMs: number;
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
+  /** Peers forgotten since start (silent too long, or making room). */
+  forgotten = 0;
 
   constructor(
     private readonly onPeerEvent: PeerEventListener,
-    options: PeerTrackerOptions = {},
+    private readonly options: PeerTrackerOptions = {},
   ) {
     this.timeoutMs = options.timeoutMs ?? 60_000;
     this.checkIntervalMs = options.checkIntervalMs ?? 5_000;
+    this.maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
+    this.forgetAfterMs = Math.max(options.forgetAfterMs ?? DEFAULT_FORGET_AFTER_MS, this.timeoutMs);
     this.now = options.now ?? Date.now;
   }
 
@@ -96,7 +137,8 @@ export class PeerTracker implements GapRecorder {
    * deliver old heartbeats after its peerdown; those must not bring it back up.
    */
   observe(item: BridgeEvent): void {
-    const peer = this.entry(item.origin.node);
+    const peer = this.entry(item.origin.node, true);
+    if (!peer) return;
     peer.eventsReceived++;
     peer.transports.add(item.origin.transport);
     if (item.event.name !== 'HEARTBEAT') return;
@@ -109,23 +151,26 @@ export class PeerTracker implements GapRecorder {
   }
 
   recordGap(node: string, lost: number, exact: boolean): void {
-    const peer = this.entry(node);
+    const peer = this.entry(node, false);
+    if (!peer) return;
     if (exact) peer.gapsLost += lost;
     else peer.gapsUpperBound += lost;
   }
 
   heardFrom(node: string, bridge: boolean): void {
-    const peer = this.entry(node);
+    const peer = this.entry(node, false);
+    if (!peer) return;
     if (bridge) peer.numbered = true;
     else peer.unnumbered = true;
   }
 
   /** One of `node`'s events was dropped on its way into the local node. */
   recordDrop(node: string, count = 1): void {
-    this.entry(node).dropped += count;
+    const peer = this.entry(node, false);
+    if (peer) peer.dropped += count;
   }
 
-  /** Fire peerdown for every up peer silent for longer than the timeout. */
+  /** Fire peerdown for every up peer silent for longer than the timeout; forget peers silent past forgetAfterMs. */
   check(): void {
     const now = this.now();
     for (const peer of this.peers.values()) {
@@ -133,7 +178,15 @@ export class PeerTracker implements GapRecorder {
         peer.up = false;
         this.onPeerEvent(peerEvent(MulticastSubclass.PeerDown, peer.name, epochSeconds(peer.lastHeartbeat)), peer.name);
       }
+      if (!peer.up && now - peer.lastSeen > this.forgetAfterMs) this.forget(peer.name);
     }
+  }
+
+  /** Peers held now, and how many of them are up. */
+  counts(): { held: number; up: number } {
+    let up = 0;
+    for (const peer of this.peers.values()) if (peer.up) up++;
+    return { held: this.peers.size, up };
   }
 
   /** A config reload forgets every peer, as the legacy module does. */
@@ -171,13 +224,42 @@ export class PeerTracker implements GapRecorder {
     peer.lastHeartbeat = now;
   }
 
-  private entry(name: string): PeerState {
+  /** The peer of `name`, created if there is room; `touch` marks it active now (an event, not a gap report). */
+  private entry(name: string, touch: boolean): PeerState | undefined {
+    if (nodeNameProblem(name) !== undefined) return undefined;
     let peer = this.peers.get(name);
-    if (!peer) {
-      peer = { name, up: false, lastHeartbeat: null, eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0, staleHeartbeats: 0, transports: new Set(), numbered: false, unnumbered: false, dropped: 0 };
-      this.peers.set(name, peer);
+    if (peer) {
+      if (touch) {
+        peer.lastSeen = this.now();
+        // Re-inserted: the map stays ordered by last activity, so the front is the stalest.
+        this.peers.delete(name);
+        this.peers.set(name, peer);
+      }
+      return peer;
     }
+    if (this.peers.size >= this.maxPeers && !this.makeRoom()) {
+      if (touch) this.options.onUntracked?.(name);
+      return undefined;
+    }
+    peer = { name, up: false, lastHeartbeat: null, lastSeen: this.now(), eventsReceived: 0, gapsLost: 0, gapsUpperBound: 0, staleHeartbeats: 0, transports: new Set(), numbered: false, unnumbered: false, dropped: 0 };
+    this.peers.set(name, peer);
     return peer;
+  }
+
+  /** Forget the stalest peer that is not up; false when every peer is up. */
+  private makeRoom(): boolean {
+    for (const peer of this.peers.values()) {
+      if (!peer.up) {
+        this.forget(peer.name);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private forget(name: string): void {
+    this.peers.delete(name);
+    this.forgotten++;
   }
 }
 

@@ -6,6 +6,7 @@ import { DropReporter, type Metrics } from '../observability/metrics.js';
 import { DedupCache, dedupKey } from './dedup.js';
 import { fromMulticastEvent } from './inject.js';
 import { isSubscriptionAnswer } from './presence-scope.js';
+import { nodeNameProblem } from './peers.js';
 import { LOOP_GUARD_HEADER, Transport, type BridgeEvent, type Sink } from './types.js';
 
 export interface PipelineOptions {
@@ -72,6 +73,13 @@ export class Pipeline implements EventStream {
   remote(item: BridgeEvent): void {
     if (item.origin.node === this.options.nodeName) {
       this.drops.filtered('own_event');
+      item.delivery?.ack();
+      return;
+    }
+    const senderProblem = nodeNameProblem(item.origin.node);
+    if (senderProblem !== undefined) {
+      // A name FreeSWITCH would never have: it could not even be named in Orig-Multicast-Sender or peerup's Peer.
+      this.drops.drop('bad_sender', { node: JSON.stringify(item.origin.node.slice(0, 64)), problem: senderProblem, transport: item.origin.transport });
       item.delivery?.ack();
       return;
     }

@@ -31,7 +31,7 @@ import { createModDbSchema } from '../../consumers/index.js';
 import { NATS_SERVER_BIN, freePort, startNatsCluster, type NatsCluster } from '../../test/support/nats-server.js';
 import { createLan, type Lan } from '../../test/support/netns.js';
 import { launch, stopChild, sweepLeftovers, NETNS_TAG, WORKDIR_PREFIX } from './launcher.js';
-import type { AgentCommand, AgentConfig, AgentReport } from './node-agent.js';
+import type { AgentCommand, AgentConfig, AgentReport, LoadStats } from './node-agent.js';
 
 export type NodeId = 'hub' | 'sat1' | 'sat2';
 export const NODE_IDS: readonly NodeId[] = ['hub', 'sat1', 'sat2'];
@@ -45,6 +45,10 @@ export interface ClusterOptions {
   heartbeatMs?: number;
   peerDownGraceMs?: number;
   logLevel?: string;
+  /** Events both transports carry (mod_event_multicast grammar); default BINDINGS. */
+  bindings?: string;
+  /** Stream storage of the NATS stream (file by default). */
+  streamStorage?: 'file' | 'memory';
   /** Bridge log lines (JSON), prefixed with the node id. */
   onBridgeLog?: (node: NodeId, line: string) => void;
   /** Set by the caller to say why a layout was chosen (printed by the demo). */
@@ -53,7 +57,7 @@ export interface ClusterOptions {
 
 const MULTICAST_GROUP = '225.1.1.1';
 const MULTICAST_PORT = 4242;
-const BINDINGS = 'HEARTBEAT PRESENCE_IN CUSTOM sofia::register sofia::unregister sofia::expire';
+export const BINDINGS = 'HEARTBEAT PRESENCE_IN CUSTOM sofia::register sofia::unregister sofia::expire';
 const REALM = '127.0.0.1';
 /** mod_db key prefix of the location rows (db_data.data_key = LOCATION_<user>). */
 const PREFIX = 'LOCATION_';
@@ -202,6 +206,21 @@ export class ClusterNode {
   /** Legacy HEARTBEAT datagrams every `ms` (0 stops). */
   async legacyHeartbeat(ms: number): Promise<void> {
     await this.agent.request({ cmd: 'legacy-heartbeat', ms });
+  }
+
+  /** Fire `CUSTOM <subclass>` events from this node's FreeSWITCH at `rate` per second (0 stops). */
+  async load(rate: number, subclass: string): Promise<void> {
+    await this.agent.request({ cmd: 'load', rate, subclass });
+  }
+
+  /** What this node fired under load, and the load of the others its bridge injected here. */
+  async loadStats(): Promise<LoadStats> {
+    return JSON.parse((await this.agent.request({ cmd: 'load-stats' }, 30_000)).body!) as LoadStats;
+  }
+
+  /** Cut the bridge's ESL connection (the bridge reconnects). */
+  async dropEsl(): Promise<void> {
+    await this.agent.request({ cmd: 'drop-esl' });
   }
 
   /** GET a path of the bridge's status server; status 0 when nothing answers. */
@@ -425,12 +444,13 @@ function namespaceProblem(): string | null {
 /** The bridge config of one node (defaults from the loader, short timeouts for a local cluster). */
 export function bridgeConfigXml(
   spec: NodeSpec,
-  options: { multicast: boolean; nats: string[] | null; peerTimeoutMs?: number; peerDownGraceMs?: number; logLevel?: string },
+  options: { multicast: boolean; nats: string[] | null; peerTimeoutMs?: number; peerDownGraceMs?: number; logLevel?: string; bindings?: string; streamStorage?: 'file' | 'memory' },
 ): string {
+  const bindings = options.bindings ?? BINDINGS;
   return defaultConfigXml({
     settings: { 'node-name': spec.switchname, hostname: spec.hostname, ipv4: spec.ip, cluster: 'local', 'log-level': options.logLevel ?? 'info' },
     esl: { host: '127.0.0.1', port: String(spec.eslPort), password: 'ClueCon', 'reconnect-max': '200ms' },
-    bindings: { multicast: BINDINGS, nats: BINDINGS },
+    bindings: { multicast: bindings, nats: bindings },
     multicast: {
       enabled: options.multicast ? 'true' : 'false',
       address: MULTICAST_GROUP,
@@ -441,7 +461,7 @@ export function bridgeConfigXml(
       'peer-timeout': `${options.peerTimeoutMs ?? 2_000}ms`,
     },
     nats: options.nats
-      ? { enabled: 'true', servers: options.nats.join(','), replicas: '3', heartbeat: '500ms', 'stream-max-age': '1h' }
+      ? { enabled: 'true', servers: options.nats.join(','), replicas: '3', 'stream-max-age': '1h', 'stream-storage': options.streamStorage ?? 'file' }
       : { enabled: 'false' },
     'consumer:blf': { enabled: 'true' },
     'consumer:location': { enabled: 'true', 'db-path': spec.dbPath, 'peer-down-grace': `${options.peerDownGraceMs ?? 500}ms` },

@@ -43,7 +43,24 @@ export type AgentCommand =
   /** Send one event as a legacy mod_event_multicast node would (plain datagram, TTL 1). */
   | { cmd: 'datagram'; id: number; headers: Header[]; body?: string | null }
   /** Legacy HEARTBEAT datagrams every `ms` (0 stops them). */
-  | { cmd: 'legacy-heartbeat'; id: number; ms: number };
+  | { cmd: 'legacy-heartbeat'; id: number; ms: number }
+  /** Fire `CUSTOM <subclass>` events at `rate` per second, numbered by a Load-Seq header (rate 0 stops). */
+  | { cmd: 'load'; id: number; rate: number; subclass: string }
+  /** The load's bookkeeping as JSON in `body` (LoadStats). */
+  | { cmd: 'load-stats'; id: number }
+  /** Close the bridge's ESL connections abruptly, as a FreeSWITCH restart or a network cut would. */
+  | { cmd: 'drop-esl'; id: number };
+
+/** Inclusive ranges of sequence numbers, e.g. [[1, 5], [9, 9]]. */
+export type Ranges = [number, number][];
+
+/** What `load-stats` reports: what this node fired, and the load of other nodes its bridge injected here. */
+export interface LoadStats {
+  fired: number;
+  /** Fired while no bridge was subscribed: FreeSWITCH gives such events to nobody. */
+  unheard: Ranges;
+  received: Record<string, { unique: number; duplicates: number; highest: number; missing: Ranges }>;
+}
 
 export type AgentReport =
   | { type: 'ready'; coreUuid: string }
@@ -62,12 +79,95 @@ const sim = await EslSimulator.start({
   ipv4: config.ipv4,
 });
 sim.on('sendevent', (event: FsEvent) => {
-  // Injected heartbeats of the peers arrive several times a second forever; reporting
-  // them would only grow the runner's memory. Everything else is reported.
+  // Injected heartbeats of the peers arrive several times a second forever, and a load
+  // thousands a second; reporting them would only grow the runner's memory. They are
+  // counted here instead (load); everything else is reported.
   if (event.get('Orig-Event-Name') === 'HEARTBEAT') return;
+  if (load.subclass !== null && event.get('Orig-Event-Subclass') === load.subclass) {
+    load.receive(event.get('Orig-Load-Origin') ?? '?', Number(event.get('Orig-Load-Seq')));
+    return;
+  }
   out({ type: 'sendevent', at: Date.now(), headers: event.headers, body: event.body });
 });
 const heartbeat = setInterval(() => sim.fire(FsEvent.create('HEARTBEAT').add('Event-Info', 'System Ready')), config.heartbeatMs);
+
+/** Seen sequence numbers as a growable bitmap: a million events take 128 KB. */
+class SeenSet {
+  private bits = new Uint8Array(1024);
+  highest = 0;
+  unique = 0;
+  duplicates = 0;
+
+  add(seq: number): void {
+    if (!Number.isSafeInteger(seq) || seq < 1 || seq > 100_000_000) return;
+    while (seq >> 3 >= this.bits.length) {
+      const grown = new Uint8Array(this.bits.length * 2);
+      grown.set(this.bits);
+      this.bits = grown;
+    }
+    const mask = 1 << (seq & 7);
+    if (this.bits[seq >> 3] & mask) {
+      this.duplicates++;
+      return;
+    }
+    this.bits[seq >> 3] |= mask;
+    this.unique++;
+    if (seq > this.highest) this.highest = seq;
+  }
+
+  /** Ranges of 1..upTo not seen. */
+  missing(upTo: number): Ranges {
+    const out: Ranges = [];
+    for (let seq = 1; seq <= upTo; seq++) {
+      if (this.bits[seq >> 3] & (1 << (seq & 7))) continue;
+      const last = out.at(-1);
+      if (last && last[1] === seq - 1) last[1] = seq;
+      else out.push([seq, seq]);
+    }
+    return out;
+  }
+}
+
+const load = {
+  subclass: null as string | null,
+  timer: null as NodeJS.Timeout | null,
+  fired: 0,
+  unheard: [] as Ranges,
+  received: new Map<string, SeenSet>(),
+  start(rate: number, subclass: string): void {
+    this.stop();
+    if (rate <= 0) return;
+    this.subclass = subclass;
+    // Fired in small batches every 10 ms: a steady rate without a timer per event.
+    const perTick = rate / 100;
+    let due = 0;
+    this.timer = setInterval(() => {
+      for (due += perTick; due >= 1; due--) {
+        const seq = ++this.fired;
+        if (sim.subscriberCount === 0) {
+          const last = this.unheard.at(-1);
+          if (last && last[1] === seq - 1) last[1] = seq;
+          else this.unheard.push([seq, seq]);
+        }
+        sim.fire(FsEvent.create('CUSTOM', subclass).add('Load-Origin', config.switchname).add('Load-Seq', String(seq)));
+      }
+    }, 10);
+  },
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  },
+  receive(origin: string, seq: number): void {
+    let seen = this.received.get(origin);
+    if (!seen) this.received.set(origin, (seen = new SeenSet()));
+    seen.add(seq);
+  },
+  stats(): LoadStats {
+    const received: LoadStats['received'] = {};
+    for (const [origin, seen] of this.received) received[origin] = { unique: seen.unique, duplicates: seen.duplicates, highest: seen.highest, missing: seen.missing(seen.highest) };
+    return { fired: this.fired, unheard: this.unheard, received };
+  },
+};
 
 const legacy = {
   coreUuid: randomUUID(),
@@ -129,6 +229,14 @@ async function run(command: AgentCommand): Promise<AgentReport> {
       }
       return { type: 'done', id: command.id };
     }
+    case 'load':
+      load.start(command.rate, command.subclass);
+      return { type: 'done', id: command.id };
+    case 'load-stats':
+      return { type: 'done', id: command.id, body: JSON.stringify(load.stats()) };
+    case 'drop-esl':
+      await sim.dropClients();
+      return { type: 'done', id: command.id };
   }
 }
 
@@ -150,6 +258,7 @@ lines.on('line', (line) => {
 });
 lines.on('close', () => {
   clearInterval(heartbeat);
+  load.stop();
   if (legacy.timer) clearInterval(legacy.timer);
   legacy.socket?.close();
   forwarder?.close();

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { sweepLeftovers } from '../../compose/local/launcher.js';
 import { typescriptLoader } from '../support/netns.js';
+import { CHILD_START_MS, CHILD_TEST_MS, until } from '../support/wait.js';
 
 const DEMO = fileURLToPath(new URL('../../compose/local/demo.ts', import.meta.url));
 
@@ -51,8 +52,8 @@ it('removes the namespaces, processes and work dir of a runner that was SIGKILLe
   expect(removed).toEqual(expect.arrayContaining(namespaces));
   expect(namespacesOf(pid)).toEqual([]);
   // SIGKILLed children are reaped by init (their parent is gone) a moment later.
-  for (let i = 0; i < 60 && inside.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+  await until(() => !inside.some(alive), CHILD_START_MS).catch(() => undefined);
   expect(inside.filter(alive)).toEqual([]);
   expect(readdirSync(tmpdir()).filter((d) => d.startsWith(`fsb-cluster-${pid}-`))).toEqual([]);
   expect(existsSync(`/run/netns/${namespaces[0]}`)).toBe(false);
-}, 60_000);
+}, CHILD_TEST_MS);

@@ -10,7 +10,7 @@ import { LEGACY_PROVIDER_FLAG, RELAUNCH_ENV, RELAUNCH_V8_FLAGS } from '../../bri
 import { CLI, cliArgs, runCli } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
-import { until } from '../support/wait.js';
+import { CHILD_START_MS, CHILD_TEST_MS, until } from '../support/wait.js';
 
 /** The real binaries as an operator runs them: `run`, `peers`, `consumer location`. */
 let nats: NatsServer;
@@ -36,7 +36,7 @@ function configFile(name: string, sections: Record<string, Record<string, string
 beforeAll(async () => {
   nats = await startNatsServer();
   dir = mkdtempSync(join(tmpdir(), 'fsb-cli-'));
-}, 30_000);
+}, CHILD_TEST_MS);
 
 afterAll(async () => {
   for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
@@ -55,7 +55,7 @@ describe('fs-event-bridge processes', () => {
       ports[name] = await freePort();
     }
     const base = (name: string, i: number) => ({
-      settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli', 'stats-interval': '300ms' },
+      settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli', 'stats-interval': '1s' },
       esl: { port: String(sims[i].port) },
       // One HEARTBEAT must keep fs-a UP until `peers` (a new Node process each try) gets to ask, even on a loaded machine.
       multicast: { enabled: 'no', 'peer-timeout': '30s' },
@@ -68,19 +68,18 @@ describe('fs-event-bridge processes', () => {
     const c = start(['consumer', 'location', '--config', configFile('c', { ...base('fs-c', 2), 'consumer:location': { enabled: 'yes', 'db-path': dbPath } })]);
 
     for (const [name, url] of [['fs-a', ports['fs-a']], ['fs-b', ports['fs-b']]] as const) {
-      await until(async () => (await fetch(`http://127.0.0.1:${url}/ready`)).status === 200).catch((err) => {
+      await until(async () => (await fetch(`http://127.0.0.1:${url}/ready`)).status === 200, CHILD_START_MS).catch((err) => {
         throw new Error(`${name} never ready: ${err.message}\n${(name === 'fs-a' ? a : b).output()}`);
       });
     }
-    await until(() => c.output().includes('consumer started'), 20_000).catch((err) => {
+    await until(() => c.output().includes('consumer started'), CHILD_START_MS).catch((err) => {
       throw new Error(`standalone consumer never started: ${err.message}\n${c.output()}`);
     });
 
     sims[0].fire(FsEvent.create('HEARTBEAT').add('Event-Info', 'System Ready'));
-    const peers = await until(async () => {
-      const result = await runCli(['peers', '--url', `http://127.0.0.1:${ports['fs-b']}`]);
-      return result.stdout.includes('Peer fs-a UP') ? result : null;
-    });
+    // Polled over HTTP (a `peers` process per try only added start-up time), then asked once through the binary.
+    await until(async () => ((await (await fetch(`http://127.0.0.1:${ports['fs-b']}/peers`)).json()) as { name: string; up: boolean }[]).some((p) => p.name === 'fs-a' && p.up));
+    const peers = await runCli(['peers', '--url', `http://127.0.0.1:${ports['fs-b']}`]);
     expect(peers.code).toBe(0);
     expect(peers.stdout).toMatch(/^Peer fs-a UP; last seen \d+ seconds ago; 1 events received, loss unknown \(no bridge sequence header\)$/m);
 
@@ -118,13 +117,13 @@ describe('fs-event-bridge processes', () => {
     a.child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(a.output()).toMatch(/"msg":"bridge stopped"/);
-  }, 60_000);
+  }, 2 * CHILD_TEST_MS);
 
   it('peers explains when no bridge answers', async () => {
     const result = await runCli(['peers', '--url', `http://127.0.0.1:${await freePort()}`]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/FSB_ERR_NOT_CONNECTED: no bridge answering at/);
-  });
+  }, CHILD_TEST_MS);
 
   it('a relaunched bridge stops when its parent is killed outright (no orphan)', async () => {
     const file = configFile('orphan', {
@@ -139,7 +138,7 @@ describe('fs-event-bridge processes', () => {
     const childPid = await until(() => {
       const out = spawnSync('pgrep', ['-P', String(parent.pid)], { encoding: 'utf8' }).stdout.trim();
       return out ? Number(out.split('\n')[0]) : 0;
-    });
+    }, CHILD_START_MS);
     // The child runs as deployed: the relaunch's node flags and environment.
     const childArgv = (await until(() => readFileSync(`/proc/${childPid}/cmdline`, 'utf8'))).split('\0');
     expect(childArgv.slice(1, 2 + RELAUNCH_V8_FLAGS.length)).toEqual([LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS]);
@@ -151,9 +150,9 @@ describe('fs-event-bridge processes', () => {
       const status = spawnSync('cat', [`/proc/${childPid}/status`], { encoding: 'utf8' }).stdout;
       return status !== '' && !/^State:\s+Z/m.test(status);
     };
-    await until(() => !alive(), 10_000).catch((err: Error) => {
+    await until(() => !alive(), CHILD_START_MS).catch((err: Error) => {
       throw new Error(`${err.message}: child ${childPid} ${spawnSync('cat', [`/proc/${childPid}/cmdline`], { encoding: 'utf8' }).stdout}`);
     });
     expect(alive()).toBe(false);
-  }, 30_000);
+  }, CHILD_TEST_MS);
 });

@@ -9,6 +9,7 @@ import { silentLogger } from '../../bridge/observability/logger.js';
 import { Metrics } from '../../bridge/observability/metrics.js';
 import { Bindings } from '../../bridge/pipeline/bindings.js';
 import { PeerTracker } from '../../bridge/pipeline/peers.js';
+import { namespaceUdpRcvbufErrors } from '../../bridge/transports/multicast/kernel-drops.js';
 import { MulticastTransport } from '../../bridge/transports/multicast/transport.js';
 import { listen } from '../../bridge/cli/commands/listen.js';
 
@@ -107,6 +108,7 @@ async function stats(): Promise<object> {
     own: await sum('fsb_multicast_own_datagrams_total'),
     drops,
     receiveBufferBytes: transport.socket.receiveBufferBytes,
+    netnsRcvbufErrors: namespaceUdpRcvbufErrors(),
     peers: peers.list(),
   };
 }

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLan, JsonLineProcess, nodeInNetns, type Lan } from '../support/netns.js';
 import { datagramFixtures, fixturePath } from '../support/fixtures.js';
+import { CHILD_START_MS, CHILD_TEST_MS, until } from '../support/wait.js';
 import type { NodeProcessConfig } from './multicast-node.js';
 
 /**
@@ -43,7 +44,7 @@ async function startNode(host: number, overrides: Partial<NodeProcessConfig>): P
   };
   const node = new JsonLineProcess<Report>(nodeInNetns(netns, NODE_SCRIPT, [JSON.stringify(config)]));
   running.push(node);
-  await node.waitFor((r) => r.type === 'ready', 15_000);
+  await node.waitFor((r) => r.type === 'ready', CHILD_START_MS);
   return node;
 }
 
@@ -53,7 +54,7 @@ async function stats(node: JsonLineProcess<Report>): Promise<Stats> {
 
 const header = (report: Report, name: string) => (report.headers as [string, string][]).find(([n]) => n === name)?.[1];
 
-describe('multicast between bridge transports on a virtual LAN', () => {
+describe('multicast between bridge transports on a virtual LAN', { timeout: CHILD_TEST_MS }, () => {
   it('carries events with their original headers and exact bodies, plain', async () => {
     const [a, b] = await Promise.all([startNode(0, {}), startNode(1, {})]);
     const body = 'line: with colon\r\nand CR, \u2131 and € and a MAGIC-like \u2131\u0158\n';
@@ -126,7 +127,7 @@ describe('multicast between bridge transports on a virtual LAN', () => {
     expect(header(again, 'Lastseen')).toBe(header(down, 'Lastseen'));
   });
 
-  it('reloads bindings and TTL under traffic without losing a datagram; new bindings apply at once', async () => {
+  it('reloads bindings and TTL under traffic: every datagram is received or counted (no loss from the reload); new bindings apply at once', async () => {
     const [a, b] = await Promise.all([startNode(0, { bindings: 'PRESENCE_IN' }), startNode(1, { report: 'count' })]);
     const batches = 40;
     const perBatch = 250;
@@ -141,14 +142,17 @@ describe('multicast between bridge transports on a virtual LAN', () => {
     }
     // sofia::register only matches A's bindings after the reload: batches/2 - 1 of them.
     const expected = batches * perBatch + (batches / 2 - 1);
-    const deadline = Date.now() + 10_000;
-    let s = await stats(b);
-    while (s.received < expected && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      s = await stats(b);
-    }
-    expect(s.received).toBe(expected);
-    expect(s.lost).toBe(0);
-    expect(Object.values(s.drops).reduce((x, y) => x + y, 0)).toBe(0);
+    // On a loaded machine B may not read as fast as A sends: what its kernel buffer could not
+    // hold is counted as kernel_rcvbuf. A reload that reopened the socket would lose datagrams
+    // nobody counts (no socket to count them), so everything must be received or counted.
+    const kernel = (x: Stats) => x.drops['multicast-receive:kernel_rcvbuf'] ?? 0;
+    const s = await until(async () => {
+      const now = await stats(b);
+      return now.received + kernel(now) >= expected ? now : null;
+    }, CHILD_START_MS).catch(async () => stats(b));
+    expect(s.received + kernel(s)).toBe(expected);
+    // The only loss is the kernel's, and the receiver saw exactly it as gaps.
+    expect(s.lost).toBe(kernel(s));
+    expect(Object.entries(s.drops).filter(([cause, n]) => cause !== 'multicast-receive:kernel_rcvbuf' && n > 0)).toEqual([]);
   });
 });

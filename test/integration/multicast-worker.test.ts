@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { createNetns, JsonLineProcess, nodeInNetns, type Netns } from '../support/netns.js';
+import { CHILD_START_MS, CHILD_TEST_MS } from '../support/wait.js';
 import type { NodeProcessConfig } from './multicast-node.js';
 
 /**
@@ -12,7 +13,7 @@ const NODE_SCRIPT = fileURLToPath(new URL('./multicast-node.ts', import.meta.url
 const QUEUE = 500;
 
 type Report = { type: string; [key: string]: unknown };
-type Stats = { received: number; own: number; lost: number; sequenceGaps: number; outOfOrder: number; drops: Record<string, number> };
+type Stats = { received: number; own: number; lost: number; sequenceGaps: number; outOfOrder: number; drops: Record<string, number>; receiveBufferBytes: number; netnsRcvbufErrors: number | null };
 
 let netns: Netns;
 const nodes: JsonLineProcess<Report>[] = [];
@@ -46,11 +47,11 @@ async function statsWhen(node: JsonLineProcess<Report>, done: (s: Stats) => bool
   return s;
 }
 
-describe('multicast receiver worker', () => {
+describe('multicast receiver worker', { timeout: CHILD_TEST_MS }, () => {
   it('hands datagrams over in order, and counts queue_full drops while the main thread is blocked (delivered + dropped == sent)', async () => {
     const receiver = start('receiver', { receiveQueueDatagrams: QUEUE });
     const sender = start('sender');
-    await Promise.all([receiver.waitFor((r) => r.type === 'ready', 15_000), sender.waitFor((r) => r.type === 'ready', 15_000)]);
+    await Promise.all([receiver.waitFor((r) => r.type === 'ready', CHILD_START_MS), sender.waitFor((r) => r.type === 'ready', CHILD_START_MS)]);
     const queueFull = (s: Stats) => s.drops['multicast-receive:queue_full'] ?? 0;
 
     // Many batches, main thread free and each round within the bound: everything in order, nothing dropped.
@@ -84,5 +85,34 @@ describe('multicast receiver worker', () => {
     const own = await statsWhen(sender, (x) => x.own >= sent);
     expect(own.own).toBe(sent);
     expect(own.received).toBe(0);
+  });
+
+  it('counts what the kernel dropped for a full receive buffer as kernel_rcvbuf (delivered + dropped == sent, the drops are the gaps)', async () => {
+    const port = 17000 + (process.pid % 1000) + 1;
+    // The smallest buffer the kernel grants (it doubles the request and has a floor): a few datagrams.
+    const receiver = start('small-buffer', { port, receiveBufferBytes: 1024 });
+    const sender = start('flooder', { port });
+    await Promise.all([receiver.waitFor((r) => r.type === 'ready', CHILD_START_MS), sender.waitFor((r) => r.type === 'ready', CHILD_START_MS)]);
+    const kernel = (s: Stats) => s.drops['multicast-receive:kernel_rcvbuf'] ?? 0;
+    const queueFull = (s: Stats) => s.drops['multicast-receive:queue_full'] ?? 0;
+    const accounted = (s: Stats) => s.received + kernel(s) + queueFull(s);
+    // Bursts until the kernel has dropped some (a burst of 2,000 into a few-KB buffer nearly always does).
+    let sent = 0;
+    let s = await statsOnce(receiver);
+    for (let burst = 0; burst < 20 && kernel(s) === 0; burst++) {
+      await sender.request({ cmd: 'send', name: 'PRESENCE_IN', count: 2_000 }, 'sent');
+      sent += 2_000;
+      s = await statsWhen(receiver, (x) => accounted(x) >= sent);
+    }
+    // One more datagram once the buffer has drained, so the receiver also sees the gap the last drops left.
+    await sender.request({ cmd: 'send', name: 'PRESENCE_IN', count: 1 }, 'sent');
+    sent += 1;
+    s = await statsWhen(receiver, (x) => accounted(x) >= sent && x.received + x.lost >= sent);
+    expect(kernel(s)).toBeGreaterThan(0);
+    expect(accounted(s)).toBe(sent);
+    // Exact loss by the sender's datagram counter is what was counted as dropped.
+    expect(s.lost).toBe(kernel(s) + queueFull(s));
+    // The namespace-wide kernel counter saw at least ours.
+    expect(s.netnsRcvbufErrors).toBeGreaterThanOrEqual(kernel(s));
   });
 });

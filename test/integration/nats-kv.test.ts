@@ -81,16 +81,15 @@ describe('NATS KV state store (real nats-server)', () => {
     expect(seen).toHaveLength(3);
   });
 
-  it('a late joiner loads 100k registrations (time printed, not asserted)', async () => {
-    const store = await openStateStore(nc, 'kv_100k');
-    await fillRegistrations(store, 100_000);
-    const joiner = await openStateStore(other, 'kv_100k');
-    const started = performance.now();
+  // 10k here: the load itself is what is checked; 100k and its time are the kv-load benchmark's
+  // (100k took 35-60 s of this suite on a busy machine).
+  it('a late joiner loads every registration of a large table', async () => {
+    const store = await openStateStore(nc, 'kv_10k');
+    await fillRegistrations(store, 10_000);
+    const joiner = await openStateStore(other, 'kv_10k');
     const entries = await joiner.entries();
-    const elapsed = performance.now() - started;
-    console.log(`KV late joiner: ${entries.size} entries loaded in ${elapsed.toFixed(0)} ms`);
-    expect(entries.size).toBe(100_000);
-    expect(entries.get('user99999@example.com')).toBe('sip:user99999@10.0.0.9:5060;transport=udp');
+    expect(entries.size).toBe(10_000);
+    expect(entries.get('user9999@example.com')).toBe('sip:user9999@10.0.0.9:5060;transport=udp');
   }, 60_000);
 
   it('a write made while the server is down lands once it is back (retried, not dropped)', async () => {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { LEGACY_PROVIDER_FLAG, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
+import { CHILD_START_MS } from './wait.js';
 
 /** The compiled CLI (npm test builds before running vitest). */
 export const CLI = fileURLToPath(new URL('../../dist/bridge/cli/main.js', import.meta.url));
@@ -26,7 +27,7 @@ export function runCli(args: string[], options: { input?: string | Buffer; env?:
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? CHILD_START_MS);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);

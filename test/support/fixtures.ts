@@ -1,9 +1,13 @@
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { EslFrameParser, type EslFrame } from '../../bridge/esl/frame-parser.js';
 
-export const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url));
+/** test/fixtures, also when this runs compiled from dist/test/support (benchmarks, the fuzz harness): dist holds no fixtures. */
+export const FIXTURES = ((): string => {
+  const beside = fileURLToPath(new URL('../fixtures/', import.meta.url));
+  return existsSync(beside) ? beside : fileURLToPath(new URL('../../../test/fixtures/', import.meta.url));
+})();
 
 export function fixturePath(...parts: string[]): string {
   return join(FIXTURES, ...parts);

@@ -291,8 +291,7 @@ export function natsTestConfig(servers: string[], overrides: Partial<NatsConfig>
     maxInFlight: 256,
     auth: {},
     tls: null,
-    kv: { locationBucket: 'fsb_location', blfBucket: 'fsb_blf', peersBucket: 'fsb_peers' },
-    heartbeatMs: 5_000,
+    kv: { locationBucket: 'fsb_location', blfBucket: 'fsb_blf' },
     ...overrides,
   };
 }

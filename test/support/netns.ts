@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,9 +14,9 @@ import { pathToFileURL } from 'node:url';
  * `ip netns exec`. Children run the TypeScript sources directly: `nodeInNetns` starts
  * node with a tiny module loader (written to a temp dir at first use) that maps the
  * `.js` import specifiers to the `.ts` files and strips types with the TypeScript
- * compiler the project already depends on (transpileModule, per file, no type check).
- * That needs no build step, cannot race with other test files writing dist/, and adds
- * about half a second per child (loading typescript).
+ * compiler the project already depends on (transpileModule, per file, no type check,
+ * cached across children). That needs no build step and cannot race with other test
+ * files writing dist/.
  *
  * Every namespace is deleted by its `cleanup()`, and any left over at process exit
  * (failed test, thrown hook) by an exit handler. Names carry the pid so parallel test
@@ -121,18 +121,33 @@ export function runInNetns(netns: string, cmd: string, args: readonly string[], 
 
 let loaderUrl: string | null = null;
 
+/**
+ * Transpiled files, shared by every child of every test process (keyed by path, mtime
+ * and size, so an edited file is transpiled again). Loading the TypeScript compiler
+ * costs a child 0.5 s of CPU, and on a loaded 2-core machine that was over 10 s of
+ * wall time, which made children miss their ready timeouts; with the cache a child
+ * loads TypeScript only for a file no earlier child has seen.
+ */
+const TRANSPILE_CACHE = join(tmpdir(), `fsb-ts-cache-${process.getuid?.() ?? 0}`);
+/** Bumped whenever the loader's output for the same source would change. */
+const TRANSPILE_VERSION = 'esnext-es2022-1';
+
 /** Loader that lets plain node run this repository's .ts files (see the file comment). */
 export function typescriptLoader(): string {
   if (loaderUrl) return loaderUrl;
   const dir = mkdtempSync(join(tmpdir(), 'fsb-ts-loader-'));
+  mkdirSync(TRANSPILE_CACHE, { recursive: true });
   const typescript = pathToFileURL(createRequire(import.meta.url).resolve('typescript')).href;
   const hooks = join(dir, 'hooks.mjs');
   writeFileSync(
     hooks,
-    `import { readFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+    `import { readFile, writeFile, rename } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ts from ${JSON.stringify(typescript)};
+const CACHE = ${JSON.stringify(TRANSPILE_CACHE)};
+let ts = null;
 export async function resolve(specifier, context, next) {
   if (specifier.startsWith('.') && specifier.endsWith('.js') && context.parentURL?.startsWith('file:')) {
     const url = new URL(specifier.slice(0, -3) + '.ts', context.parentURL);
@@ -143,10 +158,23 @@ export async function resolve(specifier, context, next) {
 export async function load(url, context, next) {
   if (!url.endsWith('.ts')) return next(url, context);
   const fileName = fileURLToPath(url);
+  const stat = statSync(fileName);
+  const key = createHash('sha1').update(${JSON.stringify(TRANSPILE_VERSION)} + '\\0' + fileName + '\\0' + stat.mtimeMs + '\\0' + stat.size).digest('hex');
+  const cached = join(CACHE, key + '.js');
+  try {
+    return { format: 'module', source: await readFile(cached, 'utf8'), shortCircuit: true };
+  } catch {
+    // not transpiled yet
+  }
+  ts ??= (await import(${JSON.stringify(typescript)})).default;
   const { outputText } = ts.transpileModule(await readFile(fileName, 'utf8'), {
     fileName,
     compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
   });
+  // Written whole, then renamed: a child reading concurrently sees the old state or the whole file.
+  const partial = cached + '.' + process.pid + '.tmp';
+  await writeFile(partial, outputText);
+  await rename(partial, cached);
   return { format: 'module', source: outputText, shortCircuit: true };
 }
 `,

@@ -6,10 +6,11 @@ import { PARAMS } from '../../bridge/config/schema.js';
 import { spawnSync } from 'node:child_process';
 import { CLI, runCli } from '../support/cli.js';
 import { fixturePath } from '../support/fixtures.js';
+import { CHILD_START_MS, CHILD_TEST_MS } from '../support/wait.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 
-describe('fs-event-bridge CLI', () => {
+describe('fs-event-bridge CLI', { timeout: CHILD_TEST_MS }, () => {
   it('validate accepts the shipped config and the legacy file', async () => {
     const ours = await runCli(['validate', '--config', repo('config/event_bridge.conf.xml')]);
     expect(ours.code).toBe(0);
@@ -33,7 +34,7 @@ describe('fs-event-bridge CLI', () => {
 
   it('relaunches itself with the OpenSSL legacy provider when started without it (psk needs Blowfish)', () => {
     const datagram = fixturePath('multicast-psk', '001-HEARTBEAT.bin');
-    const result = spawnSync(process.execPath, [CLI, 'decode', datagram, '--psk', 'fixture-psk-0123456789'], { encoding: 'utf8', timeout: 20_000 });
+    const result = spawnSync(process.execPath, [CLI, 'decode', datagram, '--psk', 'fixture-psk-0123456789'], { encoding: 'utf8', timeout: CHILD_START_MS });
     expect(result.status).toBe(0);
     expect(JSON.parse(result.stdout)).toMatchObject({ mode: 'psk' });
   });

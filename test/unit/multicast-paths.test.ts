@@ -45,6 +45,9 @@ class FakeSocket {
   ownSkipped(): number {
     return this.skipped;
   }
+  kernelDrops(): number | null {
+    return null;
+  }
 }
 
 async function value(metrics: Metrics, name: string, labels: Record<string, string> = {}): Promise<number> {

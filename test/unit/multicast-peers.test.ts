@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { FsEvent } from '../../bridge/event/event.js';
-import { PeerTracker } from '../../bridge/pipeline/peers.js';
+import { PeerTracker, nodeNameProblem } from '../../bridge/pipeline/peers.js';
+import { Budget, Metrics, OTHER_NODE } from '../../bridge/observability/metrics.js';
 import type { BridgeEvent } from '../../bridge/pipeline/types.js';
 import { formatPeers } from '../../bridge/cli/commands/peers.js';
 
@@ -97,4 +98,76 @@ describe('PeerTracker', () => {
     peers.stop();
     expect(fired).toEqual(['multicast::peerup fs-a', 'multicast::peerdown fs-a']);
   });
+
+  it('holds at most maxPeers: a sender that is not up makes room (the stalest first), while all are up a new one is not tracked', () => {
+    let now = 1_000_000;
+    const fired: string[] = [];
+    const untracked: string[] = [];
+    const peers = new PeerTracker((event, peer) => fired.push(`${event.subclass} ${peer}`), { maxPeers: 3, timeoutMs: 1_000, now: () => now, onUntracked: (node) => untracked.push(node) });
+    peers.observe(remote('PRESENCE_IN', 'quiet-1'));
+    now += 10;
+    peers.observe(remote('PRESENCE_IN', 'quiet-2'));
+    now += 10;
+    peers.observe(remote('HEARTBEAT', 'up-1'));
+    // quiet-1 is touched again, so quiet-2 is now the stalest that is not up.
+    peers.observe(remote('PRESENCE_IN', 'quiet-1'));
+    peers.observe(remote('HEARTBEAT', 'up-2'));
+    expect(peers.list().map((p) => p.name)).toEqual(['quiet-1', 'up-1', 'up-2']);
+    peers.observe(remote('HEARTBEAT', 'up-3'));
+    expect(peers.list().map((p) => p.name)).toEqual(['up-1', 'up-2', 'up-3']);
+    expect(peers.forgotten).toBe(2);
+    // Full of peers that are up: the newcomer's events are not tracked (the caller still delivers them).
+    peers.observe(remote('HEARTBEAT', 'up-4'));
+    peers.recordGap('up-4', 5, true);
+    expect(untracked).toEqual(['up-4']);
+    expect(peers.counts()).toEqual({ held: 3, up: 3 });
+    expect(fired).toEqual(['multicast::peerup up-1', 'multicast::peerup up-2', 'multicast::peerup up-3']);
+  });
+
+  it('forgets a peer that is down and silent for forgetAfterMs, and never one that is up', () => {
+    let now = 1_000_000;
+    const peers = new PeerTracker(() => undefined, { timeoutMs: 1_000, forgetAfterMs: 5_000, now: () => now });
+    peers.observe(remote('HEARTBEAT', 'dies'));
+    peers.observe(remote('HEARTBEAT', 'lives'));
+    for (let t = 0; t < 10; t++) {
+      now += 900;
+      peers.observe(remote('HEARTBEAT', 'lives'));
+      peers.check();
+    }
+    expect(peers.list().map((p) => p.name)).toEqual(['lives']);
+    expect(peers.forgotten).toBe(1);
+  });
+
+  it('refuses sender names with CR, LF, NUL, empty or over 255 bytes: no peer, no peerup without Peer', () => {
+    const fired: FsEvent[] = [];
+    const peers = new PeerTracker((event) => fired.push(event));
+    for (const name of ['evil\r\nPeer: fs-a', 'nul\0', '', 'x'.repeat(256)]) peers.observe(remote('HEARTBEAT', name));
+    expect(peers.list()).toEqual([]);
+    expect(fired).toEqual([]);
+    expect(nodeNameProblem('fs-a')).toBeUndefined();
+    expect(nodeNameProblem('é'.repeat(127))).toBeUndefined();
+    expect(nodeNameProblem('é'.repeat(128))).toMatch(/longer than 255 bytes/);
+  });
 });
+
+describe('Budget', () => {
+  it('admits limit per interval and tells the next admitted one how many it refused', () => {
+    let now = 0;
+    const budget = new Budget(2, 1_000, () => now);
+    expect([budget.admit(), budget.admit(), budget.admit(), budget.admit()]).toEqual([0, 0, -1, -1]);
+    now = 999;
+    expect(budget.admit()).toBe(-1);
+    now = 1_000;
+    expect(budget.admit()).toBe(3);
+    expect(budget.admit()).toBe(0);
+    expect(budget.admit()).toBe(-1);
+  });
+});
+
+describe('Metrics.nodeLabel', () => {
+  it('hands out at most maxNodeLabels node names, then _other', async () => {
+    const metrics = new Metrics({ maxNodeLabels: 2 });
+    expect(['a', 'b', 'c', 'a', 'd'].map((n) => metrics.nodeLabel(n))).toEqual(['a', 'b', OTHER_NODE, 'a', OTHER_NODE]);
+  });
+});
+

@@ -1,28 +1,13 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Bridge, guardedLocalNode } from '../../bridge/bridge.js';
-import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
-import type { ConsumerContext, StateStore } from '../../bridge/consumer.js';
 import { ParseError } from '../../bridge/errors.js';
-import { EslFrameParser, type EslFrame } from '../../bridge/esl/frame-parser.js';
+import { EslFrameParser } from '../../bridge/esl/frame-parser.js';
 import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
 import type { FsEvent } from '../../bridge/event/event.js';
 import { parseJson, serializeJson } from '../../bridge/event/json.js';
-import { serializePlain } from '../../bridge/event/plain.js';
-import { silentLogger } from '../../bridge/observability/logger.js';
-import { Metrics } from '../../bridge/observability/metrics.js';
-import { Bindings } from '../../bridge/pipeline/bindings.js';
-import { Pipeline } from '../../bridge/pipeline/pipeline.js';
-import { Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
-import type { EslClient } from '../../bridge/sources/esl/client.js';
-import { MulticastSink } from '../../bridge/transports/multicast/sink.js';
-import type { MulticastSocket, SendCallback } from '../../bridge/transports/multicast/socket.js';
-import { MulticastSource } from '../../bridge/transports/multicast/source.js';
-import { decodeKvKey, encodeKvKey } from '../../bridge/transports/nats/kv.js';
-import { BlfConsumer } from '../../consumers/blf/blf-consumer.js';
-import { LocationConsumer } from '../../consumers/location/location-consumer.js';
-import { MemoryStateStore } from '../support/consumer-context.js';
+import { Transport } from '../../bridge/pipeline/types.js';
 import { NODES, wireEvent, type WireEvent } from '../support/wire-arbitraries.js';
+import { eslFrame, wellFormedProblem, wireNode, wireSender } from '../support/wire-node.js';
 
 /**
  * Arbitrary events (any UTF-16 including lone surrogates, NUL, CR/LF, 64 KB values,
@@ -35,79 +20,6 @@ import { NODES, wireEvent, type WireEvent } from '../support/wire-arbitraries.js
  */
 
 const PSK = Buffer.from('wire-properties-psk');
-
-/** Records datagrams instead of sending them. */
-class CapturingSocket {
-  sent: Buffer[] = [];
-  setListener(): void {}
-  acquire(): Promise<void> {
-    return Promise.resolve();
-  }
-  release(): Promise<void> {
-    return Promise.resolve();
-  }
-  send(datagram: Buffer, callback: SendCallback): void {
-    this.sent.push(datagram);
-    callback(null);
-  }
-  ownSkipped(): number {
-    return 0;
-  }
-}
-
-/** A state store that escapes keys exactly like the NATS one does, and refuses what it refuses. */
-class EscapingStateStore implements StateStore {
-  readonly memory = new MemoryStateStore();
-  async put(key: string, value: string): Promise<void> {
-    await this.memory.put(decodeKvKey(encodeKvKey(key)), value);
-  }
-  async delete(key: string): Promise<void> {
-    await this.memory.delete(decodeKvKey(encodeKvKey(key)));
-  }
-  entries(): Promise<Map<string, string>> {
-    return this.memory.entries();
-  }
-  watch(onChange: (key: string, value: string | null) => void): Promise<() => Promise<void>> {
-    return this.memory.watch(onChange);
-  }
-}
-
-interface Written {
-  /** The event sendEvent was called with, for sendevent commands. */
-  event: FsEvent | null;
-  text: string;
-}
-
-/**
- * What mod_event_socket would make of a command: one command per write, header lines
- * split at the first ':', a NUL ending it. Fails when a value could have added a header
- * or a command.
- */
-function expectWellFormed(written: Written): void {
-  const { text, event } = written;
-  const end = text.indexOf('\n\n');
-  expect(end).toBeGreaterThan(0);
-  const head = text.slice(0, end);
-  expect(head).not.toMatch(/[\r\0]/);
-  const lines = head.split('\n');
-  if (event === null) {
-    expect(lines).toHaveLength(1);
-    expect(text.length).toBe(end + 2);
-    const db = /^api db (insert|delete)\/(.*)$/.exec(lines[0]);
-    if (db) expect(db[2].split('/')).toHaveLength(db[1] === 'insert' ? 3 : 2);
-    return;
-  }
-  const expected = event.headers.filter(([name]) => !/^(event-name|content-length)$/i.test(name)).length;
-  const bodyLines = event.body !== null && event.body !== '' ? 1 : 0;
-  expect(lines.length - 1).toBe(expected + bodyLines);
-  for (const line of lines.slice(1)) expect(line.indexOf(':')).toBeGreaterThan(0);
-}
-
-/** An ESL frame as FreeSWITCH writes it for an event in either format. */
-function eslFrame(event: FsEvent, format: 'plain' | 'json'): Buffer {
-  const body = Buffer.from(format === 'plain' ? serializePlain(event) : serializeJson(event), 'utf8');
-  return Buffer.concat([Buffer.from(`Content-Length: ${body.length}\nContent-Type: text/event-${format}\n\n`), body]);
-}
 
 type Via = 'esl-plain' | 'esl-json' | 'multicast' | 'multicast-psk' | 'nats' | 'nats-mangled' | 'datagram-mangled';
 
@@ -136,84 +48,6 @@ const setup = fc.record({
   chunk: fc.integer({ min: 1, max: 4096 }),
 });
 
-function configFor(node: (typeof NODES)[number]) {
-  const xml = defaultConfigXml({
-    settings: { 'node-name': node.name, hostname: node.hostname, ipv4: node.ipv4, cluster: 'props' },
-    multicast: { enabled: 'no', 'peer-timeout': '2s' },
-    nats: { enabled: 'yes', 'buffer-max-events': '200' },
-    metrics: { enabled: 'no' },
-    dedup: { 'max-entries': '100' },
-  });
-  return loadConfigText(xml, `${node.name}.xml`, {}).config;
-}
-
-/** Node B (ours) as a Bridge that is never connected: its ESL client and its injector write commands into `written`. */
-async function nodeB(options: { sink: 'sqlite' | 'esl'; locationParity: boolean; blfParity: boolean }) {
-  const config = configFor(NODES[1]);
-  const metrics = new Metrics();
-  const bridge = new Bridge(config, { logger: silentLogger(), metrics });
-  const written: Written[] = [];
-  const esl = bridge.esl as unknown as { command: (text: string) => Promise<EslFrame>; sendEvent: EslClient['sendEvent'] };
-  let current: FsEvent | null = null;
-  esl.command = async (text) => {
-    written.push({ event: current, text });
-    return { headers: { 'Reply-Text': '+OK 00000000-0000-0000-0000-000000000000' }, body: Buffer.from('+OK') };
-  };
-  const sendEvent = esl.sendEvent.bind(bridge.esl);
-  // sendEvent writes its command synchronously, before its first await.
-  esl.sendEvent = (event) => {
-    current = event;
-    try {
-      return sendEvent(event);
-    } finally {
-      current = null;
-    }
-  };
-  // Injections (remote events, peer events) go through the injector: FreeSWITCH answers each at once.
-  bridge.injector.offer = (item) => {
-    written.push({ event: item.event ?? null, text: item.command });
-    item.done?.('injected');
-    return true;
-  };
-  const stores = new Map<string, EscapingStateStore>();
-  const context: ConsumerContext = {
-    node: config.node,
-    events: bridge.pipeline,
-    local: guardedLocalNode(bridge.esl, config.node.name),
-    logger: silentLogger(),
-    metrics,
-    openState: async (bucket) => {
-      if (!stores.has(bucket)) stores.set(bucket, new EscapingStateStore());
-      return stores.get(bucket)!;
-    },
-  };
-  const location = new LocationConsumer({ ...config.consumers.location, enabled: true, sink: options.sink, dbPath: ':memory:', legacyParity: options.locationParity, peerDownGraceMs: 1_000, expiryMarginMs: 0, flushMs: 5 });
-  const blf = new BlfConsumer({ ...config.consumers.blf, enabled: true, legacyParity: options.blfParity });
-  await location.start(context);
-  await blf.start(context);
-  const source = new MulticastSource(new CapturingSocket() as unknown as MulticastSocket, { nodeName: config.node.name, psk: null, maxDatagramBytes: 65_507, metrics, logger: silentLogger(), gaps: bridge.peers });
-  const pskSource = new MulticastSource(new CapturingSocket() as unknown as MulticastSocket, { nodeName: config.node.name, psk: PSK, maxDatagramBytes: 65_507, metrics, logger: silentLogger(), gaps: bridge.peers });
-  const emit = (item: BridgeEvent) => {
-    bridge.peers.observe(item);
-    bridge.pipeline.remote(item);
-  };
-  await source.start(emit);
-  await pskSource.start(emit);
-  bridge.peers.start();
-  return { bridge, location, blf, source, pskSource, written, emit, stores };
-}
-
-/** The sending side of a remote event: a pipeline with the real multicast sink, in plaintext and with a psk. */
-function sender(name: string) {
-  const metrics = new Metrics();
-  const common = { nodeName: name, maxDatagramBytes: 65_507, metrics, logger: silentLogger(), bindings: Bindings.parse('ALL') };
-  const plain = new CapturingSocket();
-  const secret = new CapturingSocket();
-  const sinks = [new MulticastSink(plain as unknown as MulticastSocket, { ...common, psk: null }), new MulticastSink(secret as unknown as MulticastSocket, { ...common, psk: PSK })];
-  const pipeline = new Pipeline({ nodeName: name, sinks, dedup: { maxEntries: 100, ttlMs: 60_000 }, inject: () => undefined, metrics, logger: silentLogger() });
-  return { pipeline, plain, secret };
-}
-
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -228,9 +62,9 @@ describe('arbitrary wire input through the whole pipeline and both consumers', (
         fc.asyncProperty(setup, fc.array(step, { minLength: 1, maxLength: 25 }), async (options, steps) => {
           vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
           try {
-            const b = await nodeB(options);
+            const b = await wireNode(NODES[1], { ...options, psk: PSK });
             const parser = new EslFrameParser();
-            const senders = new Map<string, ReturnType<typeof sender>>();
+            const senders = new Map<string, ReturnType<typeof wireSender>>();
             let registers = 0;
             let presence = 0;
             for (const { wire, via, mangle, advanceMs, jumpMs } of steps) {
@@ -263,7 +97,7 @@ describe('arbitrary wire input through the whole pipeline and both consumers', (
               } else {
                 // The sender's name comes from its config: arbitrary text is refused there, so forged names travel only in headers.
                 const name = NODES.some((n) => n.name === wire.sender) ? wire.sender : 'fs-x';
-                if (!senders.has(name)) senders.set(name, sender(name));
+                if (!senders.has(name)) senders.set(name, wireSender(name, PSK));
                 const out = senders.get(name)!;
                 out.pipeline.local(event, Date.now());
                 for (const datagram of out.plain.sent.splice(0)) {
@@ -280,12 +114,8 @@ describe('arbitrary wire input through the whole pipeline and both consumers', (
             vi.setSystemTime(Date.now() + 700_000);
             await vi.runOnlyPendingTimersAsync();
             await vi.runOnlyPendingTimersAsync();
-            await b.location.stop();
-            await b.blf.stop();
-            b.bridge.peers.stop();
-            await b.source.stop();
-            await b.pskSource.stop();
-            for (const written of b.written) expectWellFormed(written);
+            await b.stop();
+            for (const written of b.written) expect(wellFormedProblem(written), written.text.slice(0, 200)).toBeUndefined();
             expect(b.location.registrations).toBeLessThanOrEqual(registers);
             expect(b.blf.lamps().size).toBeLessThanOrEqual(presence);
             for (const store of b.stores.values()) expect(store.memory.data.size).toBeLessThanOrEqual(registers + presence);

@@ -4,6 +4,7 @@ import { loadConfigFile } from '../../config/load.js';
 import type { BridgeConfig } from '../../config/types.js';
 import type { Consumer } from '../../consumer.js';
 import { createLogger, type Logger } from '../../observability/logger.js';
+import { hostProblems } from '../preflight.js';
 import { createBlfConsumer, createLocationConsumer } from '../../../consumers/index.js';
 
 /** The consumers a config enables, built with the public factories. */
@@ -33,6 +34,8 @@ export function exitIfStopHangs(log: Logger, context: Record<string, unknown> = 
  */
 export async function runBridge(file: string, logLevel: string | undefined, logger?: Logger): Promise<Bridge> {
   const { config, warnings } = loadConfigFile(file);
+  const [hostProblem] = hostProblems(config);
+  if (hostProblem) throw hostProblem;
   const log = logger ?? createLogger(logLevel ?? config.logLevel);
   for (const warning of warnings) log.warn(warning);
   const bridge = new Bridge(config, { logger: log, consumers: consumersFor(config) });

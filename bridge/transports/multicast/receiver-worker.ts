@@ -18,8 +18,8 @@ export interface ReceiverWorkerData {
 }
 
 export type WorkerReport =
-  | { type: 'ready'; receiveBufferBytes: number }
-  | { type: 'open-failed'; message: string; code?: string }
+  | { type: 'ready'; receiveBufferBytes: number; fd: number }
+  | { type: 'open-failed'; step: 'bind' | 'join'; message: string; code?: string }
   | { type: 'socket-error'; message: string }
   | { type: 'closed' };
 
@@ -68,8 +68,17 @@ function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer
       setImmediate(flush);
     }
   });
-  const failOpen = (error: NodeJS.ErrnoException) => {
-    report({ type: 'open-failed', message: error.message, code: error.code });
+  // The descriptor names the socket in /proc (socket.ts reads its kernel drop counter). dgram
+  // has no public accessor; its internal state holds the libuv handle, whose fd is -1 if absent.
+  const socketFd = (target: Dgram.Socket): number => {
+    for (const key of Object.getOwnPropertySymbols(target)) {
+      const fd = (target as unknown as Record<symbol, { handle?: { fd?: unknown } } | undefined>)[key]?.handle?.fd;
+      if (typeof fd === 'number') return fd;
+    }
+    return -1;
+  };
+  const failOpen = (error: NodeJS.ErrnoException, step: 'bind' | 'join' = 'bind') => {
+    report({ type: 'open-failed', step, message: error.message, code: error.code });
     socket.close();
     parent.close();
   };
@@ -80,10 +89,10 @@ function receiverWorkerMain(dgram: typeof Dgram, threads: typeof Threads, Writer
     try {
       socket.addMembership(data.group, data.interface || undefined);
     } catch (error) {
-      failOpen(error as NodeJS.ErrnoException);
+      failOpen(error as NodeJS.ErrnoException, 'join');
       return;
     }
-    report({ type: 'ready', receiveBufferBytes: socket.getRecvBufferSize() });
+    report({ type: 'ready', receiveBufferBytes: socket.getRecvBufferSize(), fd: socketFd(socket) });
   });
   parent.on('message', (command: WorkerCommand) => {
     if (command.type !== 'close') return;

@@ -1,7 +1,9 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { BindError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
+import { KernelDrops } from './kernel-drops.js';
 import { HandOffReader, HandOffWriter, type DatagramListener, type DropListener, type HandOffLimits, type HandOffMessage } from './hand-off.js';
 import { receiverWorkerSource, type ReceiverWorkerData, type WorkerCommand, type WorkerReport } from './receiver-worker.js';
 
@@ -69,6 +71,8 @@ export class MulticastSocket {
   private readonly reader: HandOffReader;
   /** SO_RCVBUF of the receiving socket as the kernel granted it (Linux reports twice the usable size). 0 until open. */
   receiveBufferBytes = 0;
+  /** The receiving socket's kernel drop counter; null when closed or not observable on this host. */
+  private kernel: KernelDrops | null = null;
 
   constructor(
     private readonly options: MulticastSocketOptions,
@@ -104,9 +108,15 @@ export class MulticastSocket {
     const current = this.current;
     this.current = null;
     this.opening = null;
+    this.kernel = null;
     if (!current) return;
     current.worker.postMessage({ type: 'close' } satisfies WorkerCommand);
     await Promise.all([current.closed, new Promise<void>((resolve) => current.sender.close(() => resolve()))]);
+  }
+
+  /** Datagrams the kernel dropped for the receiving socket since it opened (receive buffer full); null when not open or not observable. */
+  kernelDrops(): number | null {
+    return this.kernel?.read() ?? null;
   }
 
   /** Our own datagrams the receiver skipped since start (wraps at 2^32: take differences). */
@@ -165,13 +175,19 @@ export class MulticastSocket {
             break;
           case 'ready':
             this.receiveBufferBytes = message.receiveBufferBytes;
+            this.kernel = KernelDrops.find(message.fd, port);
+            if (!this.kernel) this.logger.warn({ port }, 'multicast receive socket not found in /proc/self/net/udp: datagrams the kernel drops for it are not counted');
             worker.off('exit', onExit);
             worker.off('error', reject);
             worker.on('error', (error) => this.logger.error({ err: error }, 'multicast receiver failed; no more datagrams are received'));
             resolve(worker);
             break;
           case 'open-failed':
-            reject(Object.assign(new Error(`multicast socket ${bindAddress}:${port} (group ${group}): ${message.message}`), { code: message.code }));
+            reject(
+              message.step === 'bind'
+                ? new BindError('the multicast receive socket', `${bindAddress}:${port}`, ['multicast/bind-address', 'multicast/port'], message.message)
+                : new BindError(`multicast group ${group}`, this.options.interface || 'the default interface', ['multicast/interface', 'multicast/address'], message.message),
+            );
             break;
           case 'socket-error':
             this.logger.error({ err: message.message }, 'multicast socket error');
@@ -190,9 +206,9 @@ export class MulticastSocket {
     // A group address cannot be a source; otherwise send from the address the legacy module binds.
     const from = isMulticast(bindAddress) ? undefined : bindAddress;
     await new Promise<void>((resolve, reject) => {
-      sender.once('error', reject);
+      sender.once('error', (error) => reject(new BindError('the multicast send socket', `${from ?? '0.0.0.0'}:0`, ['multicast/bind-address'], error.message, { cause: error })));
       sender.bind(0, from, () => {
-        sender.off('error', reject);
+        sender.removeAllListeners('error');
         resolve();
       });
     });
@@ -203,7 +219,7 @@ export class MulticastSocket {
       sender.setMulticastLoopback(loopback);
     } catch (error) {
       sender.close();
-      throw error;
+      throw new BindError('the multicast send socket', iface || 'the default interface', ['multicast/interface'], (error as Error).message, { cause: error });
     }
     return sender;
   }

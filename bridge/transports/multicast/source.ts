@@ -5,8 +5,12 @@ import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
 import type { GapRecorder } from '../../pipeline/peers.js';
 import { SENDER_HEADER, SEQ_HEADER, decodeDatagram, isOwnPlainDatagram, senderLine } from './codec.js';
+import { namespaceUdpRcvbufErrors } from './kernel-drops.js';
 import { SequenceGaps } from './sequence.js';
 import type { MulticastSocket } from './socket.js';
+
+/** How often the kernel's drop counter of the receive socket is read (one /proc/self/net/udp read). */
+const KERNEL_DROPS_POLL_MS = 1_000;
 
 export interface MulticastSourceOptions {
   /** Our node name: datagrams whose Multicast-Sender equals it are our own, looped back. */
@@ -29,7 +33,8 @@ export interface MulticastSourceOptions {
  * thread. What the bounded hand-off refused while the main thread was busy arrives as
  * a count and is dropped as queue_full here.
  *
- * Loss accounting, per origin:
+ * Loss accounting, per origin (and what the kernel dropped for our socket, read from
+ * /proc every second as kernel_rcvbuf: kernel-drops.ts):
  * - A bridge sender numbers every datagram it sends (SEQ_HEADER); a gap in that
  *   counter is an exact loss, counted in fsb_sequence_gap_events_total
  *   {transport="multicast", node}.
@@ -49,6 +54,8 @@ export class MulticastSource implements RemoteSource {
   private readonly eventsIn = new Map<string, Counter.Internal>();
   private readonly ownSenderLine: Buffer;
   private ownSkippedSeen = 0;
+  private kernelDropsSeen = 0;
+  private kernelPoll: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly socket: MulticastSocket,
@@ -65,6 +72,10 @@ export class MulticastSource implements RemoteSource {
       this.syncOwnSkipped();
       return collect?.();
     };
+    options.metrics.gauge('fsb_netns_udp_rcvbuf_errors', "UDP RcvbufErrors of this network namespace (/proc/net/snmp): every socket's, not only ours; ours are fsb_drops_total{cause=\"kernel_rcvbuf\"}", [], (gauge) => {
+      const value = namespaceUdpRcvbufErrors();
+      if (value !== null) gauge.set(value);
+    });
     this.legacyGapCounter = options.metrics.counter(
       'fsb_multicast_legacy_sequence_gap_total',
       'Upper bound of events missed from legacy senders: Event-Sequence gaps per Core-UUID, which include every event outside the sender bindings',
@@ -80,13 +91,32 @@ export class MulticastSource implements RemoteSource {
     this.emit = emit;
     this.socket.setListener(this.onDatagram, this.onHandOffDrops);
     await this.socket.acquire();
+    this.kernelDropsSeen = this.socket.kernelDrops() ?? 0;
+    this.kernelPoll = setInterval(() => this.countKernelDrops(), KERNEL_DROPS_POLL_MS);
+    this.kernelPoll.unref();
   }
 
   /** Stops after the datagrams the receiver already read have been decoded. */
   async stop(): Promise<void> {
+    if (this.kernelPoll) clearInterval(this.kernelPoll);
+    this.kernelPoll = null;
+    this.countKernelDrops();
     await this.socket.release();
     this.socket.setListener(() => {}, () => {});
     this.emit = null;
+  }
+
+  /**
+   * What the kernel dropped for our socket since the last look, as kernel_rcvbuf drops:
+   * loss that happened before the receiver could read (the buffer was full), which no
+   * sequence counter sees when a legacy sender sent it.
+   */
+  private countKernelDrops(): void {
+    const total = this.socket.kernelDrops();
+    if (total === null) return;
+    const fresh = total - this.kernelDropsSeen;
+    this.kernelDropsSeen = total;
+    if (fresh > 0) this.drops.drop('kernel_rcvbuf', `the kernel dropped datagrams for the receive socket (buffer of ${this.socket.receiveBufferBytes} bytes full); raise receive-buffer and net.core.rmem_max`, fresh);
   }
 
   private syncOwnSkipped(): void {
@@ -142,7 +172,7 @@ export class MulticastSource implements RemoteSource {
       if (colon > 0 && Number.isSafeInteger(n)) {
         const lost = this.exactGaps.observe(sender + ' ' + seqHeader.slice(0, colon), n);
         if (lost > 0) {
-          this.options.metrics.gapsLost.inc({ transport: 'multicast', node: sender }, lost);
+          this.options.metrics.gapsLost.inc({ transport: 'multicast', node: this.options.metrics.nodeLabel(sender) }, lost);
           this.options.gaps?.recordGap(sender, lost, true);
         }
         return;
@@ -151,7 +181,7 @@ export class MulticastSource implements RemoteSource {
     if (coreUuid === undefined || eventSequence === undefined) return;
     const lost = this.legacyGaps.observe(coreUuid, eventSequence);
     if (lost > 0) {
-      this.legacyGapCounter.inc({ node: sender }, lost);
+      this.legacyGapCounter.inc({ node: this.options.metrics.nodeLabel(sender) }, lost);
       this.options.gaps?.recordGap(sender, lost, false);
     }
   }
@@ -159,7 +189,7 @@ export class MulticastSource implements RemoteSource {
   private counterFor(sender: string): Counter.Internal {
     let counter = this.eventsIn.get(sender);
     if (!counter) {
-      counter = this.options.metrics.eventsIn.labels({ transport: 'multicast', node: sender });
+      counter = this.options.metrics.eventsIn.labels({ transport: 'multicast', node: this.options.metrics.nodeLabel(sender) });
       // Senders are cluster nodes; the cap only stops a spoofing flood from growing the cache.
       if (this.eventsIn.size < 1024) this.eventsIn.set(sender, counter);
     }

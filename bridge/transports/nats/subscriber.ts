@@ -169,7 +169,7 @@ export class NatsSubscriber implements RemoteSource {
       msg.term();
       return;
     }
-    this.deps.metrics.eventsIn.inc({ transport: 'nats', node: origin });
+    this.deps.metrics.eventsIn.inc({ transport: 'nats', node: this.deps.metrics.nodeLabel(origin) });
     // Acknowledged by the bridge once the event's fate is known (FreeSWITCH answered its
     // injection, or it was a duplicate): a crash before that means JetStream redelivers it.
     const delivery: Delivery = { ack: () => msg.ack(), nak: (delayMs) => msg.nak(delayMs) };

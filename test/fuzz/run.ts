@@ -1,0 +1,31 @@
+/**
+ * `npm run fuzz -- --count N [--seed S]`: mutation fuzzing of datagrams, ESL frames and
+ * NATS messages through the whole bridge in one process (fuzz.ts). Prints the report
+ * and exits 1 when anything crashed or an ESL command came out malformed.
+ */
+import { formatReport, runFuzz } from './fuzz.js';
+
+const MAX_COUNT = 10_000_000;
+
+function option(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const value = Number(process.argv[i + 1]);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    process.stderr.write(`fuzz: --${name} needs a whole number, got ${JSON.stringify(process.argv[i + 1])}\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const count = option('count', 1_000);
+if (count < 1 || count > MAX_COUNT) {
+  process.stderr.write(`fuzz: --count must be 1 to ${MAX_COUNT}\n`);
+  process.exit(2);
+}
+const seed = option('seed', Math.floor(Math.random() * 2 ** 31));
+const started = Date.now();
+const report = await runFuzz({ count, seed });
+process.stdout.write(formatReport(report));
+process.stdout.write(`took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+process.exitCode = report.crashes.length + report.malformedCommands.length > 0 ? 1 : 0;
