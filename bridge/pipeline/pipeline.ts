@@ -75,7 +75,11 @@ export class Pipeline implements EventStream {
       this.drops.drop('no_event_key', { node: item.origin.node, name: item.event.name });
       return;
     }
-    if (!this.dedup.firstSighting(key)) {
+    // Scoped by the sending node: Core-UUID and Event-Sequence are the sender's own
+    // claims, so a node that copies another node's Core-UUID into its events must not
+    // make the real ones look like duplicates (docs/security.md). Both transports name
+    // a bridge by its node name, so the two copies of one event still meet.
+    if (!this.dedup.firstSighting(`${item.origin.node}\n${key}`)) {
       this.drops.filtered(`duplicate_${item.origin.transport}`);
       return;
     }

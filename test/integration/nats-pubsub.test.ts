@@ -228,6 +228,42 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       await client.close();
     }
   });
+
+  it('takes the origin from the subject and refuses messages whose own headers name another node, counted, never emitted', async () => {
+    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'FORGED' } });
+    const client = new NatsClient(config, { logger });
+    const metrics = new Metrics();
+    const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-b', 'forged'), metrics, logger });
+    const received: BridgeEvent[] = [];
+    try {
+      await subscriber.start((item) => received.push(item));
+      const js = jetstream(nc);
+      const claiming = (node: string) => {
+        const h = headers();
+        h.set(ORIGIN_NODE_HEADER, node);
+        return { headers: h };
+      };
+      // Before: the header won, so fs-x could speak for fs-y, or make the receiver skip its own node's events.
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 1)), claiming('fs-y'));
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 2)), claiming('fs-b'));
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 3, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-y']])));
+      await js.publish('fs.forged.fs-x.CUSTOM.sofia.register', serializeJson(testEvent('uuid-x', 4, 'CUSTOM', 'sofia::register', [['Multicast-Sender', 'fs-y']])));
+      // fs%2Dy decodes to fs-y, but no permission for fs-y names that token.
+      await js.publish('fs.forged.fs%2Dy.PRESENCE_IN', serializeJson(testEvent('uuid-y', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-y']])));
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 5, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-x']])), claiming('fs-x'));
+      // The stream delivers in order: once the last message is in, the others have been handled.
+      await until(() => received.length === 1);
+      const drops = await metrics.drops.get();
+      const dropped = (cause: string) => drops.values.find((v) => v.labels.component === 'nats_subscriber' && v.labels.cause === cause)?.value ?? 0;
+      expect(dropped('origin_mismatch')).toBe(4);
+      expect(dropped('no_origin')).toBe(1);
+      expect(received.map((item) => [item.origin.node, item.event.key])).toEqual([['fs-x', 'uuid-x:5']]);
+      expect(await counterValue(metrics, 'fsb_nats_own_events_skipped_total')).toBe(0);
+    } finally {
+      await subscriber.stop();
+      await client.close();
+    }
+  });
 });
 
 describe('NATS auth', () => {
