@@ -14,6 +14,7 @@ import { EslClient, EslState } from './sources/esl/client.js';
 import { MulticastTransport } from './transports/multicast/transport.js';
 import { NatsClient } from './transports/nats/connection.js';
 import { openStateStore } from './transports/nats/kv.js';
+import { nodeInboxPrefix } from './transports/nats/permissions.js';
 import { NatsPublisher } from './transports/nats/publisher.js';
 import { NatsSubscriber } from './transports/nats/subscriber.js';
 
@@ -94,7 +95,7 @@ export class Bridge {
       this.sinks.push(this.multicast.sink);
       this.sources.push(this.multicast.source);
     }
-    this.natsClient = config.nats.enabled ? new NatsClient(config.nats, { name: `fs-event-bridge ${node.name}`, logger: this.logger }) : null;
+    this.natsClient = config.nats.enabled ? new NatsClient(config.nats, { name: `fs-event-bridge ${node.name}`, logger: this.logger, inboxPrefix: nodeInboxPrefix(config.nats.subjectPrefix, node.cluster, node.name) }) : null;
     if (this.natsClient) {
       this.sinks.push(new NatsPublisher(config.nats, { client: this.natsClient, node, ...deps }));
       this.sources.push(new NatsSubscriber(config.nats, { client: this.natsClient, node, ...deps }));

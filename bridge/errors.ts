@@ -170,3 +170,18 @@ export class LocationDbError extends BridgeError {
     super('FSB_ERR_LOCATION_DB', `<consumer name="location"> param "db-path" (${path}): ${problem}`, options);
   }
 }
+
+/**
+ * The NATS server refused a publish or a JetStream/KV API call this node's user is not
+ * allowed (its authorization block). `subject` is the one refused; `what` the operation.
+ * Retried, since permissions can be changed on a running server (`nats-server --signal reload`).
+ */
+export class NatsPermissionError extends BridgeError {
+  constructor(readonly subject: string, what: string, options?: { cause?: unknown }) {
+    super(
+      'FSB_ERR_NATS_PERMISSION',
+      `NATS refused ${what}: this user may not publish to ${subject}; create the stream and buckets with \`fs-event-bridge nats-setup\` (admin user) and give the node the permissions \`fs-event-bridge nats-permissions\` prints (docs/security.md)`,
+      options,
+    );
+  }
+}

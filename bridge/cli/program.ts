@@ -5,6 +5,7 @@ import { registerConsumer } from './commands/consumer.js';
 import { registerDecode } from './commands/decode.js';
 import { registerEncode } from './commands/encode.js';
 import { registerListen } from './commands/listen.js';
+import { registerNatsAdmin } from './commands/nats-admin.js';
 import { registerTail } from './commands/tail.js';
 import { registerPeers } from './commands/peers.js';
 import { registerReplay } from './commands/replay.js';
@@ -47,5 +48,6 @@ export function buildProgram(): Command {
   registerPeers(program);
   registerTail(program);
   registerReplay(program);
+  registerNatsAdmin(program);
   return program;
 }

@@ -30,6 +30,17 @@ describe('NATS publish and subscribe (real nats-server)', () => {
   let server: NatsServer;
   let nc: NatsConnection;
 
+  /** A started subscriber for `node` on its own stream, collecting what it emits. */
+  async function subscriberOf(node: string, cluster: string, stream: string) {
+    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: stream } });
+    const client = new NatsClient(config, { logger });
+    const metrics = new Metrics();
+    const subscriber = new NatsSubscriber(config, { client, node: testNode(node, cluster), metrics, logger });
+    const received: BridgeEvent[] = [];
+    await subscriber.start((item) => received.push(item));
+    return { client, metrics, subscriber, received };
+  }
+
   beforeAll(async () => {
     server = await startNatsServer();
     nc = await connectNats({ servers: [server.url], auth: {}, tls: null }, { logger });
@@ -206,13 +217,8 @@ describe('NATS publish and subscribe (real nats-server)', () => {
   });
 
   it('accepts a message published by a non-bridge client and skips garbage payloads, counted', async () => {
-    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'FOREIGN' } });
-    const client = new NatsClient(config, { logger });
-    const metrics = new Metrics();
-    const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-b', 'foreign'), metrics, logger });
-    const received: BridgeEvent[] = [];
+    const { client, metrics, subscriber, received } = await subscriberOf('fs-b', 'foreign', 'FOREIGN');
     try {
-      await subscriber.start((item) => received.push(item));
       const js = jetstream(nc);
       const h = headers();
       h.set(ORIGIN_NODE_HEADER, 'fs-x');
@@ -230,13 +236,8 @@ describe('NATS publish and subscribe (real nats-server)', () => {
   });
 
   it('takes the origin from the subject and refuses messages whose own headers name another node, counted, never emitted', async () => {
-    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'FORGED' } });
-    const client = new NatsClient(config, { logger });
-    const metrics = new Metrics();
-    const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-b', 'forged'), metrics, logger });
-    const received: BridgeEvent[] = [];
+    const { client, metrics, subscriber, received } = await subscriberOf('fs-b', 'forged', 'FORGED');
     try {
-      await subscriber.start((item) => received.push(item));
       const js = jetstream(nc);
       const claiming = (node: string) => {
         const h = headers();

@@ -23,6 +23,8 @@ export interface NatsConnectDeps {
   name?: string;
   /** Try servers in the configured order instead of shuffled (a preferred local server first). */
   inOrder?: boolean;
+  /** Subject prefix of this connection's inboxes (replies, acks, pulls): a bridge uses its node's (nodeInboxPrefix). */
+  inboxPrefix?: string;
 }
 
 /**
@@ -55,12 +57,13 @@ function checkedAuthenticator(authenticator: Authenticator, file: string, param:
   return authenticator;
 }
 
-export function connectionOptions(settings: NatsConnectSettings, name?: string, inOrder = false): NodeConnectionOptions {
+export function connectionOptions(settings: NatsConnectSettings, name?: string, inOrder = false, inboxPrefix?: string): NodeConnectionOptions {
   const { auth, tls } = settings;
   const options: NodeConnectionOptions = {
     servers: settings.servers,
     name,
     noRandomize: inOrder,
+    inboxPrefix,
     // A bridge must come back after any outage: never give up reconnecting.
     reconnect: true,
     maxReconnectAttempts: -1,
@@ -180,7 +183,7 @@ function isPermanent(err: unknown): boolean {
  * NatsAuthError, a failed TLS handshake with NatsTlsError.
  */
 async function connectFirst(settings: NatsConnectSettings, deps: NatsConnectDeps, stopped: () => boolean): Promise<NatsConnection | null> {
-  const options = { ...connectionOptions(settings, deps.name, deps.inOrder), waitOnFirstConnect: false };
+  const options = { ...connectionOptions(settings, deps.name, deps.inOrder, deps.inboxPrefix), waitOnFirstConnect: false };
   let delayMs = 100;
   while (!stopped()) {
     // Before each attempt: a failed one would only surface after nats.js's connect timeout.
@@ -267,6 +270,11 @@ export class NatsClient {
 
   get connected(): boolean {
     return this.isUp;
+  }
+
+  /** Prefix of the connection's inboxes; a subscription for replies must sit under it. */
+  get inboxPrefix(): string | undefined {
+    return this.deps.inboxPrefix;
   }
 
   /** Called on every transition; returns the unsubscribe function. */

@@ -19,6 +19,7 @@ import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
 import type { NatsClient } from './connection.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { conflictingClaim, subjectOrigin } from './origin.js';
+import { durableName } from './permissions.js';
 import { SubjectMapper } from './subjects.js';
 
 export interface NatsSubscriberDeps {
@@ -26,11 +27,6 @@ export interface NatsSubscriberDeps {
   node: NodeConfig;
   metrics: Metrics;
   logger: Logger;
-}
-
-/** JetStream consumer names may not contain `.`, `*`, `>` or whitespace. */
-export function durableName(prefix: string, node: string): string {
-  return (prefix + node).replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
 /**
