@@ -239,9 +239,9 @@ export class Bridge {
     this.logger.info({ node: this.config.node.name }, 'bridge stopped');
   }
 
-  /** SIGHUP: new bindings, psk and TTL without closing the socket; peers are forgotten as the legacy module does. */
+  /** SIGHUP: new bindings, psk, secure keys and TTL without closing the socket; peers are forgotten as the legacy module does. */
   reload(next: BridgeConfig): void {
-    this.multicast?.reconfigure({ bindings: next.multicast.bindings, psk: next.multicast.psk, ttl: next.multicast.ttl });
+    this.multicast?.reconfigure({ bindings: next.multicast.bindings, psk: next.multicast.psk, secure: next.multicast.secure, ttl: next.multicast.ttl });
     this.peers.clear();
     this.logger.info({ bindings: next.multicast.bindings.toString(), ttl: next.multicast.ttl }, 'configuration reloaded');
   }

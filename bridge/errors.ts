@@ -83,7 +83,42 @@ export class DatagramError extends BridgeError {
   }
 }
 
-export type DatagramDropReason = 'too_short' | 'too_large' | 'no_magic' | 'bad_psk' | 'plaintext_with_psk' | 'malformed';
+export type DatagramDropReason =
+  | 'too_short'
+  | 'too_large'
+  | 'no_magic'
+  | 'bad_psk'
+  | 'plaintext_with_psk'
+  | 'malformed'
+  // Secure multicast (bridge/transports/multicast/secure.ts, docs/security.md).
+  | 'secure_without_key'
+  | 'not_secure'
+  | 'secure_malformed'
+  | 'unknown_key_id'
+  | 'bad_tag'
+  | 'stale'
+  | 'from_future'
+  | 'replayed'
+  | 'outside_window';
+
+/** Every DatagramDropReason, for tests and docs that must cover them all. */
+export const DATAGRAM_DROP_REASONS: readonly DatagramDropReason[] = [
+  'too_short',
+  'too_large',
+  'no_magic',
+  'bad_psk',
+  'plaintext_with_psk',
+  'malformed',
+  'secure_without_key',
+  'not_secure',
+  'secure_malformed',
+  'unknown_key_id',
+  'bad_tag',
+  'stale',
+  'from_future',
+  'replayed',
+  'outside_window',
+];
 
 /** A psk is configured but this Node has no working Blowfish. */
 export class CipherUnavailableError extends BridgeError {

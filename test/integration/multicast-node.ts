@@ -10,6 +10,8 @@ import { Metrics } from '../../bridge/observability/metrics.js';
 import { Bindings } from '../../bridge/pipeline/bindings.js';
 import { PeerTracker } from '../../bridge/pipeline/peers.js';
 import { MulticastTransport } from '../../bridge/transports/multicast/transport.js';
+import { parseMulticastKey } from '../../bridge/config/multicast-key.js';
+import type { SecureMulticastConfig } from '../../bridge/config/types.js';
 import { listen } from '../../bridge/cli/commands/listen.js';
 
 export interface NodeProcessConfig {
@@ -26,13 +28,35 @@ export interface NodeProcessConfig {
   receiveQueueDatagrams?: number;
   peerTimeoutMs?: number;
   peerCheckMs?: number;
-  /** events: print every received event; count: only count them (benchmarks); listen: run the `listen` command's code instead of a transport. */
-  report: 'events' | 'count' | 'listen';
+  /** Secure mode: keys as in the config (`<id>:<hex>`). */
+  secure?: SecureNodeConfig | null;
+  /**
+   * events: print every received event; count: only count them (benchmarks); listen: run the
+   * `listen` command's code instead of a transport; capture: print every datagram as it came (base64), decode nothing.
+   */
+  report: 'events' | 'count' | 'listen' | 'capture';
+}
+
+export interface SecureNodeConfig {
+  key: string;
+  acceptKey?: string;
+  maxAgeMs?: number;
+  replayWindow?: number;
+}
+
+function secureConfig(secure: SecureNodeConfig | null | undefined): SecureMulticastConfig | null {
+  if (!secure) return null;
+  return {
+    key: parseMulticastKey(secure.key),
+    acceptKey: secure.acceptKey ? parseMulticastKey(secure.acceptKey) : null,
+    maxAgeMs: secure.maxAgeMs ?? 10_000,
+    replayWindow: secure.replayWindow ?? 1024,
+  };
 }
 
 export type NodeCommand =
   | { cmd: 'send'; name: string; count?: number; headers?: Header[]; body?: string | null }
-  | { cmd: 'reload'; bindings: string; psk: string | null; ttl: number }
+  | { cmd: 'reload'; bindings: string; psk: string | null; ttl: number; secure?: SecureNodeConfig | null }
   | { cmd: 'raw'; base64: string[] }
   /** Block the main thread (no CPU used) for `ms`, as a long GC pause or a stuck consumer would; reports 'blocking' first. */
   | { cmd: 'block'; ms: number }
@@ -60,6 +84,7 @@ const transport = new MulticastTransport(
     ttl: config.ttl ?? 1,
     loopback: config.loopback ?? false,
     psk: config.psk,
+    secure: secureConfig(config.secure),
     bindings: Bindings.parse(config.bindings),
     receiveBufferBytes: config.receiveBufferBytes ?? 8 * 1024 * 1024,
     peerTimeoutMs: config.peerTimeoutMs ?? 60_000,
@@ -95,6 +120,8 @@ async function sum(name: string, filter: (labels: Partial<Record<string, string 
 async function stats(): Promise<object> {
   const drops: Record<string, number> = {};
   for (const v of (await metrics.drops.get()).values) drops[`${v.labels.component}:${v.labels.cause}`] = v.value;
+  const filtered: Record<string, number> = {};
+  for (const v of (await metrics.filtered.get()).values) filtered[`${v.labels.component}:${v.labels.cause}`] = v.value;
   return {
     type: 'stats',
     received,
@@ -106,6 +133,7 @@ async function stats(): Promise<object> {
     legacyGaps: await sum('fsb_multicast_legacy_sequence_gap_total'),
     own: await sum('fsb_multicast_own_datagrams_total'),
     drops,
+    filtered,
     receiveBufferBytes: transport.socket.receiveBufferBytes,
     peers: peers.list(),
   };
@@ -132,7 +160,7 @@ async function handle(command: NodeCommand): Promise<void> {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, command.ms);
     out({ type: 'unblocked' });
   } else if (command.cmd === 'reload') {
-    transport.reconfigure({ bindings: Bindings.parse(command.bindings), psk: command.psk, ttl: command.ttl });
+    transport.reconfigure({ bindings: Bindings.parse(command.bindings), psk: command.psk, secure: secureConfig(command.secure), ttl: command.ttl });
     out({ type: 'reloaded' });
   } else {
     out(await stats());
@@ -143,7 +171,11 @@ if (config.report !== 'listen') await run();
 
 async function run(): Promise<void> {
   await transport.sink.start();
-  await transport.source.start((item) => {
+  if (config.report === 'capture') {
+    // What an eavesdropper on the LAN records; the socket is the transport's own, the source never starts.
+    transport.socket.setListener((datagram) => out({ type: 'datagram', base64: datagram.toString('base64') }), () => {});
+    await transport.socket.acquire();
+  } else await transport.source.start((item) => {
     received++;
     observeSequence(item.origin.node, item.event.get('Event-Sequence'));
     peers.observe(item);
