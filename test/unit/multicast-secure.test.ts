@@ -170,7 +170,10 @@ describe('secure multicast datagrams', () => {
     expect(rotated[6]).toBe(2);
     expect(outcome(receiver, rotated)).toBe('accepted');
     expect(outcome(receiver, encodeSecureDatagram(event(3), 'fs-b', straggler))).toBe('accepted');
-    // A datagram accepted before the reload is still a replay after it (windows belong to senders, not keys).
+    // A datagram accepted before the reload is still a replay after it (windows belong to senders, not keys),
+    // and after new limits too.
+    expect(outcome(receiver, before)).toBe('replayed');
+    receiver.setLimits({ maxAgeMs: 20_000, replayWindow: 4096 });
     expect(outcome(receiver, before)).toBe('replayed');
     // Step 3: the old key is removed.
     receiver.setKeys([K2]);

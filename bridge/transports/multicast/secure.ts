@@ -125,7 +125,7 @@ class ReplayWindow {
   private readonly bits: Uint32Array;
   private highest = 0;
 
-  constructor(private readonly size: number) {
+  constructor(readonly size: number) {
     this.bits = new Uint32Array(size / 32);
   }
 
@@ -181,14 +181,22 @@ export class SecureOpener {
   private keys = new Map<number, MulticastKey>();
   private readonly aesKeys = new Map<string, Buffer>();
   private readonly windows = new Map<string, ReplayWindow>();
-  private readonly windowSize: number;
+  private maxAgeMs = 0;
+  private windowSize = 0;
 
-  constructor(
-    keys: readonly MulticastKey[],
-    private readonly options: SecureOpenerOptions,
-  ) {
-    this.windowSize = Math.max(32, Math.ceil(options.replayWindow / 32) * 32);
+  constructor(keys: readonly MulticastKey[], options: SecureOpenerOptions) {
     this.setKeys(keys);
+    this.setLimits(options);
+  }
+
+  /**
+   * New limits on a running receiver (SIGHUP). The replay windows stay: dropping them
+   * would make every datagram still within max-age acceptable once more. A new window
+   * size applies to senders seen from now on.
+   */
+  setLimits(options: SecureOpenerOptions): void {
+    this.maxAgeMs = options.maxAgeMs;
+    this.windowSize = Math.max(32, Math.ceil(options.replayWindow / 32) * 32);
   }
 
   /** Replaces the accepted keys (rotation). Replay windows stay: they belong to senders, not keys. */
@@ -219,13 +227,13 @@ export class SecureOpener {
       throw new DatagramError('bad_tag', `secure datagram does not authenticate under key id ${key.id}: altered on the way, or another key with that id`);
     }
     // Authentic from here on: what follows may use its header.
-    if (now - sentAt > this.options.maxAgeMs) throw new DatagramError('stale', `secure datagram sent ${now - sentAt} ms ago by the sender's clock (limit ${this.options.maxAgeMs} ms)`);
-    if (sentAt - now > this.options.maxAgeMs) throw new DatagramError('from_future', `secure datagram stamped ${sentAt - now} ms ahead of this node's clock (limit ${this.options.maxAgeMs} ms)`);
+    if (now - sentAt > this.maxAgeMs) throw new DatagramError('stale', `secure datagram sent ${now - sentAt} ms ago by the sender's clock (limit ${this.maxAgeMs} ms)`);
+    if (sentAt - now > this.maxAgeMs) throw new DatagramError('from_future', `secure datagram stamped ${sentAt - now} ms ahead of this node's clock (limit ${this.maxAgeMs} ms)`);
     const session = epoch.toString('hex');
     const window = this.windows.get(session) ?? new ReplayWindow(this.windowSize);
     const refusal = window.refusal(counter);
     if (refusal === 'replayed') throw new DatagramError('replayed', `secure datagram ${session}:${counter} was already accepted`);
-    if (refusal === 'outside_window') throw new DatagramError('outside_window', `secure datagram ${session}:${counter} is older than the replay window of ${this.windowSize}`);
+    if (refusal === 'outside_window') throw new DatagramError('outside_window', `secure datagram ${session}:${counter} is older than the replay window of ${window.size}`);
     window.accept(counter);
     touch(this.windows, session, window);
     touch(this.aesKeys, cacheKey, aesKey);

@@ -49,7 +49,6 @@ export class MulticastTransport {
   readonly source: MulticastSource;
   private sealer: SecureSealer | null;
   private opener: SecureOpener | null;
-  private secure: SecureMulticastConfig | null;
 
   constructor(config: MulticastConfig, deps: MulticastTransportDeps) {
     const psk = pskBytes(config.psk);
@@ -64,7 +63,8 @@ export class MulticastTransport {
         receiveBufferBytes: config.receiveBufferBytes,
         maxQueuedDatagrams: deps.receiveQueue?.datagrams,
         maxQueuedBytes: deps.receiveQueue?.bytes,
-        ownSenderLine: senderLine(deps.nodeName),
+        // The worker recognises our own plaintext datagrams; in secure mode a plaintext one naming us is a forgery, refused as not_secure.
+        ownSenderLine: config.secure ? undefined : senderLine(deps.nodeName),
       },
       deps.logger,
     );
@@ -73,7 +73,6 @@ export class MulticastTransport {
     this.opener = config.secure ? new SecureOpener(acceptedKeys(config.secure), config.secure) : null;
     this.sink = new MulticastSink(this.socket, { ...common, bindings: config.bindings, sealer: this.sealer });
     this.source = new MulticastSource(this.socket, { ...common, gaps: deps.gaps, opener: this.opener });
-    this.secure = config.secure;
   }
 
   /**
@@ -86,11 +85,11 @@ export class MulticastTransport {
     } else {
       if (this.sealer) this.sealer.setKey(secure.key);
       else this.sealer = new SecureSealer(secure.key);
-      const sameLimits = this.secure && this.secure.maxAgeMs === secure.maxAgeMs && this.secure.replayWindow === secure.replayWindow;
-      if (this.opener && sameLimits) this.opener.setKeys(acceptedKeys(secure));
-      else this.opener = new SecureOpener(acceptedKeys(secure), secure);
+      if (this.opener) {
+        this.opener.setKeys(acceptedKeys(secure));
+        this.opener.setLimits(secure);
+      } else this.opener = new SecureOpener(acceptedKeys(secure), secure);
     }
-    this.secure = secure;
     this.sink.setSealer(this.sealer);
     this.source.setOpener(this.opener);
   }
