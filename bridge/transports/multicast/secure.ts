@@ -215,25 +215,27 @@ export class SecureOpener {
     const epoch = buf.subarray(8, 16);
     const counter = readUint64(buf, 16);
     const sentAt = readUint64(buf, 24);
-    const cacheKey = `${key.id}:${epoch.toString('hex')}`;
+    const session = epoch.toString('latin1');
+    const cacheKey = `${key.id}:${session}`;
     const aesKey = this.aesKeys.get(cacheKey) ?? aeadKey(key, Buffer.from(epoch));
     let plaintext: Buffer;
     try {
       const decipher = createDecipheriv('aes-256-gcm', aesKey, nonceOf(counter), { authTagLength: TAG_BYTES });
       decipher.setAAD(header);
       decipher.setAuthTag(buf.subarray(buf.length - TAG_BYTES));
-      plaintext = Buffer.concat([decipher.update(buf.subarray(SECURE_HEADER_BYTES, buf.length - TAG_BYTES)), decipher.final()]);
+      plaintext = decipher.update(buf.subarray(SECURE_HEADER_BYTES, buf.length - TAG_BYTES));
+      // GCM returns nothing from final(); it is where the tag is checked.
+      decipher.final();
     } catch {
       throw new DatagramError('bad_tag', `secure datagram does not authenticate under key id ${key.id}: altered on the way, or another key with that id`);
     }
     // Authentic from here on: what follows may use its header.
     if (now - sentAt > this.maxAgeMs) throw new DatagramError('stale', `secure datagram sent ${now - sentAt} ms ago by the sender's clock (limit ${this.maxAgeMs} ms)`);
     if (sentAt - now > this.maxAgeMs) throw new DatagramError('from_future', `secure datagram stamped ${sentAt - now} ms ahead of this node's clock (limit ${this.maxAgeMs} ms)`);
-    const session = epoch.toString('hex');
     const window = this.windows.get(session) ?? new ReplayWindow(this.windowSize);
     const refusal = window.refusal(counter);
-    if (refusal === 'replayed') throw new DatagramError('replayed', `secure datagram ${session}:${counter} was already accepted`);
-    if (refusal === 'outside_window') throw new DatagramError('outside_window', `secure datagram ${session}:${counter} is older than the replay window of ${window.size}`);
+    if (refusal === 'replayed') throw new DatagramError('replayed', `secure datagram ${epoch.toString('hex')}:${counter} was already accepted`);
+    if (refusal === 'outside_window') throw new DatagramError('outside_window', `secure datagram ${epoch.toString('hex')}:${counter} is older than the replay window of ${window.size}`);
     window.accept(counter);
     touch(this.windows, session, window);
     touch(this.aesKeys, cacheKey, aesKey);
