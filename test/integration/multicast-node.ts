@@ -10,6 +10,7 @@ import { Metrics } from '../../bridge/observability/metrics.js';
 import { Bindings } from '../../bridge/pipeline/bindings.js';
 import { PeerTracker } from '../../bridge/pipeline/peers.js';
 import { MulticastTransport } from '../../bridge/transports/multicast/transport.js';
+import { SecureOpener } from '../../bridge/transports/multicast/secure.js';
 import { parseMulticastKey } from '../../bridge/config/multicast-key.js';
 import type { SecureMulticastConfig } from '../../bridge/config/types.js';
 import { listen } from '../../bridge/cli/commands/listen.js';
@@ -64,7 +65,9 @@ export type NodeCommand =
 
 const config = JSON.parse(process.argv[2]) as NodeProcessConfig;
 if (config.report === 'listen') {
-  await listen({ address: config.group, port: config.port, psk: config.psk === null ? null : Buffer.from(config.psk), interface: config.interface }, (line) => process.stdout.write(line), silentLogger());
+  const secure = secureConfig(config.secure);
+  const opener = secure ? new SecureOpener(secure.acceptKey ? [secure.key, secure.acceptKey] : [secure.key], secure) : null;
+  await listen({ address: config.group, port: config.port, psk: config.psk === null ? null : Buffer.from(config.psk), secure: opener, interface: config.interface }, (line) => process.stdout.write(line), silentLogger());
   process.stdout.write(JSON.stringify({ type: 'ready' }) + '\n');
   process.stdin.resume().on('end', () => process.exit(0));
 }

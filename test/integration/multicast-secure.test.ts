@@ -26,7 +26,7 @@ const running: JsonLineProcess<Report>[] = [];
 const port = 15000 + (process.pid % 1000);
 
 beforeAll(() => {
-  lan = createLan('sec', 4);
+  lan = createLan('sec', 5);
 });
 afterAll(async () => {
   await Promise.all(running.splice(0).map((p) => p.stop()));
@@ -35,7 +35,7 @@ afterAll(async () => {
 
 async function startNode(host: number, overrides: Partial<NodeProcessConfig>): Promise<JsonLineProcess<Report>> {
   const { netns, ip } = lan.hosts[host];
-  const config: NodeProcessConfig = { nodeName: `fs-${'abcd'[host]}`, group: GROUP, port, interface: ip, psk: null, bindings: BINDINGS, report: 'events', ...overrides };
+  const config: NodeProcessConfig = { nodeName: `fs-${'abcde'[host]}`, group: GROUP, port, interface: ip, psk: null, bindings: BINDINGS, report: 'events', ...overrides };
   const node = new JsonLineProcess<Report>(nodeInNetns(netns, NODE_SCRIPT, [JSON.stringify(config)]));
   running.push(node);
   // Starting a child loads TypeScript: slow on a busy machine, and nothing else waits on it.
@@ -54,11 +54,13 @@ const reload = (node: JsonLineProcess<Report>, secure: SecureNodeConfig) => node
 
 describe('secure multicast between bridges on a virtual LAN', () => {
   it('delivers, refuses replays, tampering, legacy datagrams and retired keys, survives a key rotation and a sender restart; legacy-mode nodes drop it', async () => {
-    const [a, b, eve, legacy] = await Promise.all([
+    const [a, b, eve, legacy, listener] = await Promise.all([
       startNode(0, { secure: { key: K1 } }),
       startNode(1, { secure: { key: K1, maxAgeMs: MAX_AGE } }),
       startNode(2, { nodeName: 'eve', report: 'capture' }),
       startNode(3, {}),
+      // The `listen` command's code with the key: what an operator debugging the group sees.
+      startNode(4, { report: 'listen', secure: { key: K1 } }),
     ]);
 
     // 1. Delivery, exact, and unreadable to a bridge without the key.
@@ -68,6 +70,11 @@ describe('secure multicast between bridges on a virtual LAN', () => {
     expect(events(b).every((r) => r.node === 'fs-a' && r.body === 'body: kept\r\n' && header(r, 'from') === '1000@example.com')).toBe(true);
     await until(async () => (await stats(legacy)).drops['multicast-receive:secure_without_key'] === 5, 30_000);
     expect(events(legacy)).toHaveLength(0);
+    const listened = await until(() => {
+      const lines = listener.reports.filter((r) => 'headers' in r);
+      return lines.length === 5 ? lines : null;
+    }, 30_000);
+    expect(listened.every((line) => line.mode === 'secure' && (line.headers as [string, string][]).at(-1)?.[1] === 'fs-a')).toBe(true);
     const firstFive = captured(eve);
     expect(firstFive.every((d) => !Buffer.from(d, 'base64').includes('1000@example.com'))).toBe(true);
 

@@ -9,6 +9,7 @@ import { decodeDatagram, decodeSecureDatagram, encodeDatagram, encodeSecureDatag
 import { SECURE_HEADER_BYTES, SecureOpener, SecureSealer, isSecureDatagram } from '../../bridge/transports/multicast/secure.js';
 import { datagramFixtures, fixturePath } from '../support/fixtures.js';
 import { legacyReceive } from '../support/legacy-receiver.js';
+import { secureOpenerFromEnv } from '../../bridge/cli/commands/listen.js';
 
 const PSK = Buffer.from(JSON.parse(readFileSync(fixturePath('multicast-psk', 'index.json'), 'utf8')).psk as string);
 const K1 = parseMulticastKey(`1:${'11'.repeat(32)}`);
@@ -275,3 +276,15 @@ function outcomeOf(opener: SecureOpener, datagram: Buffer, now: number): Datagra
     throw err;
   }
 }
+
+describe('listen in secure mode', () => {
+  it('takes the keys from the bridge variables only, naming the variable and never the key when one is bad', () => {
+    expect(secureOpenerFromEnv({})).toBeNull();
+    const opener = secureOpenerFromEnv({ FSB_MULTICAST_SECURE_KEY: `2:${'22'.repeat(32)}`, FSB_MULTICAST_SECURE_ACCEPT_KEY: `1:${'11'.repeat(32)}` })!;
+    expect(outcome(opener, encodeSecureDatagram(event(1), 'fs-a', new SecureSealer(K1)))).toBe('accepted');
+    expect(outcome(opener, encodeSecureDatagram(event(1), 'fs-a', new SecureSealer(K2)))).toBe('accepted');
+    const bad = `3:${'99'.repeat(31)}`;
+    expect(() => secureOpenerFromEnv({ FSB_MULTICAST_SECURE_KEY: bad })).toThrow(/environment FSB_MULTICAST_SECURE_KEY: param "secure-key": key 3 must be 32 bytes/);
+    expect(() => secureOpenerFromEnv({ FSB_MULTICAST_SECURE_KEY: bad })).not.toThrow(new RegExp('9999'));
+  });
+});
