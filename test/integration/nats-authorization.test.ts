@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pino from 'pino';
 import { readFileSync } from 'node:fs';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
@@ -116,6 +117,29 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
       `KV bucket ${EXAMPLE.nats.kv.blfBucket}: ready`,
     ]);
     expect(setup.code).toBe(0);
+  });
+
+  it('a bridge whose user may not publish its events says so once a minute per subject (FSB_ERR_NATS_PERMISSION), not once per event', async () => {
+    const lines: { code?: string; subject?: string; msg: string }[] = [];
+    const capture = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    // fs-a's bridge started with fs-b's credentials: every publish under fs-a is refused.
+    const config = natsAs(server.url, 'fs-b', PASS['fs-b']);
+    const client = new NatsClient(config, { logger: capture, inboxPrefix: nodeInboxPrefix(config.subjectPrefix, CLUSTER, 'fs-b') });
+    const publisher = new NatsPublisher(config, { client, node: testNode('fs-a', CLUSTER), metrics: new Metrics(), logger: capture, stopTimeoutMs: 100 });
+    try {
+      await publisher.start();
+      for (let seq = 1; seq <= 5; seq++) publisher.deliver({ event: testEvent('uuid-m', seq), origin: { transport: 'esl', node: 'fs-a', receivedAt: Date.now() } });
+      const refused = `fs.${CLUSTER}.fs-a.PRESENCE_IN`;
+      await until(() => violationsOf(server, 'fs-b').filter((line) => line.includes(refused)).length >= 5);
+      const logged = lines.filter((line) => line.code === 'FSB_ERR_NATS_PERMISSION');
+      expect(logged).toHaveLength(1);
+      expect(logged[0].subject).toBe(refused);
+      expect(logged[0].msg).toContain('nats-permissions');
+      expect(publisher.pending).toBe(5);
+    } finally {
+      await publisher.stop();
+      await client.close();
+    }
   });
 
   it("each bridge works with its restricted user (publish, stream, durable consumer, KV), and B's credentials cannot publish as A", async () => {

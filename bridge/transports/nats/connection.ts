@@ -11,8 +11,9 @@ import {
   type TlsOptions,
 } from '@nats-io/transport-node';
 import type { NatsConfig } from '../../config/types.js';
-import { ConfigError, NatsAuthError, NatsTlsError } from '../../errors.js';
+import { ConfigError, NatsAuthError, NatsPermissionError, NatsTlsError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
+import { permissionViolation } from './permissions.js';
 
 /** The part of NatsConfig a connection needs (the CLI builds one from flags alone). */
 export type NatsConnectSettings = Pick<NatsConfig, 'servers' | 'auth' | 'tls'>;
@@ -212,9 +213,26 @@ export async function connectNats(settings: NatsConnectSettings, deps: NatsConne
   return nc;
 }
 
+/** Says yes for a key at most once per interval; remembers a bounded number of keys. */
+class OncePerInterval {
+  private readonly last = new Map<string, number>();
+
+  constructor(private readonly intervalMs: number) {}
+
+  due(key: string, now = Date.now()): boolean {
+    const at = this.last.get(key);
+    if (at !== undefined && now - at < this.intervalMs) return false;
+    this.last.delete(key);
+    this.last.set(key, now);
+    if (this.last.size > 1_000) this.last.delete(this.last.keys().next().value!);
+    return true;
+  }
+}
+
 /** Logs each connected/disconnected transition once (nats.js repeats disconnect per server tried). */
 function watchStatus(nc: NatsConnection, logger: Logger, onChange?: (connected: boolean) => void): void {
   let connected = true;
+  const refusals = new OncePerInterval(60_000);
   void (async () => {
     for await (const status of nc.status()) {
       if (status.type === 'disconnect' && connected) {
@@ -226,7 +244,13 @@ function watchStatus(nc: NatsConnection, logger: Logger, onChange?: (connected: 
         logger.info({ component: 'nats', server: status.server }, 'NATS reconnected');
         onChange?.(true);
       } else if (status.type === 'error') {
-        logger.error({ component: 'nats', err: status.error }, 'NATS connection error');
+        const violation = permissionViolation(status.error);
+        if (!violation) logger.error({ component: 'nats', err: status.error }, 'NATS connection error');
+        else if (refusals.due(violation.subject)) {
+          // A refused publish repeats with every event on that subject: once a minute per subject is enough to act on.
+          const { code, message } = new NatsPermissionError(violation.subject, `a ${violation.operation}`);
+          logger.error({ component: 'nats', code, subject: violation.subject, operation: violation.operation }, message);
+        }
       }
     }
   })();
