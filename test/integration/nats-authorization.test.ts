@@ -71,7 +71,7 @@ function violationsOf(server: NatsServer, user: string): string[] {
   return server.log.split('\n').filter((line) => line.includes('Violation') && line.includes(`User "${user}"`));
 }
 
-describe('per-node NATS authorization (config/nats/authorization.conf on a real nats-server)', () => {
+describe('per-node NATS authorization (config/nats/authorization.conf on a real nats-server)', { timeout: 300_000 }, () => {
   let server: NatsServer;
   let admin: NatsConnection;
 
@@ -85,12 +85,13 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
   });
 
   it('ships the authorization block that `nats-permissions` prints for the example config; refuses nodes that would share a durable', async () => {
-    const printed = await runCli(['nats-permissions', '--config', 'config/event_bridge.conf.xml', '--node', 'fs-a', '--node', 'fs-b', '--node', 'fs-c']);
+    // A CLI start can take tens of seconds on a busy machine; nothing here is timed.
+    const printed = await runCli(['nats-permissions', '--config', 'config/event_bridge.conf.xml', '--node', 'fs-a', '--node', 'fs-b', '--node', 'fs-c'], { timeoutMs: 120_000 });
     expect(printed.stderr).toBe('');
     expect(printed.code).toBe(0);
     expect(readFileSync('config/nats/authorization.conf', 'utf8')).toBe(printed.stdout);
     expect(printed.stdout).toBe(renderAuthorization(EXAMPLE.nats, CLUSTER, ['fs-a', 'fs-b', 'fs-c']));
-    const clash = await runCli(['nats-permissions', '--config', 'config/event_bridge.conf.xml', '--node', 'fs.a', '--node', 'fs_a']);
+    const clash = await runCli(['nats-permissions', '--config', 'config/event_bridge.conf.xml', '--node', 'fs.a', '--node', 'fs_a'], { timeoutMs: 120_000 });
     expect(clash.code).toBe(1);
     expect(clash.stderr).toContain('FSB_ERR_CONFIG');
     expect(clash.stderr).toContain('share the durable consumer name fsb-fs_a');
@@ -109,6 +110,7 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
     }
     const setup = await runCli(['nats-setup', '--config', 'config/event_bridge.conf.xml'], {
       env: { FSB_NATS_SERVERS: server.url, FSB_NATS_USER: 'fsb-admin', FSB_NATS_PASS: PASSWORDS.FSB_NATS_PASSWORD_ADMIN },
+      timeoutMs: 120_000,
     });
     expect(setup.stderr).toBe('');
     expect(setup.stdout.trim().split('\n')).toEqual([

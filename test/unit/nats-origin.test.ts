@@ -10,11 +10,11 @@ const subjects = new SubjectMapper('acme.fs', 'prod');
 describe('origin of a NATS message', () => {
   it('is the node token of the subject, for every node name the publisher can have (property)', () => {
     fc.assert(
-      fc.property(fc.string({ unit: 'binary', minLength: 1, maxLength: 30 }), fc.constantFrom('PRESENCE_IN', 'CUSTOM'), (node, name) => {
+      fc.property(fc.string({ unit: 'binary', minLength: 1, maxLength: 20 }), fc.constantFrom('PRESENCE_IN', 'CUSTOM'), (node, name) => {
         const subject = subjects.subject(node, name, name === 'CUSTOM' ? 'sofia::register' : undefined);
-        expect(subjectOrigin(subjects, subject)).toBe(node);
+        return subjectOrigin(subjects, subject) === node;
       }),
-      { numRuns: 1_000 },
+      { numRuns: 300 },
     );
   });
 
