@@ -19,6 +19,7 @@ import { EslInjector, type InjectOutcome } from './sources/esl/injector.js';
 import { MulticastTransport } from './transports/multicast/transport.js';
 import { NatsClient } from './transports/nats/connection.js';
 import { openStateStore } from './transports/nats/kv.js';
+import { nodeInboxPrefix } from './transports/nats/permissions.js';
 import { NatsPublisher } from './transports/nats/publisher.js';
 import { NatsSubscriber } from './transports/nats/subscriber.js';
 
@@ -131,7 +132,7 @@ export class Bridge {
       this.sinks.push(this.multicast.sink);
       this.sources.push(this.multicast.source);
     }
-    this.natsClient = config.nats.enabled ? new NatsClient(config.nats, { name: `fs-event-bridge ${node.name}`, logger: this.logger }) : null;
+    this.natsClient = config.nats.enabled ? new NatsClient(config.nats, { name: `fs-event-bridge ${node.name}`, logger: this.logger, inboxPrefix: nodeInboxPrefix(config.nats.subjectPrefix, node.cluster, node.name) }) : null;
     if (this.natsClient) {
       this.sinks.push(new NatsPublisher(config.nats, { client: this.natsClient, node, ...deps }));
       this.sources.push(new NatsSubscriber(config.nats, { client: this.natsClient, node, ...deps }));
@@ -315,9 +316,9 @@ export class Bridge {
     this.pipeline.remote(item);
   };
 
-  /** SIGHUP: new bindings, psk and TTL without closing the socket; peers are forgotten as the legacy module does. */
+  /** SIGHUP: new bindings, psk, secure keys and TTL without closing the socket; peers are forgotten as the legacy module does. */
   reload(next: BridgeConfig): void {
-    this.multicast?.reconfigure({ bindings: next.multicast.bindings, psk: next.multicast.psk, ttl: next.multicast.ttl });
+    this.multicast?.reconfigure({ bindings: next.multicast.bindings, psk: next.multicast.psk, secure: next.multicast.secure, ttl: next.multicast.ttl });
     this.peers.clear();
     this.logger.info({ bindings: next.multicast.bindings.toString(), ttl: next.multicast.ttl }, 'configuration reloaded');
   }

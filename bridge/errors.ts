@@ -96,7 +96,42 @@ export class DatagramError extends BridgeError {
   }
 }
 
-export type DatagramDropReason = 'too_short' | 'too_large' | 'no_magic' | 'bad_psk' | 'plaintext_with_psk' | 'malformed';
+export type DatagramDropReason =
+  | 'too_short'
+  | 'too_large'
+  | 'no_magic'
+  | 'bad_psk'
+  | 'plaintext_with_psk'
+  | 'malformed'
+  // Secure multicast (bridge/transports/multicast/secure.ts, docs/security.md).
+  | 'secure_without_key'
+  | 'not_secure'
+  | 'secure_malformed'
+  | 'unknown_key_id'
+  | 'bad_tag'
+  | 'stale'
+  | 'from_future'
+  | 'replayed'
+  | 'outside_window';
+
+/** Every DatagramDropReason, for tests and docs that must cover them all. */
+export const DATAGRAM_DROP_REASONS: readonly DatagramDropReason[] = [
+  'too_short',
+  'too_large',
+  'no_magic',
+  'bad_psk',
+  'plaintext_with_psk',
+  'malformed',
+  'secure_without_key',
+  'not_secure',
+  'secure_malformed',
+  'unknown_key_id',
+  'bad_tag',
+  'stale',
+  'from_future',
+  'replayed',
+  'outside_window',
+];
 
 /** A psk is configured but this Node has no working Blowfish. */
 export class CipherUnavailableError extends BridgeError {
@@ -208,5 +243,20 @@ export class JournalError extends BridgeError {
 export class BindError extends BridgeError {
   constructor(what: string, address: string, readonly params: readonly string[], detail: string, options?: { cause?: unknown }) {
     super('FSB_ERR_BIND', `cannot open ${what} on ${address} (${detail}); check ${params.join(', ')}`, options);
+  }
+}
+
+/**
+ * The NATS server refused a publish or a JetStream/KV API call this node's user is not
+ * allowed (its authorization block). `subject` is the one refused; `what` the operation.
+ * Retried, since permissions can be changed on a running server (`nats-server --signal reload`).
+ */
+export class NatsPermissionError extends BridgeError {
+  constructor(readonly subject: string, what: string, options?: { cause?: unknown }) {
+    super(
+      'FSB_ERR_NATS_PERMISSION',
+      `NATS refused ${what}: this user may not publish to ${subject}; create the stream and buckets with \`fs-event-bridge nats-setup\` (admin user) and give the node the permissions \`fs-event-bridge nats-permissions\` prints (docs/security.md)`,
+      options,
+    );
   }
 }

@@ -6,6 +6,7 @@ import { registerConsumer } from './commands/consumer.js';
 import { registerDecode } from './commands/decode.js';
 import { registerEncode } from './commands/encode.js';
 import { registerListen } from './commands/listen.js';
+import { registerNatsAdmin } from './commands/nats-admin.js';
 import { registerTail } from './commands/tail.js';
 import { registerPeers } from './commands/peers.js';
 import { registerReplay } from './commands/replay.js';
@@ -59,5 +60,6 @@ export function buildProgram(): Command {
   registerPeers(program);
   registerTail(program);
   registerReplay(program);
+  registerNatsAdmin(program);
   return program;
 }

@@ -4,7 +4,8 @@ import { XMLParser } from 'fast-xml-parser';
 import { BoardExposedError, ConfigError } from '../errors.js';
 import { Bindings } from '../pipeline/bindings.js';
 import { FORMATS, LEGACY_PARAMS, PARAMS, envName, type ParamSpec } from './schema.js';
-import type { BoardConfig, BridgeConfig } from './types.js';
+import { parseMulticastKey, type MulticastKey } from './multicast-key.js';
+import type { BoardConfig, BridgeConfig, SecureMulticastConfig } from './types.js';
 
 /** Raw string values by section, then param name. */
 type RawValues = Map<string, Map<string, string>>;
@@ -174,6 +175,9 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
   const multicastAddress = str('multicast', 'address');
   const psk = str('multicast', 'psk');
   if (Buffer.byteLength(psk) > 72) warnings.push(`${file}: param "psk" is ${Buffer.byteLength(psk)} bytes; Blowfish uses only the first 72`);
+  // Where a param's value came from, for errors found after conversion.
+  const origin = (section: string, name: string): string => (env[envName({ section, name })] !== undefined ? `environment ${envName({ section, name })}` : file);
+  const secure = secureMulticast(origin, str('multicast', 'secure-key'), str('multicast', 'secure-accept-key'), psk, num('multicast', 'secure-max-age'), num('multicast', 'secure-replay-window'));
 
   const nodeName = str('settings', 'node-name') || systemHostname();
   const tlsCa = optional('nats', 'tls-ca');
@@ -226,6 +230,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
       ttl: num('multicast', 'ttl'),
       loopback: bool('multicast', 'loopback'),
       psk: psk === '' ? null : psk,
+      secure,
       bindings: get<Bindings>('bindings', 'multicast'),
       receiveBufferBytes: num('multicast', 'receive-buffer'),
       peerTimeoutMs: num('multicast', 'peer-timeout'),
@@ -388,6 +393,28 @@ function boardConfig(values: { host: string; token?: string; user: string; passw
     else warnings.push(`${file}: the board's credentials travel in clear over HTTP on ${host}: put a TLS proxy in front of it, or keep it on a trusted network`);
   }
   return { token, user, password, public: values.public };
+}
+
+/** The secure multicast params, checked together. Errors name the param, never the key. */
+function secureMulticast(origin: (section: string, name: string) => string, keyText: string, acceptText: string, psk: string, maxAgeMs: number, replayWindow: number): SecureMulticastConfig | null {
+  const refuse = (param: string, problem: string) => new ConfigError(origin('multicast', param), param, problem);
+  const parse = (param: string, text: string): MulticastKey => {
+    try {
+      return parseMulticastKey(text);
+    } catch (err) {
+      throw refuse(param, (err as Error).message);
+    }
+  };
+  if (keyText.trim() === '') {
+    if (acceptText.trim() !== '') throw refuse('secure-accept-key', 'is set without secure-key: set the key datagrams are sent with first');
+    return null;
+  }
+  // Accepting psk datagrams as well would let anyone with the weaker key inject: one format per group.
+  if (psk !== '') throw refuse('secure-key', 'psk and secure-key exclude each other: psk is the legacy format, secure-key the authenticated one (docs/security.md)');
+  const key = parse('secure-key', keyText);
+  const acceptKey = acceptText.trim() === '' ? null : parse('secure-accept-key', acceptText);
+  if (acceptKey && acceptKey.id === key.id) throw refuse('secure-accept-key', `has the same id (${key.id}) as secure-key: each key needs its own id`);
+  return { key, acceptKey, maxAgeMs, replayWindow };
 }
 
 function firstIpv4(): string {

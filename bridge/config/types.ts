@@ -1,3 +1,4 @@
+import type { MulticastKey } from './multicast-key.js';
 import type { Bindings } from '../pipeline/bindings.js';
 
 /** Who this node is. `name` is the FreeSWITCH switchname, the value legacy nodes put in Multicast-Sender. */
@@ -26,6 +27,15 @@ export interface EslConfig {
   commandTimeoutMs: number;
 }
 
+export interface SecureMulticastConfig {
+  /** Sealed with, and accepted. */
+  key: MulticastKey;
+  /** Also accepted, never sealed with (rotation). */
+  acceptKey: MulticastKey | null;
+  maxAgeMs: number;
+  replayWindow: number;
+}
+
 export interface MulticastConfig {
   enabled: boolean;
   address: string;
@@ -37,6 +47,8 @@ export interface MulticastConfig {
   ttl: number;
   loopback: boolean;
   psk: string | null;
+  /** Secure mode between bridges (AES-256-GCM), or null for the legacy format (plain, or psk). */
+  secure: SecureMulticastConfig | null;
   bindings: Bindings;
   receiveBufferBytes: number;
   /** A peer silent for longer than this is down (legacy: 60 s). */

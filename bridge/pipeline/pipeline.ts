@@ -89,7 +89,12 @@ export class Pipeline implements EventStream {
       item.delivery?.ack();
       return;
     }
-    const key = dedupKey(raw);
+    // Scoped by the sending node: Core-UUID and Event-Sequence are the sender's own
+    // claims, so a node that copies another node's Core-UUID into its events must not
+    // make the real ones look like duplicates (docs/security.md). Both transports name
+    // a bridge by its node name, so the two copies of one event still meet. The length
+    // prefix keeps node and key apart without a separator a name could contain.
+    const key = dedupKey(`${item.origin.node.length}:${item.origin.node}:${raw}`);
     if (!this.dedup.firstSighting(key)) {
       if (this.retryInjection.delete(key)) {
         this.options.inject(item, key);

@@ -6,7 +6,7 @@ export type Transport = (typeof Transport)[keyof typeof Transport];
 
 export interface Origin {
   readonly transport: Transport;
-  /** The node the event was fired on: our own node name for ESL, Multicast-Sender / the NATS origin header for remote events. */
+  /** The node the event was fired on: our own node name for ESL, Multicast-Sender for multicast, the subject's node token for NATS. */
   readonly node: string;
   /** Date.now() when the bridge received it. */
   readonly receivedAt: number;

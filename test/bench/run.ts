@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LEGACY_PROVIDER_FLAG } from '../../bridge/transports/multicast/blowfish.js';
 import { createNetns } from '../support/netns.js';
 import { NATS_SERVER_BIN } from '../support/nats-server.js';
 import { errorRow, extractFindings, machine, renderMarkdown, renderTable, resultRow, toJson, type Report, type ReportRow } from './support-report.js';
@@ -33,6 +34,8 @@ interface CaseSpec {
   netns: boolean;
   nats: boolean;
   timeoutMs: { quick: number; full: number };
+  /** Extra node flags for the case's child (Blowfish needs the OpenSSL legacy provider). */
+  nodeArgs?: readonly string[];
 }
 
 export const CASES: readonly CaseSpec[] = [
@@ -45,6 +48,7 @@ export const CASES: readonly CaseSpec[] = [
   { name: 'rss', module: './rss.js', export: 'rss', netns: true, nats: true, timeoutMs: { quick: 40_000, full: 120_000 } },
   { name: 'board-latency', module: './board-latency.js', export: 'boardLatency', netns: false, nats: true, timeoutMs: { quick: 40_000, full: 180_000 } },
   { name: 'inject', module: './inject.js', export: 'inject', netns: false, nats: false, timeoutMs: { quick: 40_000, full: 180_000 } },
+  { name: 'multicast-crypto', module: './multicast-crypto.js', export: 'multicastCrypto', netns: false, nats: false, timeoutMs: { quick: 30_000, full: 90_000 }, nodeArgs: [LEGACY_PROVIDER_FLAG] },
 ];
 
 const SETUP = [
@@ -118,7 +122,7 @@ async function runCaseIsolated(spec: CaseSpec, quick: boolean): Promise<CaseRun>
   }
   const dir = mkdtempSync(join(tmpdir(), `fsb-bench-${spec.name}-`));
   const resultFile = join(dir, 'result.json');
-  const node = [process.execPath, ...process.execArgv, SELF, '--case', spec.name, '--result', resultFile, ...(quick ? ['--quick'] : [])];
+  const node = [process.execPath, ...process.execArgv, ...(spec.nodeArgs ?? []), SELF, '--case', spec.name, '--result', resultFile, ...(quick ? ['--quick'] : [])];
   let netns: { name: string; cleanup(): void } | null = null;
   try {
     if (spec.netns) netns = createNetns('bench');

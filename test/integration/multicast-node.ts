@@ -11,6 +11,9 @@ import { Bindings } from '../../bridge/pipeline/bindings.js';
 import { PeerTracker } from '../../bridge/pipeline/peers.js';
 import { namespaceUdpRcvbufErrors } from '../../bridge/transports/multicast/kernel-drops.js';
 import { MulticastTransport } from '../../bridge/transports/multicast/transport.js';
+import { SecureOpener } from '../../bridge/transports/multicast/secure.js';
+import { parseMulticastKey } from '../../bridge/config/multicast-key.js';
+import type { SecureMulticastConfig } from '../../bridge/config/types.js';
 import { listen } from '../../bridge/cli/commands/listen.js';
 
 export interface NodeProcessConfig {
@@ -27,13 +30,35 @@ export interface NodeProcessConfig {
   receiveQueueDatagrams?: number;
   peerTimeoutMs?: number;
   peerCheckMs?: number;
-  /** events: print every received event; count: only count them (benchmarks); listen: run the `listen` command's code instead of a transport. */
-  report: 'events' | 'count' | 'listen';
+  /** Secure mode: keys as in the config (`<id>:<hex>`). */
+  secure?: SecureNodeConfig | null;
+  /**
+   * events: print every received event; count: only count them (benchmarks); listen: run the
+   * `listen` command's code instead of a transport; capture: print every datagram as it came (base64), decode nothing.
+   */
+  report: 'events' | 'count' | 'listen' | 'capture';
+}
+
+export interface SecureNodeConfig {
+  key: string;
+  acceptKey?: string;
+  maxAgeMs?: number;
+  replayWindow?: number;
+}
+
+function secureConfig(secure: SecureNodeConfig | null | undefined): SecureMulticastConfig | null {
+  if (!secure) return null;
+  return {
+    key: parseMulticastKey(secure.key),
+    acceptKey: secure.acceptKey ? parseMulticastKey(secure.acceptKey) : null,
+    maxAgeMs: secure.maxAgeMs ?? 10_000,
+    replayWindow: secure.replayWindow ?? 1024,
+  };
 }
 
 export type NodeCommand =
   | { cmd: 'send'; name: string; count?: number; headers?: Header[]; body?: string | null }
-  | { cmd: 'reload'; bindings: string; psk: string | null; ttl: number }
+  | { cmd: 'reload'; bindings: string; psk: string | null; ttl: number; secure?: SecureNodeConfig | null }
   | { cmd: 'raw'; base64: string[] }
   /** Block the main thread (no CPU used) for `ms`, as a long GC pause or a stuck consumer would; reports 'blocking' first. */
   | { cmd: 'block'; ms: number }
@@ -41,7 +66,9 @@ export type NodeCommand =
 
 const config = JSON.parse(process.argv[2]) as NodeProcessConfig;
 if (config.report === 'listen') {
-  await listen({ address: config.group, port: config.port, psk: config.psk === null ? null : Buffer.from(config.psk), interface: config.interface }, (line) => process.stdout.write(line), silentLogger());
+  const secure = secureConfig(config.secure);
+  const opener = secure ? new SecureOpener(secure.acceptKey ? [secure.key, secure.acceptKey] : [secure.key], secure) : null;
+  await listen({ address: config.group, port: config.port, psk: config.psk === null ? null : Buffer.from(config.psk), secure: opener, interface: config.interface }, (line) => process.stdout.write(line), silentLogger());
   process.stdout.write(JSON.stringify({ type: 'ready' }) + '\n');
   process.stdin.resume().on('end', () => process.exit(0));
 }
@@ -61,6 +88,7 @@ const transport = new MulticastTransport(
     ttl: config.ttl ?? 1,
     loopback: config.loopback ?? false,
     psk: config.psk,
+    secure: secureConfig(config.secure),
     bindings: Bindings.parse(config.bindings),
     receiveBufferBytes: config.receiveBufferBytes ?? 8 * 1024 * 1024,
     peerTimeoutMs: config.peerTimeoutMs ?? 60_000,
@@ -96,6 +124,8 @@ async function sum(name: string, filter: (labels: Partial<Record<string, string 
 async function stats(): Promise<object> {
   const drops: Record<string, number> = {};
   for (const v of (await metrics.drops.get()).values) drops[`${v.labels.component}:${v.labels.cause}`] = v.value;
+  const filtered: Record<string, number> = {};
+  for (const v of (await metrics.filtered.get()).values) filtered[`${v.labels.component}:${v.labels.cause}`] = v.value;
   return {
     type: 'stats',
     received,
@@ -107,6 +137,7 @@ async function stats(): Promise<object> {
     legacyGaps: await sum('fsb_multicast_legacy_sequence_gap_total'),
     own: await sum('fsb_multicast_own_datagrams_total'),
     drops,
+    filtered,
     receiveBufferBytes: transport.socket.receiveBufferBytes,
     netnsRcvbufErrors: namespaceUdpRcvbufErrors(),
     peers: peers.list(),
@@ -134,7 +165,7 @@ async function handle(command: NodeCommand): Promise<void> {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, command.ms);
     out({ type: 'unblocked' });
   } else if (command.cmd === 'reload') {
-    transport.reconfigure({ bindings: Bindings.parse(command.bindings), psk: command.psk, ttl: command.ttl });
+    transport.reconfigure({ bindings: Bindings.parse(command.bindings), psk: command.psk, secure: secureConfig(command.secure), ttl: command.ttl });
     out({ type: 'reloaded' });
   } else {
     out(await stats());
@@ -145,7 +176,11 @@ if (config.report !== 'listen') await run();
 
 async function run(): Promise<void> {
   await transport.sink.start();
-  await transport.source.start((item) => {
+  if (config.report === 'capture') {
+    // What an eavesdropper on the LAN records; the socket is the transport's own, the source never starts.
+    transport.socket.setListener((datagram) => out({ type: 'datagram', base64: datagram.toString('base64') }), () => {});
+    await transport.socket.acquire();
+  } else await transport.source.start((item) => {
     received++;
     observeSequence(item.origin.node, item.event.get('Event-Sequence'));
     peers.observe(item);

@@ -30,6 +30,20 @@ describe('NATS publish and subscribe (real nats-server)', () => {
   let server: NatsServer;
   let nc: NatsConnection;
 
+  /** A started subscriber for `node` on its own stream, collecting what it emits. */
+  async function subscriberOf(node: string, cluster: string, stream: string) {
+    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: stream } });
+    const client = new NatsClient(config, { logger });
+    const metrics = new Metrics();
+    const subscriber = new NatsSubscriber(config, { client, node: testNode(node, cluster), metrics, logger });
+    const received: BridgeEvent[] = [];
+    await subscriber.start((item) => {
+      received.push(item);
+      item.delivery?.ack();
+    });
+    return { client, metrics, subscriber, received };
+  }
+
   beforeAll(async () => {
     server = await startNatsServer();
     nc = await connectNats({ servers: [server.url], auth: {}, tls: null }, { logger });
@@ -212,16 +226,8 @@ describe('NATS publish and subscribe (real nats-server)', () => {
   });
 
   it('accepts a message published by a non-bridge client and skips garbage payloads, counted', async () => {
-    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'FOREIGN' } });
-    const client = new NatsClient(config, { logger });
-    const metrics = new Metrics();
-    const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-b', 'foreign'), metrics, logger });
-    const received: BridgeEvent[] = [];
+    const { client, metrics, subscriber, received } = await subscriberOf('fs-b', 'foreign', 'FOREIGN');
     try {
-      await subscriber.start((item) => {
-        received.push(item);
-        item.delivery?.ack();
-      });
       const js = jetstream(nc);
       const h = headers();
       h.set(ORIGIN_NODE_HEADER, 'fs-x');
@@ -232,6 +238,37 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       expect(received[0].event.key).toBe('uuid-x:1');
       const drops = await metrics.drops.get();
       expect(drops.values.find((v) => v.labels.cause === 'bad_json')?.value).toBe(1);
+    } finally {
+      await subscriber.stop();
+      await client.close();
+    }
+  });
+
+  it('takes the origin from the subject and refuses messages whose own headers name another node, counted, never emitted', async () => {
+    const { client, metrics, subscriber, received } = await subscriberOf('fs-b', 'forged', 'FORGED');
+    try {
+      const js = jetstream(nc);
+      const claiming = (node: string) => {
+        const h = headers();
+        h.set(ORIGIN_NODE_HEADER, node);
+        return { headers: h };
+      };
+      // Before: the header won, so fs-x could speak for fs-y, or make the receiver skip its own node's events.
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 1)), claiming('fs-y'));
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 2)), claiming('fs-b'));
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 3, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-y']])));
+      await js.publish('fs.forged.fs-x.CUSTOM.sofia.register', serializeJson(testEvent('uuid-x', 4, 'CUSTOM', 'sofia::register', [['Multicast-Sender', 'fs-y']])));
+      // fs%2Dy decodes to fs-y, but no permission for fs-y names that token.
+      await js.publish('fs.forged.fs%2Dy.PRESENCE_IN', serializeJson(testEvent('uuid-y', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-y']])));
+      await js.publish('fs.forged.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 5, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-x']])), claiming('fs-x'));
+      // The stream delivers in order: once the last message is in, the others have been handled.
+      await until(() => received.length === 1);
+      const drops = await metrics.drops.get();
+      const dropped = (cause: string) => drops.values.find((v) => v.labels.component === 'nats_subscriber' && v.labels.cause === cause)?.value ?? 0;
+      expect(dropped('origin_mismatch')).toBe(4);
+      expect(dropped('no_origin')).toBe(1);
+      expect(received.map((item) => [item.origin.node, item.event.key])).toEqual([['fs-x', 'uuid-x:5']]);
+      expect(await counterValue(metrics, 'fsb_nats_own_events_skipped_total')).toBe(0);
     } finally {
       await subscriber.stop();
       await client.close();

@@ -9,7 +9,7 @@
  * fails before its cleanup runs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,6 +47,10 @@ export interface NatsServerOptions {
   netns?: { name: string; address: string };
   /** Serve clients on every address of this namespace; clients use this one (a server other namespaces reach). */
   address?: string;
+  /** A config file included as is (an `authorization` block such as config/nats/authorization.conf), instead of `auth`. */
+  include?: string;
+  /** Extra environment of the server process: the variables an included file reads (`$NAME`). */
+  env?: Record<string, string>;
 }
 
 const live = new Set<NatsServer>();
@@ -149,6 +153,11 @@ export class NatsServer {
       const preload = Object.entries(o.auth.accounts).map(([key, jwt]) => `${key}: "${jwt}"`);
       lines.push(`operator: "${o.auth.operatorJwt}"`, `system_account: "${o.auth.systemAccount}"`, 'resolver: MEMORY', `resolver_preload: { ${preload.join(', ')} }`);
     } else if (o.auth) lines.push(`authorization { user: "${o.auth.user}", password: "${o.auth.pass}" }`);
+    // nats-server resolves an include against the including file's directory: copy it beside.
+    if (o.include) {
+      copyFileSync(o.include, join(this.dir, 'included.conf'));
+      lines.push('include "included.conf"');
+    }
     if (o.tls) {
       const ca = o.tls.caFile ? `, ca_file: "${o.tls.caFile}"` : '';
       lines.push(`tls { cert_file: "${o.tls.certFile}", key_file: "${o.tls.keyFile}"${ca}, verify: ${o.tls.verify === true}, timeout: 2 }`);
@@ -168,7 +177,7 @@ export class NatsServer {
     // In a namespace readiness is read from the log: a restart must not see the previous run's line.
     if (netns) this.output = '';
     const command: [string, string[]] = netns ? ['ip', ['netns', 'exec', netns.name, NATS_SERVER_BIN, '-c', this.configFile]] : [NATS_SERVER_BIN, ['-c', this.configFile]];
-    const child = spawn(command[0], command[1], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command[0], command[1], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.options.env } });
     this.child = child;
     const append = (chunk: Buffer) => {
       // Keep the tail only: a long test must not grow memory with server logs.

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { DatagramError } from '../../bridge/errors.js';
+import { DATAGRAM_DROP_REASONS, DatagramError } from '../../bridge/errors.js';
 
 const read = (p: string) => readFileSync(fileURLToPath(new URL(`../../${p}`, import.meta.url)), 'utf8');
 
@@ -10,7 +10,7 @@ describe('docs/errors.md', () => {
     const doc = read('docs/errors.md');
     const source = read('bridge/errors.ts') + read('bridge/cli/commands/peers.ts');
     const codes = new Set([...source.matchAll(/'(FSB_ERR_[A-Z_]+)'/g)].map((m) => m[1]));
-    for (const reason of ['too_short', 'too_large', 'no_magic', 'bad_psk', 'plaintext_with_psk', 'malformed'] as const) {
+    for (const reason of DATAGRAM_DROP_REASONS) {
       codes.add(new DatagramError(reason, '').code);
     }
     expect(codes.size).toBeGreaterThan(15);

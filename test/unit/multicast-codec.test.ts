@@ -3,7 +3,9 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { FsEvent, type Header } from '../../bridge/event/event.js';
 import { DatagramError } from '../../bridge/errors.js';
-import { MAGIC, PLAIN_TRAILER_NULS, decodeDatagram, encodeDatagram } from '../../bridge/transports/multicast/codec.js';
+import { MAGIC, PLAIN_TRAILER_NULS, decodeDatagram, decodeSecureDatagram, encodeDatagram, encodeSecureDatagram } from '../../bridge/transports/multicast/codec.js';
+import { SecureOpener, SecureSealer } from '../../bridge/transports/multicast/secure.js';
+import { parseMulticastKey } from '../../bridge/config/multicast-key.js';
 import { blowfishAvailable } from '../../bridge/transports/multicast/blowfish.js';
 import { datagramFixtures, fixturePath } from '../support/fixtures.js';
 
@@ -148,16 +150,20 @@ describe('multicast codec round trips', () => {
   const headerName = fc.stringMatching(/^[A-Za-z][A-Za-z0-9_-]{0,20}$/).filter((n) => n.toLowerCase() !== 'content-length' && n.toLowerCase() !== 'multicast-sender');
   const header = fc.tuple(headerName, text.filter((v) => v !== '' && v !== '_undef_')).map(([n, v]) => [n, v] as Header);
 
-  it('keeps every header and the body exactly, plain and psk', () => {
+  it('keeps every header and the body exactly, plain, psk and secure', () => {
+    const key = parseMulticastKey(`1:${'5a'.repeat(32)}`);
+    const sealer = new SecureSealer(key);
+    const opener = new SecureOpener([key], { maxAgeMs: 10_000, replayWindow: 1024 });
     fc.assert(
-      fc.property(fc.array(header, { maxLength: 15 }), fc.option(text.filter((b) => b !== ''), { nil: null }), fc.boolean(), (headers, body, usePsk) => {
+      fc.property(fc.array(header, { maxLength: 15 }), fc.option(text.filter((b) => b !== ''), { nil: null }), fc.constantFrom('plain', 'psk', 'secure'), (headers, body, mode) => {
         const event = new FsEvent([['Event-Name', 'CUSTOM'], ...headers], body);
-        const psk = usePsk ? PSK : null;
-        const decoded = decodeDatagram(encodeDatagram(event, 'fs-x', psk), psk);
+        const psk = mode === 'psk' ? PSK : null;
+        const decoded = mode === 'secure' ? decodeSecureDatagram(encodeSecureDatagram(event, 'fs-x', sealer), opener) : decodeDatagram(encodeDatagram(event, 'fs-x', psk), psk);
+        expect(decoded.mode).toBe(mode);
         expect(decoded.event.headers).toEqual([...event.headers, ['Multicast-Sender', 'fs-x']]);
         expect(decoded.event.body).toBe(body);
       }),
-      { numRuns: 400 },
+      { numRuns: 600 },
     );
   });
 });

@@ -81,6 +81,18 @@ describe('pipeline', () => {
     expect(await filteredOnly(metrics, 'duplicate_nats')).toBe(1);
   });
 
+  it("a node reusing another node's Core-UUID and Event-Sequence cannot make the real event a duplicate", async () => {
+    const { pipeline, metrics, injected } = setup();
+    // fs-c copies fs-b's Core-UUID into an event published under its own name, ahead of fs-b's real event.
+    pipeline.remote({ event: event('CUSTOM', 42, 'uuid-of-b', 'sofia::unregister'), origin: { transport: 'nats', node: 'fs-c', receivedAt: 1 } });
+    pipeline.remote({ event: event('CUSTOM', 42, 'uuid-of-b', 'sofia::register'), origin: { transport: 'nats', node: 'fs-b', receivedAt: 2 } });
+    expect(injected.map((i) => [i.origin.node, i.event.subclass])).toEqual([
+      ['fs-c', 'sofia::unregister'],
+      ['fs-b', 'sofia::register'],
+    ]);
+    expect(await count(metrics.filtered, 'duplicate_nats')).toBe(0);
+  });
+
   it('ignores its own events coming back from a transport', async () => {
     const { pipeline, metrics, injected } = setup();
     pipeline.remote({ event: event('HEARTBEAT', 1), origin: { transport: 'multicast', node: 'fs-a', receivedAt: 1 } });

@@ -6,12 +6,14 @@ import { ConfigError } from '../../errors.js';
 import { createLogger } from '../../observability/logger.js';
 import { Board } from '../../observability/board/board.js';
 import { StatusServer } from '../../observability/http.js';
-import { Metrics, registerStateGauges } from '../../observability/metrics.js';
+import { DropReporter, Metrics, registerStateGauges } from '../../observability/metrics.js';
 import { PeerTracker } from '../../pipeline/peers.js';
 import { Pipeline } from '../../pipeline/pipeline.js';
 import { EslClient, EslState } from '../../sources/esl/client.js';
 import { NatsClient } from '../../transports/nats/connection.js';
 import { openStateStore } from '../../transports/nats/kv.js';
+import { conflictingClaim } from '../../transports/nats/origin.js';
+import { nodeInboxPrefix } from '../../transports/nats/permissions.js';
 import { SubjectMapper } from '../../transports/nats/subjects.js';
 import { subscribeLive } from '../../transports/nats/subscriber.js';
 import { exitIfStopHangs } from './run.js';
@@ -38,7 +40,7 @@ export function registerConsumer(program: Command): void {
       const node = config.node;
       const consumer: Consumer = kind === 'blf' ? createBlfConsumer(config.consumers.blf) : createLocationConsumer(config.consumers.location);
 
-      const nats = new NatsClient(config.nats, { name: `fs-event-bridge consumer ${kind} ${node.name}`, logger });
+      const nats = new NatsClient(config.nats, { name: `fs-event-bridge consumer ${kind} ${node.name}`, logger, inboxPrefix: nodeInboxPrefix(config.nats.subjectPrefix, node.cluster, node.name) });
       await nats.start();
       const nc = await nats.ready();
       // The pipeline gives the same own-node, dedup and fan-out rules as inside the bridge; it has no sinks and injects nothing.
@@ -47,12 +49,18 @@ export function registerConsumer(program: Command): void {
         timeoutMs: config.multicast.peerTimeoutMs,
       });
       const subjects = new SubjectMapper(config.nats.subjectPrefix, node.cluster);
+      const drops = new DropReporter('nats_subscriber', metrics, logger);
       const subscription = subscribeLive(
         nc,
         subjects,
         {},
         (read) => {
           const receivedAt = Date.now();
+          // Same origin rules as the bridge's subscriber (docs/security.md).
+          if (read.node === '' || conflictingClaim(read.event, read.node, undefined) !== undefined) {
+            drops.drop(read.node === '' ? 'no_origin' : 'origin_mismatch', { subject: read.subject });
+            return;
+          }
           if (read.node === node.name) {
             stream.local(read.event, receivedAt);
             return;

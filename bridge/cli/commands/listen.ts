@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
-import { DatagramError } from '../../errors.js';
+import { parseMulticastKey } from '../../config/multicast-key.js';
+import { ConfigError, DatagramError } from '../../errors.js';
 import { createLogger, type Logger } from '../../observability/logger.js';
-import { decodeDatagram } from '../../transports/multicast/codec.js';
+import { decodeDatagram, decodeSecureDatagram } from '../../transports/multicast/codec.js';
+import { SecureOpener } from '../../transports/multicast/secure.js';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, MulticastSocket } from '../../transports/multicast/socket.js';
 import { cliPsk } from './decode.js';
 
@@ -9,7 +11,27 @@ export interface ListenOptions {
   address: string;
   port: number;
   psk: Buffer | null;
+  /** Secure mode: decodes secure datagrams (and refuses the others, as a secure bridge does). */
+  secure?: SecureOpener | null;
   interface: string;
+}
+
+/**
+ * The secure keys from the bridge's own variables, so a key never goes on a command line
+ * (where `ps` shows it). Null when FSB_MULTICAST_SECURE_KEY is not set.
+ */
+export function secureOpenerFromEnv(env: NodeJS.ProcessEnv = process.env): SecureOpener | null {
+  const key = env.FSB_MULTICAST_SECURE_KEY;
+  if (key === undefined || key.trim() === '') return null;
+  const keys = [key, env.FSB_MULTICAST_SECURE_ACCEPT_KEY].filter((k): k is string => k !== undefined && k.trim() !== '');
+  const parsed = keys.map((text, i) => {
+    try {
+      return parseMulticastKey(text);
+    } catch (err) {
+      throw new ConfigError(i === 0 ? 'environment FSB_MULTICAST_SECURE_KEY' : 'environment FSB_MULTICAST_SECURE_ACCEPT_KEY', 'secure-key', (err as Error).message);
+    }
+  });
+  return new SecureOpener(parsed, { maxAgeMs: 10_000, replayWindow: 1024 });
 }
 
 /**
@@ -24,7 +46,7 @@ export async function listen(options: ListenOptions, write: (line: string) => vo
   socket.setListener((datagram, from) => {
     const source = `${from.address}:${from.port}`;
     try {
-      const { mode, event } = decodeDatagram(datagram, options.psk);
+      const { mode, event } = options.secure ? decodeSecureDatagram(datagram, options.secure) : decodeDatagram(datagram, options.psk);
       write(JSON.stringify({ from: source, mode, headers: event.headers, body: event.body }) + '\n');
     } catch (error) {
       if (!(error instanceof DatagramError)) throw error;
@@ -43,10 +65,12 @@ export function registerListen(program: Command): void {
     .requiredOption('--port <port>', 'UDP port', (value) => Number.parseInt(value, 10))
     .option('--psk <key>', 'pre-shared key')
     .option('--interface <address>', 'local interface address to join on', '')
+    .addHelpText('after', '\nSecure mode: set FSB_MULTICAST_SECURE_KEY (and FSB_MULTICAST_SECURE_ACCEPT_KEY) in the environment, as for the bridge.')
     .action(async (options: { address: string; port: number; psk?: string; interface: string }) => {
-      const psk = await cliPsk(options.psk);
+      const secure = secureOpenerFromEnv();
+      const psk = secure ? null : await cliPsk(options.psk);
       if (psk === 'relaunched') return;
-      const stop = await listen({ address: options.address, port: options.port, psk, interface: options.interface }, (line) => process.stdout.write(line), createLogger('warn', { destination: 2 }));
+      const stop = await listen({ address: options.address, port: options.port, psk, secure, interface: options.interface }, (line) => process.stdout.write(line), createLogger('warn', { destination: 2 }));
       await new Promise<void>((resolve) => process.once('SIGINT', resolve).once('SIGTERM', resolve));
       await stop();
     });

@@ -4,12 +4,14 @@ import { parsePlain, serializePlainHeaders, serializePlainTail } from '../../eve
 import { urlEncode } from '../../event/url-encoding.js';
 import { DatagramError, ParseError } from '../../errors.js';
 import { blowfishDecryptor, blowfishEncryptor } from './blowfish.js';
+import { isSecureDatagram, SECURE_OVERHEAD_BYTES, securePadding, type SecureOpener, type SecureSealer } from './secure.js';
 
 /**
  * mod_event_multicast's datagram format, pure (no sockets), both directions.
  *
- *   plain: text + MAGIC + 272 NULs
- *   psk:   36-char ASCII UUID + 220 NULs, then Blowfish-CBC(text + MAGIC), PKCS#7 padded
+ *   plain:  text + MAGIC + 272 NULs
+ *   psk:    36-char ASCII UUID + 220 NULs, then Blowfish-CBC(text + MAGIC), PKCS#7 padded
+ *   secure: bridges only, AES-256-GCM(text + MAGIC + NULs) with a 32-byte header (secure.ts)
  *
  * `text` is the FreeSWITCH plain serialization with `Multicast-Sender` as the last
  * header. See docs/freeswitch.md §1.
@@ -37,7 +39,7 @@ export const SENDER_HEADER = 'Multicast-Sender';
  */
 export const SEQ_HEADER = 'FSB-Multicast-Seq';
 
-export type DatagramMode = 'plain' | 'psk';
+export type DatagramMode = 'plain' | 'psk' | 'secure';
 
 export interface DecodedDatagram {
   mode: DatagramMode;
@@ -51,6 +53,8 @@ const PLAIN_TRAILER = Buffer.alloc(PLAIN_TRAILER_NULS);
 
 export function decodeDatagram(buf: Buffer, psk: Buffer | null, maxBytes = MAX_DATAGRAM_BYTES): DecodedDatagram {
   if (buf.length > maxBytes) throw new DatagramError('too_large', `datagram of ${buf.length} bytes exceeds ${maxBytes}`);
+  // Before the size rule: a secure datagram may be short, and its cause should say what it is.
+  if (isSecureDatagram(buf)) throw new DatagramError('secure_without_key', 'secure (AES-256-GCM) datagram, but this node has no multicast secure-key');
   if (buf.length <= PSK_HEADER_BYTES) throw new DatagramError('too_short', `datagram of ${buf.length} bytes (legacy nodes send more than ${PSK_HEADER_BYTES})`);
   if (psk === null) {
     if (looksEncrypted(buf)) throw new DatagramError('no_magic', 'datagram has a psk header but no psk is configured');
@@ -73,6 +77,16 @@ export function decodeDatagram(buf: Buffer, psk: Buffer | null, maxBytes = MAX_D
   }
   if (plaintext.indexOf(MAGIC) < 0) throw new DatagramError('bad_psk', 'decrypted datagram has no MAGIC: wrong psk');
   return { mode: 'psk', event: parseText(plaintext) };
+}
+
+/**
+ * A secure datagram (secure.ts): authenticated, fresh and first seen, or a
+ * DatagramError whose reason says why not. What it carries is a plain datagram's body.
+ */
+export function decodeSecureDatagram(buf: Buffer, opener: SecureOpener, maxBytes = MAX_DATAGRAM_BYTES): DecodedDatagram {
+  if (buf.length > maxBytes) throw new DatagramError('too_large', `datagram of ${buf.length} bytes exceeds ${maxBytes}`);
+  if (!isSecureDatagram(buf)) throw new DatagramError('not_secure', `${buf.indexOf(MAGIC) >= 0 ? 'plaintext' : 'non-secure'} datagram while secure-key is set: not authenticated, not accepted`);
+  return { mode: 'secure', event: parseText(opener.open(buf)) };
 }
 
 /**
@@ -161,11 +175,7 @@ export interface EncodeOptions {
  * with the same sender reproduces it byte for byte.
  */
 export function encodeDatagram(event: FsEvent, sender: string, psk: Buffer | null, options: EncodeOptions = {}): Buffer {
-  const own = event.has(SENDER_HEADER) ? withoutSender(event) : event;
-  const trailer = new FsEvent([...(options.extraHeaders ?? []), [SENDER_HEADER, sender]]);
-  // An event straight from ESL still has the header block FreeSWITCH encoded: reuse it.
-  const ownHeaders = own.parsedPlainHeaders ?? serializePlainHeaders(own);
-  const text = ownHeaders + serializePlainHeaders(trailer) + serializePlainTail(event.body);
+  const text = eventText(event, sender, options);
   const maxBytes = options.maxBytes ?? MAX_DATAGRAM_BYTES;
   let datagram: Buffer;
   if (psk === null) {
@@ -182,6 +192,35 @@ export function encodeDatagram(event: FsEvent, sender: string, psk: Buffer | nul
   }
   if (datagram.length > maxBytes) throw new DatagramError('too_large', `event needs a datagram of ${datagram.length} bytes, more than ${maxBytes}`);
   return datagram;
+}
+
+/** The event as the legacy module serializes it, with Multicast-Sender last (after `extraHeaders`). */
+function eventText(event: FsEvent, sender: string, options: EncodeOptions): string {
+  const own = event.has(SENDER_HEADER) ? withoutSender(event) : event;
+  const trailer = new FsEvent([...(options.extraHeaders ?? []), [SENDER_HEADER, sender]]);
+  // An event straight from ESL still has the header block FreeSWITCH encoded: reuse it.
+  const ownHeaders = own.parsedPlainHeaders ?? serializePlainHeaders(own);
+  return ownHeaders + serializePlainHeaders(trailer) + serializePlainTail(event.body);
+}
+
+/**
+ * One secure datagram (secure.ts): the event text and MAGIC, as in a plain datagram,
+ * padded with NULs to a multiple of 8 bytes, sealed. Legacy nodes drop it (see secure.ts).
+ */
+export function encodeSecureDatagram(event: FsEvent, sender: string, sealer: SecureSealer, options: EncodeOptions = {}): Buffer {
+  const text = eventText(event, sender, options);
+  const textBytes = Buffer.byteLength(text, 'utf8');
+  const length = textBytes + MAGIC.length;
+  const plaintextBytes = length + securePadding(length);
+  const maxBytes = options.maxBytes ?? MAX_DATAGRAM_BYTES;
+  // Checked before sealing, so a refused event uses no counter value.
+  if (plaintextBytes + SECURE_OVERHEAD_BYTES > maxBytes) {
+    throw new DatagramError('too_large', `event needs a datagram of ${plaintextBytes + SECURE_OVERHEAD_BYTES} bytes, more than ${maxBytes}`);
+  }
+  const plaintext = Buffer.alloc(plaintextBytes);
+  plaintext.write(text, 0, 'utf8');
+  MAGIC.copy(plaintext, textBytes);
+  return sealer.seal(plaintext);
 }
 
 function withoutSender(event: FsEvent): FsEvent {

@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { Counter } from 'prom-client';
-import type { FsEvent } from '../../event/event.js';
+import type { FsEvent, Header } from '../../event/event.js';
 import { MulticastSubclass } from '../../event/names.js';
 import { DatagramError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import type { Bindings } from '../../pipeline/bindings.js';
 import { LOOP_GUARD_HEADER, type BridgeEvent, type Sink } from '../../pipeline/types.js';
-import { SEQ_HEADER, encodeDatagram } from './codec.js';
+import { SEQ_HEADER, encodeDatagram, encodeSecureDatagram } from './codec.js';
+import type { SecureSealer } from './secure.js';
 import type { MulticastSocket } from './socket.js';
 
 export interface MulticastSinkOptions {
@@ -15,6 +16,8 @@ export interface MulticastSinkOptions {
   nodeName: string;
   bindings: Bindings;
   psk: Buffer | null;
+  /** Secure mode: every datagram sealed with it (psk is then null). */
+  sealer?: SecureSealer | null;
   maxDatagramBytes: number;
   metrics: Metrics;
   logger: Logger;
@@ -41,6 +44,7 @@ export class MulticastSink implements Sink {
   readonly name = 'multicast';
   private bindings: Bindings;
   private psk: Buffer | null;
+  private sealer: SecureSealer | null;
   private readonly streamId = randomBytes(4).toString('hex');
   private sequence = 0;
   private readonly drops: DropReporter;
@@ -53,6 +57,7 @@ export class MulticastSink implements Sink {
   ) {
     this.bindings = options.bindings;
     this.psk = options.psk;
+    this.sealer = options.sealer ?? null;
     this.drops = new DropReporter('multicast-send', options.metrics, options.logger);
     this.sent = options.metrics.eventsOut.labels({ transport: 'multicast' });
     this.loopSkipped = options.metrics.counter('fsb_multicast_loop_skipped_total', 'Events not multicast because of the loop rules (injected, multicast::*, LOG)');
@@ -64,6 +69,10 @@ export class MulticastSink implements Sink {
 
   setPsk(psk: Buffer | null): void {
     this.psk = psk;
+  }
+
+  setSealer(sealer: SecureSealer | null): void {
+    this.sealer = sealer;
   }
 
   start(): Promise<void> {
@@ -82,10 +91,10 @@ export class MulticastSink implements Sink {
     }
     let datagram: Buffer;
     try {
-      datagram = encodeDatagram(item.event, this.options.nodeName, this.psk, {
-        extraHeaders: [[SEQ_HEADER, `${this.streamId}:${this.sequence + 1}`]],
-        maxBytes: this.options.maxDatagramBytes,
-      });
+      const options = { extraHeaders: [[SEQ_HEADER, `${this.streamId}:${this.sequence + 1}`]] as Header[], maxBytes: this.options.maxDatagramBytes };
+      datagram = this.sealer
+        ? encodeSecureDatagram(item.event, this.options.nodeName, this.sealer, options)
+        : encodeDatagram(item.event, this.options.nodeName, this.psk, options);
     } catch (error) {
       if (!(error instanceof DatagramError)) throw error;
       this.drops.drop(error.reason, error.message);

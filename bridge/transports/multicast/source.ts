@@ -4,8 +4,9 @@ import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import type { BridgeEvent, RemoteSource } from '../../pipeline/types.js';
 import type { GapRecorder } from '../../pipeline/peers.js';
-import { SENDER_HEADER, SEQ_HEADER, decodeDatagram, isOwnPlainDatagram, senderLine } from './codec.js';
+import { SENDER_HEADER, SEQ_HEADER, decodeDatagram, decodeSecureDatagram, isOwnPlainDatagram, senderLine } from './codec.js';
 import { namespaceUdpRcvbufErrors } from './kernel-drops.js';
+import type { SecureOpener } from './secure.js';
 import { SequenceGaps } from './sequence.js';
 import type { MulticastSocket } from './socket.js';
 
@@ -16,6 +17,8 @@ export interface MulticastSourceOptions {
   /** Our node name: datagrams whose Multicast-Sender equals it are our own, looped back. */
   nodeName: string;
   psk: Buffer | null;
+  /** Secure mode: only datagrams it opens are accepted (psk is then null). */
+  opener?: SecureOpener | null;
   maxDatagramBytes: number;
   metrics: Metrics;
   logger: Logger;
@@ -46,6 +49,7 @@ export class MulticastSource implements RemoteSource {
   readonly name = 'multicast';
   private emit: ((item: BridgeEvent) => void) | null = null;
   private psk: Buffer | null;
+  private opener: SecureOpener | null;
   private readonly drops: DropReporter;
   private readonly exactGaps = new SequenceGaps();
   private readonly legacyGaps = new SequenceGaps();
@@ -62,6 +66,7 @@ export class MulticastSource implements RemoteSource {
     private readonly options: MulticastSourceOptions,
   ) {
     this.psk = options.psk;
+    this.opener = options.opener ?? null;
     this.ownSenderLine = senderLine(options.nodeName);
     this.drops = new DropReporter('multicast-receive', options.metrics, options.logger);
     this.ownDatagrams = options.metrics.counter('fsb_multicast_own_datagrams_total', 'Our own datagrams heard back (multicast loopback) and ignored');
@@ -85,6 +90,10 @@ export class MulticastSource implements RemoteSource {
 
   setPsk(psk: Buffer | null): void {
     this.psk = psk;
+  }
+
+  setOpener(opener: SecureOpener | null): void {
+    this.opener = opener;
   }
 
   async start(emit: (item: BridgeEvent) => void): Promise<void> {
@@ -137,16 +146,20 @@ export class MulticastSource implements RemoteSource {
     const emit = this.emit;
     if (!emit) return;
     // Our own datagrams come back with multicast loopback on: skip them before decoding.
-    if (this.psk === null && datagram.length <= this.options.maxDatagramBytes && isOwnPlainDatagram(datagram, this.ownSenderLine)) {
+    if (this.psk === null && this.opener === null && datagram.length <= this.options.maxDatagramBytes && isOwnPlainDatagram(datagram, this.ownSenderLine)) {
       this.ownDatagrams.inc();
       return;
     }
     let event;
     try {
-      event = decodeDatagram(datagram, this.psk, this.options.maxDatagramBytes).event;
+      event = this.opener
+        ? decodeSecureDatagram(datagram, this.opener, this.options.maxDatagramBytes).event
+        : decodeDatagram(datagram, this.psk, this.options.maxDatagramBytes).event;
     } catch (error) {
       if (!(error instanceof DatagramError)) throw error;
-      this.drops.drop(error.reason, error.message);
+      // A second copy of an accepted datagram loses nothing (the network, or a replay that failed).
+      if (error.reason === 'replayed') this.drops.filtered(error.reason);
+      else this.drops.drop(error.reason, error.message);
       return;
     }
     const sender = event.get(SENDER_HEADER);

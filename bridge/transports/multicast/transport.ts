@@ -1,4 +1,5 @@
-import type { MulticastConfig } from '../../config/types.js';
+import type { MulticastKey } from '../../config/multicast-key.js';
+import type { MulticastConfig, SecureMulticastConfig } from '../../config/types.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Bindings } from '../../pipeline/bindings.js';
@@ -7,6 +8,7 @@ import { requireBlowfish } from './blowfish.js';
 import { senderLine } from './codec.js';
 import { MulticastSink } from './sink.js';
 import { MulticastSocket } from './socket.js';
+import { SecureOpener, SecureSealer } from './secure.js';
 import { MulticastSource } from './source.js';
 
 export interface MulticastTransportDeps {
@@ -22,7 +24,12 @@ export interface MulticastTransportDeps {
 export interface MulticastReload {
   bindings: Bindings;
   psk: string | null;
+  secure: SecureMulticastConfig | null;
   ttl: number;
+}
+
+function acceptedKeys(secure: SecureMulticastConfig): MulticastKey[] {
+  return secure.acceptKey ? [secure.key, secure.acceptKey] : [secure.key];
 }
 
 function pskBytes(psk: string | null): Buffer | null {
@@ -40,6 +47,8 @@ export class MulticastTransport {
   readonly socket: MulticastSocket;
   readonly sink: MulticastSink;
   readonly source: MulticastSource;
+  private sealer: SecureSealer | null;
+  private opener: SecureOpener | null;
 
   constructor(config: MulticastConfig, deps: MulticastTransportDeps) {
     const psk = pskBytes(config.psk);
@@ -54,17 +63,39 @@ export class MulticastTransport {
         receiveBufferBytes: config.receiveBufferBytes,
         maxQueuedDatagrams: deps.receiveQueue?.datagrams,
         maxQueuedBytes: deps.receiveQueue?.bytes,
-        ownSenderLine: senderLine(deps.nodeName),
+        // The worker recognises our own plaintext datagrams; in secure mode a plaintext one naming us is a forgery, refused as not_secure.
+        ownSenderLine: config.secure ? undefined : senderLine(deps.nodeName),
       },
       deps.logger,
     );
     const common = { nodeName: deps.nodeName, psk, maxDatagramBytes: config.maxDatagramBytes, metrics: deps.metrics, logger: deps.logger };
-    this.sink = new MulticastSink(this.socket, { ...common, bindings: config.bindings });
-    this.source = new MulticastSource(this.socket, { ...common, gaps: deps.gaps });
+    this.sealer = config.secure ? new SecureSealer(config.secure.key) : null;
+    this.opener = config.secure ? new SecureOpener(acceptedKeys(config.secure), config.secure) : null;
+    this.sink = new MulticastSink(this.socket, { ...common, bindings: config.bindings, sealer: this.sealer });
+    this.source = new MulticastSource(this.socket, { ...common, gaps: deps.gaps, opener: this.opener });
   }
 
   /**
-   * SIGHUP reload: new bindings, psk and TTL take effect for the next datagram; the
+   * Keys change in place: the sealer keeps its epoch and counter and the opener its replay
+   * windows, so a rotation by SIGHUP never lets an accepted datagram be accepted again.
+   */
+  private applySecure(secure: SecureMulticastConfig | null): void {
+    if (secure === null) {
+      this.sealer = this.opener = null;
+    } else {
+      if (this.sealer) this.sealer.setKey(secure.key);
+      else this.sealer = new SecureSealer(secure.key);
+      if (this.opener) {
+        this.opener.setKeys(acceptedKeys(secure));
+        this.opener.setLimits(secure);
+      } else this.opener = new SecureOpener(acceptedKeys(secure), secure);
+    }
+    this.sink.setSealer(this.sealer);
+    this.source.setOpener(this.opener);
+  }
+
+  /**
+   * SIGHUP reload: new bindings, psk, secure keys and TTL take effect for the next datagram; the
    * socket stays open and joined, so nothing in its receive buffer is lost. Validates
    * before changing anything.
    */
@@ -73,6 +104,7 @@ export class MulticastTransport {
     this.sink.setBindings(reload.bindings);
     this.sink.setPsk(psk);
     this.source.setPsk(psk);
+    this.applySecure(reload.secure);
     this.socket.setTtl(reload.ttl);
   }
 }

@@ -11,8 +11,9 @@ import {
   type TlsOptions,
 } from '@nats-io/transport-node';
 import type { NatsConfig } from '../../config/types.js';
-import { ConfigError, NatsAuthError, NatsTlsError } from '../../errors.js';
+import { ConfigError, NatsAuthError, NatsPermissionError, NatsTlsError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
+import { permissionViolation } from './permissions.js';
 
 /** The part of NatsConfig a connection needs (the CLI builds one from flags alone). */
 export type NatsConnectSettings = Pick<NatsConfig, 'servers' | 'auth' | 'tls'>;
@@ -23,6 +24,8 @@ export interface NatsConnectDeps {
   name?: string;
   /** Try servers in the configured order instead of shuffled (a preferred local server first). */
   inOrder?: boolean;
+  /** Subject prefix of this connection's inboxes (replies, acks, pulls): a bridge uses its node's (nodeInboxPrefix). */
+  inboxPrefix?: string;
 }
 
 /**
@@ -55,12 +58,13 @@ function checkedAuthenticator(authenticator: Authenticator, file: string, param:
   return authenticator;
 }
 
-export function connectionOptions(settings: NatsConnectSettings, name?: string, inOrder = false): NodeConnectionOptions {
+export function connectionOptions(settings: NatsConnectSettings, name?: string, inOrder = false, inboxPrefix?: string): NodeConnectionOptions {
   const { auth, tls } = settings;
   const options: NodeConnectionOptions = {
     servers: settings.servers,
     name,
     noRandomize: inOrder,
+    inboxPrefix,
     // A bridge must come back after any outage: never give up reconnecting.
     reconnect: true,
     maxReconnectAttempts: -1,
@@ -180,7 +184,7 @@ function isPermanent(err: unknown): boolean {
  * NatsAuthError, a failed TLS handshake with NatsTlsError.
  */
 async function connectFirst(settings: NatsConnectSettings, deps: NatsConnectDeps, stopped: () => boolean): Promise<NatsConnection | null> {
-  const options = { ...connectionOptions(settings, deps.name, deps.inOrder), waitOnFirstConnect: false };
+  const options = { ...connectionOptions(settings, deps.name, deps.inOrder, deps.inboxPrefix), waitOnFirstConnect: false };
   let delayMs = 100;
   while (!stopped()) {
     // Before each attempt: a failed one would only surface after nats.js's connect timeout.
@@ -209,9 +213,26 @@ export async function connectNats(settings: NatsConnectSettings, deps: NatsConne
   return nc;
 }
 
+/** Says yes for a key at most once per interval; remembers a bounded number of keys. */
+class OncePerInterval {
+  private readonly last = new Map<string, number>();
+
+  constructor(private readonly intervalMs: number) {}
+
+  due(key: string, now = Date.now()): boolean {
+    const at = this.last.get(key);
+    if (at !== undefined && now - at < this.intervalMs) return false;
+    this.last.delete(key);
+    this.last.set(key, now);
+    if (this.last.size > 1_000) this.last.delete(this.last.keys().next().value!);
+    return true;
+  }
+}
+
 /** Logs each connected/disconnected transition once (nats.js repeats disconnect per server tried). */
 function watchStatus(nc: NatsConnection, logger: Logger, onChange?: (connected: boolean) => void): void {
   let connected = true;
+  const refusals = new OncePerInterval(60_000);
   void (async () => {
     for await (const status of nc.status()) {
       if (status.type === 'disconnect' && connected) {
@@ -223,7 +244,13 @@ function watchStatus(nc: NatsConnection, logger: Logger, onChange?: (connected: 
         logger.info({ component: 'nats', server: status.server }, 'NATS reconnected');
         onChange?.(true);
       } else if (status.type === 'error') {
-        logger.error({ component: 'nats', err: status.error }, 'NATS connection error');
+        const violation = permissionViolation(status.error);
+        if (!violation) logger.error({ component: 'nats', err: status.error }, 'NATS connection error');
+        else if (refusals.due(violation.subject)) {
+          // A refused publish repeats with every event on that subject: once a minute per subject is enough to act on.
+          const { code, message } = new NatsPermissionError(violation.subject, `a ${violation.operation}`);
+          logger.error({ component: 'nats', code, subject: violation.subject, operation: violation.operation }, message);
+        }
       }
     }
   })();
@@ -267,6 +294,11 @@ export class NatsClient {
 
   get connected(): boolean {
     return this.isUp;
+  }
+
+  /** Prefix of the connection's inboxes; a subscription for replies must sit under it. */
+  get inboxPrefix(): string | undefined {
+    return this.deps.inboxPrefix;
   }
 
   /** Called on every transition; returns the unsubscribe function. */

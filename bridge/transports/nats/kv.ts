@@ -5,6 +5,7 @@ import type { StateStore } from '../../consumer.js';
 import { StateKeyError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
+import { explainPermission, permissionViolation } from './permissions.js';
 
 /**
  * KV keys are subject tokens limited to [-/_=.a-zA-Z0-9]. Free-text keys (AORs like
@@ -175,6 +176,8 @@ async function throughRecovery<T>(nc: NatsConnection, call: () => Promise<T>, wh
     try {
       return await call();
     } catch (err) {
+      // A refused permission is not a recovery: waiting 11 s would only delay saying so.
+      if (permissionViolation(err)) throw explainPermission(err, `the KV bucket ${what.bucket} (${what.operation})`);
       if (attempt >= RECOVERY_ATTEMPTS || nc.isClosed()) throw err;
       if (attempt === 1) what.logger?.warn({ component: 'nats_kv', bucket: what.bucket, operation: what.operation, err: (err as Error).message }, 'KV operation failed; retrying');
       await new Promise((resolve) => setTimeout(resolve, delayMs));

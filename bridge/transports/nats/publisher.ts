@@ -1,4 +1,5 @@
 import { createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConfig, NodeConfig } from '../../config/types.js';
 import { NatsStreamLimitError } from '../../errors.js';
@@ -30,7 +31,10 @@ const enum State {
 interface Entry {
   readonly subject: string;
   readonly data: Uint8Array;
-  readonly msgId: string | undefined;
+  /** Nats-Msg-Id; replaced once by a fresh one if another publisher already holds it (see onAck). */
+  msgId: string | undefined;
+  /** Times sent: a duplicate answer to a first send is not a resend of ours. */
+  sends: number;
   readonly bytes: number;
   state: State;
   /** Evicted by overflow while its publish was in flight: counted as sent if acked, as dropped if the publish fails. */
@@ -48,6 +52,10 @@ interface PubAckJson {
 }
 
 const MSG_ID_HEADER = 'Nats-Msg-Id';
+/** Separates an event key from the random part of a replacement Nats-Msg-Id. */
+const REKEYED = '~';
+/** Enough to recognise the same event delivered twice in a row; ~100 bytes each. */
+const STORED_IDS_REMEMBERED = 4_096;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -75,6 +83,9 @@ export class NatsPublisher implements Sink {
   private readonly out;
   private readonly depth;
   private readonly duplicates;
+  private readonly msgIdConflicts;
+  /** Nats-Msg-Ids this publisher got stored lately (insertion order, bounded): a duplicate of one is our own event again. */
+  private readonly storedIds = new Set<string>();
   private readonly stopTimeoutMs: number;
   private readonly ackTimeoutMs: number;
 
@@ -114,6 +125,10 @@ export class NatsPublisher implements Sink {
     this.out = deps.metrics.eventsOut.labels({ transport: 'nats' });
     this.depth = deps.metrics.queueDepth.labels({ component: 'nats_publisher' });
     this.duplicates = deps.metrics.counter('fsb_nats_publish_duplicates_total', 'Publishes JetStream reported as duplicates (resends after a failure, or the same event delivered twice)');
+    this.msgIdConflicts = deps.metrics.counter(
+      'fsb_nats_publish_msgid_conflicts_total',
+      'First publishes JetStream answered as duplicates of a message another publisher stored under the same Nats-Msg-Id; each is sent again under a fresh id (docs/security.md)',
+    );
     this.stopTimeoutMs = deps.stopTimeoutMs ?? 5_000;
     this.ackTimeoutMs = deps.ackTimeoutMs ?? 5_000;
     this.withId = natsHeaders();
@@ -147,7 +162,7 @@ export class NatsPublisher implements Sink {
       return;
     }
     const subject = this.subjects.subject(this.deps.node.name, event.name, event.subclass);
-    const entry: Entry = { subject, data, msgId: event.key, bytes: data.length + subject.length, state: State.Waiting, dropped: false, sentAt: 0 };
+    const entry: Entry = { subject, data, msgId: event.key, sends: 0, bytes: data.length + subject.length, state: State.Waiting, dropped: false, sentAt: 0 };
     this.items.push(entry);
     this.bytes += entry.bytes;
     this.enforceLimits();
@@ -229,6 +244,7 @@ export class NatsPublisher implements Sink {
       }
       entry.state = State.InFlight;
       entry.sentAt = now;
+      entry.sends++;
       this.inFlight++;
       this.awaiting.set(n, entry);
     }
@@ -264,6 +280,17 @@ export class NatsPublisher implements Sink {
   }
 
   private onAck(entry: Entry, duplicate: boolean): void {
+    if (duplicate && entry.sends === 1 && entry.msgId !== undefined && !this.storedIds.has(entry.msgId)) {
+      // JetStream dedups by Nats-Msg-Id across the whole stream, and any publisher can set
+      // the header: another one stored a message under this id first (a node predicting
+      // our Core-UUID:Event-Sequence to suppress our events, or a second bridge for this
+      // FreeSWITCH). Send it again under an id nobody can predict, in order with the rest.
+      this.msgIdConflicts.inc();
+      entry.msgId += REKEYED + randomBytes(8).toString('hex');
+      this.onFail(entry, new Error('Nats-Msg-Id already used by another publisher; resending under a fresh id'));
+      return;
+    }
+    if (!duplicate && entry.msgId !== undefined) this.rememberStored(entry.msgId);
     this.inFlight--;
     if (!entry.dropped) {
       entry.state = State.Acked;
@@ -275,6 +302,11 @@ export class NatsPublisher implements Sink {
       this.out.inc();
     }
     this.afterSettle();
+  }
+
+  private rememberStored(msgId: string): void {
+    this.storedIds.add(msgId);
+    if (this.storedIds.size > STORED_IDS_REMEMBERED) this.storedIds.delete(this.storedIds.values().next().value!);
   }
 
   private onFail(entry: Entry, err: unknown): void {
@@ -347,7 +379,7 @@ export class NatsPublisher implements Sink {
       await ensureStream(jsm, this.config.stream, this.subjects.clusterWildcard, this.deps.logger);
       if (this.stopping) return;
       // nats.js resubscribes after every reconnect, so one subscription serves the connection's life.
-      this.inbox = createInbox() + '.';
+      this.inbox = createInbox(this.deps.client.inboxPrefix) + '.';
       this.acks = nc.subscribe(this.inbox + '*', { callback: this.onAckMessage });
       this.nc = nc;
       this.sweepTimer = setInterval(() => this.sweep(), Math.max(10, Math.min(1_000, this.ackTimeoutMs / 4)));

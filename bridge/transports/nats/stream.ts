@@ -3,6 +3,7 @@ import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, S
 import type { NatsConfig } from '../../config/types.js';
 import { NatsStreamLimitError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
+import { explainPermission } from './permissions.js';
 
 /** Header naming the node that fired the event (the subject carries it too, escaped). */
 export const ORIGIN_NODE_HEADER = 'FSB-Origin-Node';
@@ -12,10 +13,10 @@ export type StreamSettings = NatsConfig['stream'];
 /** JetStream API codes for "insufficient resources", "... memory resources ...", "... storage resources ...". */
 const NO_ROOM_CODES: ReadonlySet<number> = new Set([10023, 10028, 10047]);
 
-/** A refusal for lack of room says which param to change; anything else goes through as it is. */
+/** A refusal for lack of room or for want of a permission says which param or permission to change; anything else goes through as it is. */
 function explained(err: unknown, settings: StreamSettings): unknown {
   if (err instanceof JetStreamApiError && NO_ROOM_CODES.has(err.code)) return new NatsStreamLimitError(settings.name, settings.storage, settings.maxBytes, err.message, { cause: err });
-  return err;
+  return explainPermission(err, `the JetStream stream ${settings.name}`);
 }
 
 /**
@@ -43,7 +44,7 @@ export async function ensureStream(jsm: JetStreamManager, settings: StreamSettin
         throw explained(refused, settings);
       });
     }
-    throw err;
+    throw explained(err, settings);
   }
   const current = existing.config;
   const differs =

@@ -18,6 +18,8 @@ import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import type { BridgeEvent, Delivery, RemoteSource, SourceControl } from '../../pipeline/types.js';
 import type { NatsClient } from './connection.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
+import { conflictingClaim, subjectOrigin } from './origin.js';
+import { durableName } from './permissions.js';
 import { SubjectMapper } from './subjects.js';
 
 export interface NatsSubscriberDeps {
@@ -25,11 +27,6 @@ export interface NatsSubscriberDeps {
   node: NodeConfig;
   metrics: Metrics;
   logger: Logger;
-}
-
-/** JetStream consumer names may not contain `.`, `*`, `>` or whitespace. */
-export function durableName(prefix: string, node: string): string {
-  return (prefix + node).replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
 /**
@@ -149,8 +146,8 @@ export class NatsSubscriber implements RemoteSource {
   }
 
   private handle(msg: JsMsg): void {
-    const origin = msg.headers?.get(ORIGIN_NODE_HEADER) || this.subjects.parse(msg.subject)?.node;
-    if (origin === undefined || origin === '') {
+    const origin = subjectOrigin(this.subjects, msg.subject);
+    if (origin === undefined) {
       this.drops.drop('no_origin', { subject: msg.subject });
       msg.term();
       return;
@@ -166,6 +163,14 @@ export class NatsSubscriber implements RemoteSource {
     } catch (err) {
       this.drops.drop('bad_json', { subject: msg.subject, err });
       // Redelivery would fail the same way.
+      msg.term();
+      return;
+    }
+    const claim = conflictingClaim(event, origin, msg.headers?.get(ORIGIN_NODE_HEADER));
+    if (claim !== undefined) {
+      // Another node's name inside a message published under this node's subject:
+      // forged, or a node whose node-name is not its switchname. Never injected.
+      this.drops.drop('origin_mismatch', { subject: msg.subject, header: claim });
       msg.term();
       return;
     }
@@ -205,9 +210,10 @@ export interface ReadEvent {
 
 const decoder = new TextDecoder();
 
-function toReadEvent(subjects: SubjectMapper, subject: string, data: Uint8Array, origin: string | undefined, seq: number, time: Date): ReadEvent {
+/** `node` is the subject's node, never what the message says about itself (see subjectOrigin). */
+function toReadEvent(subjects: SubjectMapper, subject: string, data: Uint8Array, seq: number, time: Date): ReadEvent {
   const json = decoder.decode(data);
-  return { event: parseJson(json), subject, node: origin || subjects.parse(subject)?.node || '', seq, time, json };
+  return { event: parseJson(json), subject, node: subjectOrigin(subjects, subject) ?? '', seq, time, json };
 }
 
 /**
@@ -228,7 +234,7 @@ export function subscribeLive(
         return;
       }
       try {
-        onEvent(toReadEvent(subjects, msg.subject, msg.data, msg.headers?.get(ORIGIN_NODE_HEADER), 0, new Date()));
+        onEvent(toReadEvent(subjects, msg.subject, msg.data, 0, new Date()));
       } catch (parseErr) {
         onError(parseErr, msg.subject);
       }
@@ -267,7 +273,7 @@ export async function* readStored(
     for await (const msg of batch) {
       received++;
       if (msg.seq > lastSeq || (options.until && msg.time > options.until)) return;
-      yield toReadEvent(subjects, msg.subject, msg.data, msg.headers?.get(ORIGIN_NODE_HEADER), msg.seq, msg.time);
+      yield toReadEvent(subjects, msg.subject, msg.data, msg.seq, msg.time);
       if (msg.seq >= lastSeq) return;
     }
     if (received < batchSize) return;
