@@ -130,6 +130,22 @@ describe('round trips of generated events with awkward values', () => {
     expect(urlDecode('%C3%A9%0A+%2')).toBe('é\n+%2');
   });
 
+  it('decodes %XX runs as UTF-8 (U+FFFD where they are not), keeps everything else, for any text and any length', () => {
+    /** switch_url_decode's rule written plainly: each run of %XX bytes decoded as UTF-8, every other char kept. */
+    const reference = (value: string) => value.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => Buffer.from(run.replace(/%/g, ''), 'hex').toString('utf8'));
+    const piece = fc.oneof(fc.constantFrom('%', '%4', '%41', '%e9', '%E9', '%C3%A9', '%C3', '%F0%9F%98%80', '%ED%A0%80', '%zz', '+', 'é', '\ud800', '😀'), fc.string({ unit: 'binary', maxLength: 6 }));
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 12 }), fc.nat(40_000), (parts, pad) => {
+        const value = parts.join('');
+        expect(urlDecode(value)).toBe(reference(value));
+        // Past the scratch buffer's size too.
+        const long = 'a'.repeat(pad) + value;
+        expect(urlDecode(long)).toBe(reference(long));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
   it('writes empty values as _undef_ like FreeSWITCH', () => {
     expect(serializePlain(new FsEvent([['Event-Name', 'X'], ['Empty', '']]))).toBe('Event-Name: X\nEmpty: _undef_\n\n');
   });

@@ -162,26 +162,41 @@ export interface EncodeOptions {
  */
 export function encodeDatagram(event: FsEvent, sender: string, psk: Buffer | null, options: EncodeOptions = {}): Buffer {
   const own = event.has(SENDER_HEADER) ? withoutSender(event) : event;
-  const trailer = new FsEvent([...(options.extraHeaders ?? []), [SENDER_HEADER, sender]]);
-  // An event straight from ESL still has the header block FreeSWITCH encoded: reuse it.
-  const ownHeaders = own.parsedPlainHeaders ?? serializePlainHeaders(own);
-  const text = ownHeaders + serializePlainHeaders(trailer) + serializePlainTail(event.body);
+  const trailer = serializePlainHeaders(new FsEvent([...(options.extraHeaders ?? []), [SENDER_HEADER, sender]]));
+  // An event straight from ESL still has the bytes FreeSWITCH serialized: send them, not a re-encoding.
+  const ownHeaders: Buffer | string = own.plainHeaderBytes ?? serializePlainHeaders(own);
+  const whole = own.plainBytes;
+  const tail: Buffer | string = whole !== null && typeof ownHeaders !== 'string' ? whole.subarray(ownHeaders.length) : serializePlainTail(event.body);
   const maxBytes = options.maxBytes ?? MAX_DATAGRAM_BYTES;
   let datagram: Buffer;
   if (psk === null) {
-    const textBytes = Buffer.byteLength(text, 'utf8');
+    const headerBytes = byteLength(ownHeaders);
+    const trailerBytes = Buffer.byteLength(trailer, 'utf8');
+    const textBytes = headerBytes + trailerBytes + byteLength(tail);
     datagram = Buffer.allocUnsafe(textBytes + MAGIC.length + PLAIN_TRAILER_NULS);
-    datagram.write(text, 0, 'utf8');
+    put(datagram, ownHeaders, 0);
+    datagram.write(trailer, headerBytes, 'utf8');
+    put(datagram, tail, headerBytes + trailerBytes);
     MAGIC.copy(datagram, textBytes);
     PLAIN_TRAILER.copy(datagram, textBytes + MAGIC.length);
   } else {
     const header = Buffer.alloc(PSK_HEADER_BYTES);
     header.write(randomUUID(), 0, 'latin1');
     const cipher = blowfishEncryptor(psk, header.subarray(0, IV_BYTES));
-    datagram = Buffer.concat([header, cipher.update(text, 'utf8'), cipher.update(MAGIC), cipher.final()]);
+    const update = (part: Buffer | string) => (typeof part === 'string' ? cipher.update(part, 'utf8') : cipher.update(part));
+    datagram = Buffer.concat([header, update(ownHeaders), update(trailer), update(tail), cipher.update(MAGIC), cipher.final()]);
   }
   if (datagram.length > maxBytes) throw new DatagramError('too_large', `event needs a datagram of ${datagram.length} bytes, more than ${maxBytes}`);
   return datagram;
+}
+
+function byteLength(part: Buffer | string): number {
+  return typeof part === 'string' ? Buffer.byteLength(part, 'utf8') : part.length;
+}
+
+function put(target: Buffer, part: Buffer | string, at: number): void {
+  if (typeof part === 'string') target.write(part, at, 'utf8');
+  else part.copy(target, at);
 }
 
 function withoutSender(event: FsEvent): FsEvent {
