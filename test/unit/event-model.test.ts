@@ -135,14 +135,12 @@ describe('round trips of generated events with awkward values', () => {
     const reference = (value: string) => value.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => Buffer.from(run.replace(/%/g, ''), 'hex').toString('utf8'));
     const piece = fc.oneof(fc.constantFrom('%', '%4', '%41', '%e9', '%E9', '%C3%A9', '%C3', '%F0%9F%98%80', '%ED%A0%80', '%zz', '+', 'é', '\ud800', '😀'), fc.string({ unit: 'binary', maxLength: 6 }));
     fc.assert(
-      fc.property(fc.array(piece, { maxLength: 12 }), fc.nat(40_000), (parts, pad) => {
-        const value = parts.join('');
+      fc.property(fc.array(piece, { maxLength: 12 }), fc.constantFrom(0, 16 * 1024 - 8, 16 * 1024 + 8), (parts, pad) => {
+        // Short, and around the scratch buffer's size.
+        const value = 'a'.repeat(pad) + parts.join('');
         expect(urlDecode(value)).toBe(reference(value));
-        // Past the scratch buffer's size too.
-        const long = 'a'.repeat(pad) + value;
-        expect(urlDecode(long)).toBe(reference(long));
       }),
-      { numRuns: 400 },
+      { numRuns: 120 },
     );
   });
 
