@@ -52,6 +52,8 @@ export class FsEvent {
   private sourceCount = -1;
   private bodyValue: string | null | undefined;
   private nameValue: string | undefined = undefined;
+  private lastLookup: string | null = null;
+  private lastFound: string | undefined = undefined;
   private subclassValue: string | null | undefined = undefined;
 
   constructor(headers: Header[] = [], body: string | null = null) {
@@ -243,20 +245,42 @@ export class FsEvent {
 
   /** get() on the offsets of an ASCII block: the first exact match, else the first case-insensitive one, as on the list. */
   private getFromSource(source: PlainSource, name: string): string | undefined {
+    // The forwarding path asks the same event for the same absent header (the loop guard)
+    // once per stage: one remembered answer saves those scans.
+    if (name === this.lastLookup) return this.lastFound;
     const { text, lines } = source;
+    let found: string | undefined;
     const length = name.length;
     const first = name.charCodeAt(0);
-    for (let i = 0; i < lines.length; i += 3) {
+    for (let i = 0; i < lines.length && found === undefined; i += 3) {
       const start = lines[i];
-      if (lines[i + 1] - start === length && text.charCodeAt(start) === first && text.startsWith(name, start)) return valueAt(source, i);
+      if (lines[i + 1] - start === length && text.charCodeAt(start) === first && text.startsWith(name, start)) found = valueAt(source, i);
     }
-    const lower = name.toLowerCase();
-    for (let i = 0; i < lines.length; i += 3) {
-      const start = lines[i];
-      if (lines[i + 1] - start === length && text.slice(start, lines[i + 1]).toLowerCase() === lower) return valueAt(source, i);
+    if (found === undefined) {
+      const lower = name.toLowerCase();
+      for (let i = 0; i < lines.length; i += 3) {
+        const start = lines[i];
+        if (lines[i + 1] - start === lower.length && equalsLowerCase(text, start, lower)) {
+          found = valueAt(source, i);
+          break;
+        }
+      }
     }
-    return undefined;
+    this.lastLookup = name;
+    this.lastFound = found;
+    return found;
   }
+
+}
+
+/** Whether the ASCII text at `start` lower-cases to `lower` (which is already lower case), without cutting it out. */
+function equalsLowerCase(text: string, start: number, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) {
+    let c = text.charCodeAt(start + k);
+    if (c >= 65 && c <= 90) c += 32;
+    if (c !== lower.charCodeAt(k)) return false;
+  }
+  return true;
 }
 
 function piece(source: PlainSource, from: number, to: number): string {
