@@ -251,6 +251,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
         replicas: num('nats', 'replicas'),
         storage: str('nats', 'stream-storage') as 'file' | 'memory',
       },
+      payloadFormat: str('nats', 'payload-format') as 'plain' | 'json',
       durablePrefix: str('nats', 'durable-prefix'),
       ackWaitMs: num('nats', 'ack-wait'),
       buffer: { maxEvents: num('nats', 'buffer-max-events'), maxBytes: num('nats', 'buffer-max-bytes') },

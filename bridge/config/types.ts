@@ -67,6 +67,8 @@ export interface NatsConfig {
   subjectPrefix: string;
   bindings: Bindings;
   stream: { name: string; maxAgeMs: number; maxBytes: number; duplicateWindowMs: number; replicas: number; storage: 'file' | 'memory' };
+  /** How events are written into messages (readers take both, by the Content-Type header). */
+  payloadFormat: 'plain' | 'json';
   /** Durable consumer name prefix; the node name is appended. */
   durablePrefix: string;
   /** JetStream redelivers a message not acknowledged within this (the bridge acknowledges after injection). */

@@ -28,6 +28,7 @@ export interface FrameParserOptions {
 }
 
 const NEWLINE = 10;
+const BLANK_LINE = Buffer.from('\n\n');
 
 /**
  * Incremental ESL framing: `push(chunk)` in, complete frames out. It never touches a
@@ -35,11 +36,14 @@ const NEWLINE = 10;
  *
  * Written by hand: modesl and drachtio-modesl re-scan the whole buffer on every
  * read, which makes their cost grow with event size (docs/decisions.md has the
- * measurements). Here a body is copied at most once, when it is complete, and a
- * header search resumes where the previous one stopped.
+ * measurements). Here a body is copied only when it straddles reads, a read is never
+ * re-sliced per frame (an offset moves along it), and a header search resumes where
+ * the previous one stopped.
  */
 export class EslFrameParser {
+  /** Unconsumed input; `offset` bytes of the first chunk are consumed already. */
   private chunks: Buffer[] = [];
+  private offset = 0;
   private size = 0;
   private scanFrom = 0;
   private pendingHeaders: Record<string, string> | null = null;
@@ -79,6 +83,7 @@ export class EslFrameParser {
   /** Drop everything buffered, e.g. after the connection closed mid-frame. */
   reset(): void {
     this.chunks = [];
+    this.offset = 0;
     this.size = 0;
     this.scanFrom = 0;
     this.pendingHeaders = null;
@@ -90,29 +95,22 @@ export class EslFrameParser {
     if (this.size === 0) return undefined;
     let buf = this.flatten();
     // Stray blank lines between frames carry nothing.
-    let skip = 0;
-    while (skip < buf.length && buf[skip] === NEWLINE) skip++;
-    if (skip > 0) {
-      this.consume(skip);
+    let at = this.offset;
+    while (at < buf.length && buf[at] === NEWLINE) at++;
+    if (at > this.offset) {
+      this.consume(at - this.offset);
       if (this.size === 0) return undefined;
       buf = this.flatten();
+      at = this.offset;
     }
-    let end = -1;
-    for (let i = Math.max(this.scanFrom, 1); i < buf.length; i++) {
-      i = buf.indexOf(NEWLINE, i);
-      if (i < 0) break;
-      if (buf[i - 1] === NEWLINE) {
-        end = i - 1;
-        break;
-      }
-    }
-    if (end < 0) {
-      if (buf.length > this.maxHeaderBytes) throw new FrameTooLargeError(buf.length, this.maxHeaderBytes);
-      this.scanFrom = buf.length;
+    const blank = buf.indexOf(BLANK_LINE, Math.max(at, at + this.scanFrom - 1));
+    if (blank < 0) {
+      if (this.size > this.maxHeaderBytes) throw new FrameTooLargeError(this.size, this.maxHeaderBytes);
+      this.scanFrom = this.size;
       return undefined;
     }
-    const headers = parseFrameHeaders(buf.toString('utf8', 0, end));
-    this.consume(end + 2);
+    const headers = parseFrameHeaders(buf.toString('utf8', at, blank));
+    this.consume(blank + 2 - at);
     const lengthText = headers['Content-Length'];
     if (lengthText === undefined) return { headers, body: null };
     const length = Number(lengthText);
@@ -127,26 +125,26 @@ export class EslFrameParser {
   }
 
   /**
-   * Remove and return the first n buffered bytes. Copies only a body that straddles
+   * Remove and return the next n buffered bytes. Copies only a body that straddles
    * reads, not the whole read behind it (flatten would copy 64 KB per read).
    */
   private take(n: number): Buffer {
     const first = this.chunks[0];
     let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
+    if (first.length - this.offset >= n) {
+      out = first.subarray(this.offset, this.offset + n);
+      this.offset += n;
+      if (this.offset === first.length) this.dropFirst();
     } else {
       out = Buffer.allocUnsafe(n);
       let filled = 0;
       while (filled < n) {
         const chunk = this.chunks[0];
-        const part = Math.min(chunk.length, n - filled);
-        chunk.copy(out, filled, 0, part);
+        const part = Math.min(chunk.length - this.offset, n - filled);
+        chunk.copy(out, filled, this.offset, this.offset + part);
         filled += part;
-        if (part === chunk.length) this.chunks.shift();
-        else this.chunks[0] = chunk.subarray(part);
+        this.offset += part;
+        if (this.offset === chunk.length) this.dropFirst();
       }
     }
     this.size -= n;
@@ -154,25 +152,42 @@ export class EslFrameParser {
     return out;
   }
 
+  private dropFirst(): void {
+    this.chunks.shift();
+    this.offset = 0;
+  }
+
+  /** The unconsumed input as one buffer, read from `offset`. */
   private flatten(): Buffer {
-    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.size)];
+    if (this.chunks.length > 1) {
+      const first = this.chunks[0];
+      this.chunks[0] = first.subarray(this.offset);
+      this.chunks = [Buffer.concat(this.chunks, this.size)];
+      this.offset = 0;
+    }
     return this.chunks[0];
   }
 
   private consume(n: number): void {
-    const buf = this.flatten();
     this.size -= n;
     this.scanFrom = 0;
-    this.chunks = this.size === 0 ? [] : [buf.subarray(n)];
+    if (this.size === 0) {
+      this.chunks = [];
+      this.offset = 0;
+    } else this.offset += n;
   }
 }
 
 function parseFrameHeaders(block: string): Record<string, string> {
   const headers: Record<string, string> = {};
-  for (const line of block.split('\n')) {
-    const colon = line.indexOf(': ');
-    if (colon <= 0) throw new ParseError(`malformed ESL header line ${JSON.stringify(line.slice(0, 80))}`);
-    headers[line.slice(0, colon)] = line.slice(colon + 2);
+  let pos = 0;
+  for (;;) {
+    let eol = block.indexOf('\n', pos);
+    if (eol < 0) eol = block.length;
+    const colon = block.indexOf(': ', pos);
+    if (colon <= pos || colon >= eol) throw new ParseError(`malformed ESL header line ${JSON.stringify(block.slice(pos, Math.min(eol, pos + 80)))}`);
+    headers[block.slice(pos, colon)] = block.slice(colon + 2, eol);
+    if (eol >= block.length) return headers;
+    pos = eol + 1;
   }
-  return headers;
 }

@@ -1,5 +1,6 @@
-import { FsEvent, type Header } from './event.js';
-import { urlDecode, urlEncode } from './url-encoding.js';
+import { isAscii } from 'node:buffer';
+import { FsEvent } from './event.js';
+import { urlEncode } from './url-encoding.js';
 import { ParseError } from '../errors.js';
 
 /**
@@ -26,65 +27,72 @@ export function serializePlain(event: FsEvent): string {
 }
 
 const CONTENT_LENGTH = 'Content-Length';
-const BLANK_LINE = Buffer.from('\n\n');
+const LF = 10;
 
 /**
  * Parse a plain-serialized event. Accepts a Buffer (the ESL frame body or a decoded
  * datagram) so the body length is counted in bytes, as FreeSWITCH counts it.
  *
- * The header block is decoded to one string and cut with string indexOf: one
- * Buffer-to-string conversion per event instead of one per header line, which
- * was most of the cost (test/bench/esl-parse.ts).
+ * Every line is checked here (so nothing that decodes later can fail), but names and
+ * values are not cut out until something asks for them (FsEvent.fromPlain): the
+ * forwarding path reads a few routing headers and sends the bytes themselves. The
+ * bytes are read as one Latin-1 string, one char per byte, so offsets found in the
+ * string are byte offsets as well; the search is string indexOf, two per line, which
+ * is most of what remains (test/bench/esl-parse.ts, docs/benchmarks.md).
  */
 export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEvent {
-  const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-  const stop = end ?? buf.length;
-  // The header block ends at the first blank line: a leading LF, or the first LF LF.
-  let textEnd = stop;
-  let bodyStart = stop;
-  if (start < stop && buf[start] === 10) {
-    textEnd = start;
-    bodyStart = start + 1;
-  } else {
-    const blank = buf.indexOf(BLANK_LINE, start);
-    if (blank >= 0 && blank + 1 < stop) {
-      textEnd = blank + 1;
-      bodyStart = blank + 2;
-    }
-  }
-  const text = buf.toString('utf8', start, textEnd);
-  const headers: Header[] = [];
+  const whole = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  const stop = end ?? whole.length;
+  const bytes = start === 0 && stop === whole.length ? whole : whole.subarray(start, stop);
+  let text = bytes.toString('latin1');
+  const length = text.length;
+  const lines: number[] = [];
   let bodyLength = -1;
-  /** Where the header lines end in `text` (before a final Content-Length line); -1 when they cannot be reused as they are. */
-  let linesEnd = text.length > 0 && text.charCodeAt(text.length - 1) === 10 ? text.length : -1;
+  /** Where the header lines end (before a final Content-Length line); -1 when they cannot be reused as they are. */
+  let linesEnd = -1;
   let pos = 0;
-  while (pos < text.length) {
+  let blockEnd = length;
+  let bodyStart = length;
+  while (pos < length) {
+    if (text.charCodeAt(pos) === LF) {
+      blockEnd = pos;
+      bodyStart = pos + 1;
+      break;
+    }
     const lineStart = pos;
     let eol = text.indexOf('\n', pos);
-    if (eol < 0) eol = text.length;
+    if (eol < 0) eol = length;
     const colon = text.indexOf(': ', pos);
-    if (colon <= pos || colon >= eol) throw new ParseError(`malformed header line ${JSON.stringify(text.slice(pos, Math.min(eol, pos + 80)))}`);
-    const name = text.slice(pos, colon);
-    const raw = text.slice(colon + 2, eol);
+    if (colon <= pos || colon >= eol) throw new ParseError(`malformed header line ${JSON.stringify(bytes.toString('utf8', pos, Math.min(eol, pos + 80)))}`);
     pos = eol + 1;
-    if (name === CONTENT_LENGTH) {
+    if (colon - lineStart === CONTENT_LENGTH.length && text.startsWith(CONTENT_LENGTH, lineStart)) {
+      const raw = text.slice(colon + 2, eol);
       const n = Number(raw);
       if (!Number.isSafeInteger(n) || n < 0) throw new ParseError(`bad Content-Length ${JSON.stringify(raw)}`);
       bodyLength = n;
       // serializePlain writes Content-Length after every header: only then are the lines before it the headers' own.
-      linesEnd = pos >= text.length && linesEnd >= 0 ? lineStart : -1;
+      linesEnd = linesEnd !== -2 && eol < length && (pos >= length || text.charCodeAt(pos) === LF) ? lineStart : -2;
       continue;
     }
-    headers.push([name, urlDecode(raw)]);
+    lines.push(lineStart, colon, eol);
   }
-  let body: string | null = null;
-  if (bodyLength >= 0) {
-    if (bodyStart + bodyLength > stop) {
-      throw new ParseError(`body of ${bodyLength} bytes truncated to ${stop - bodyStart}`);
-    }
-    body = buf.toString('utf8', bodyStart, bodyStart + bodyLength);
+  // Lines end in LF up to the block's end (or the Content-Length line): only then can they be sent on as they are.
+  if (linesEnd === -1) linesEnd = blockEnd > 0 && text.charCodeAt(blockEnd - 1) === LF ? blockEnd : -1;
+  else if (linesEnd === -2) linesEnd = -1;
+  if (bodyLength >= 0 && bodyStart + bodyLength > length) {
+    throw new ParseError(`body of ${bodyLength} bytes truncated to ${length - bodyStart}`);
   }
-  const event = new FsEvent(headers, body);
-  if (linesEnd >= 0) event.rememberPlainHeaders(linesEnd === text.length ? text : text.slice(0, linesEnd));
-  return event;
+  const ascii = isAscii(bytes) || isAscii(bytes.subarray(0, blockEnd));
+  // A large body need not stay resident as Latin-1 text: keep only the header block's.
+  if (length - blockEnd > 1024) text = bytes.toString('latin1', 0, blockEnd);
+  const tailEnd = bodyLength >= 0 ? bodyStart + bodyLength : bodyStart;
+  const canonical = linesEnd >= 0 && tailEnd === length && (bodyLength > 0 || (bodyLength < 0 && blockEnd === linesEnd && bodyStart === length && bodyStart > blockEnd)) && canonicalLength(text, linesEnd, bodyLength);
+  return FsEvent.fromPlain({ bytes, text, ascii, lines, linesEnd, bodyStart: bodyLength >= 0 ? bodyStart : -1, bodyLength, canonical });
+}
+
+/** Whether the Content-Length line (if any) reads exactly as serializePlain writes it. */
+function canonicalLength(text: string, linesEnd: number, bodyLength: number): boolean {
+  if (bodyLength < 0) return true;
+  const line = `${CONTENT_LENGTH}: ${bodyLength}\n\n`;
+  return text.startsWith(line, linesEnd);
 }

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -7,7 +6,7 @@ import { connectNats } from '../../bridge/transports/nats/connection.js';
 import { EslSimulator, type CapturedEvent } from '../support/esl-simulator.js';
 import { JsonLineProcess } from '../support/netns.js';
 import { startNatsServer } from '../support/nats-server.js';
-import { processCpuMs, round, sleep, startBridgeProcess } from './support-processes.js';
+import { processCpuMs, round, sleep, SLOWDOWN, spawnNode, startBridgeProcess } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
 /**
@@ -87,12 +86,12 @@ class SequenceListener {
 
 async function baselineRate(events: CapturedEvent[], count: number): Promise<number> {
   const sim = await EslSimulator.start({ switchname: 'bench-baseline' });
-  const drain = new JsonLineProcess(spawn(process.execPath, [DRAIN, String(sim.port), String(count)], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const drain = new JsonLineProcess(spawnNode([DRAIN, String(sim.port), String(count)], { stdio: ['pipe', 'pipe', 'inherit'] }));
   try {
-    await drain.waitFor((r) => r.type === 'ready', 15_000);
+    await drain.waitFor((r) => r.type === 'ready', 15_000 * SLOWDOWN);
     await sim.waitForSubscribers(1);
     const began = performance.now();
-    const done = drain.waitFor((r) => r.type === 'done', 60_000);
+    const done = drain.waitFor((r) => r.type === 'done', 60_000 * SLOWDOWN);
     await sim.replay(events, { loop: true, count });
     await done;
     return count / ((performance.now() - began) / 1000);
@@ -112,18 +111,18 @@ interface FloorRun {
 async function floorRate(events: CapturedEvent[], count: number, natsUrl: string, port: number): Promise<FloorRun> {
   const sim = await EslSimulator.start({ switchname: 'bench-floor', firstSequence: 5_000_000 });
   const listener = new SequenceListener(sim.sequence, count, port);
-  const floor = new JsonLineProcess(spawn(process.execPath, [FLOOR, String(sim.port), String(count), GROUP, String(port), natsUrl], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const floor = new JsonLineProcess(spawnNode([FLOOR, String(sim.port), String(count), GROUP, String(port), natsUrl], { stdio: ['pipe', 'pipe', 'inherit'] }));
   try {
-    await floor.waitFor((r) => r.type === 'ready', 15_000);
+    await floor.waitFor((r) => r.type === 'ready', 15_000 * SLOWDOWN);
     await sim.waitForSubscribers(1);
     const cpuBefore = processCpuMs(floor.child.pid!);
     const began = performance.now();
-    const done = floor.waitFor((r) => r.type === 'done', 60_000);
+    const done = floor.waitFor((r) => r.type === 'done', 60_000 * SLOWDOWN);
     await sim.replay(events, { loop: true, count });
     await done;
     const ackedAt = performance.now();
     const cpuPerEventUs = ((processCpuMs(floor.child.pid!) - cpuBefore) * 1000) / count;
-    const deadline = ackedAt + 2_000;
+    const deadline = ackedAt + 2_000 * SLOWDOWN;
     while (listener.distinct < count && performance.now() < deadline) await sleep(20);
     const finished = Math.max(ackedAt, listener.lastAt);
     return { rate: count / ((finished - began) / 1000), cpuPerEventUs, multicastLost: count - listener.distinct };
@@ -135,7 +134,8 @@ async function floorRate(events: CapturedEvent[], count: number, natsUrl: string
 }
 
 export const eslToSinks: BenchCase = async ({ quick }) => {
-  const count = quick ? 30_000 : 150_000;
+  // FSB_BENCH_EVENTS: another count (fewer under FSB_BENCH_WRAP, where a process runs ~50x slower).
+  const count = Number(process.env.FSB_BENCH_EVENTS) || (quick ? 30_000 : 150_000);
   const events = forwardedMix();
   const baseline = await baselineRate(events, count);
 
@@ -174,7 +174,7 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
       if (progress !== lastSeen) {
         lastSeen = progress;
         lastProgress = performance.now();
-      } else if (performance.now() - lastProgress > 2_000) break;
+      } else if (performance.now() - lastProgress > 2_000 * SLOWDOWN) break;
     }
     await replay;
     const cpuPerEventUs = ((bridge.cpuMs() - cpuBefore) * 1000) / count;

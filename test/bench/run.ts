@@ -7,6 +7,7 @@ import { LEGACY_PROVIDER_FLAG } from '../../bridge/transports/multicast/blowfish
 import { createNetns } from '../support/netns.js';
 import { NATS_SERVER_BIN } from '../support/nats-server.js';
 import { errorRow, extractFindings, machine, renderMarkdown, renderTable, resultRow, toJson, type Report, type ReportRow } from './support-report.js';
+import { SLOWDOWN } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
 /**
@@ -128,7 +129,7 @@ async function runCaseIsolated(spec: CaseSpec, quick: boolean): Promise<CaseRun>
     if (spec.netns) netns = createNetns('bench');
     const [cmd, ...args] = netns ? ['ip', 'netns', 'exec', netns.name, ...node] : node;
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-    const timeoutMs = quick ? spec.timeoutMs.quick : spec.timeoutMs.full;
+    const timeoutMs = (quick ? spec.timeoutMs.quick : spec.timeoutMs.full) * SLOWDOWN;
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,21 @@ import { freePort } from '../support/nats-server.js';
  */
 const CLI = fileURLToPath(new URL('../../bridge/cli/main.js', import.meta.url));
 const ELD = new URL('./support-eld-preload.js', import.meta.url).href;
+
+/**
+ * FSB_BENCH_WRAP='valgrind --tool=callgrind ...': a command every measured Node process
+ * (bridges, the ESL drain and floor) runs under. Callgrind counts the instructions a
+ * process executes, which, unlike its CPU time, does not change with what else runs on
+ * this shared machine; the profile findings compare builds that way. The process is
+ * then ~50x slower, so waits stretch by SLOWDOWN.
+ */
+const WRAP = (process.env.FSB_BENCH_WRAP ?? '').split(' ').filter(Boolean);
+export const SLOWDOWN = WRAP.length > 0 ? 50 : 1;
+
+/** Spawn `node args` (under FSB_BENCH_WRAP when set). */
+export function spawnNode(args: readonly string[], options: SpawnOptions): ChildProcess {
+  return WRAP.length > 0 ? spawn(WRAP[0], [...WRAP.slice(1), process.execPath, ...args], options) : spawn(process.execPath, args, options);
+}
 
 /** USER_HZ: 100 on every Linux this runs on (getconf CLK_TCK). */
 const CLOCK_TICKS_PER_S = 100;
@@ -64,7 +79,7 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
   const loop = process.env.FSB_BENCH_ELD ? ['--import', ELD] : [];
   // FSB_BENCH_NODE_ARGS='--flag ...': extra node flags for every bridge process (to try V8 settings).
   const extra = (process.env.FSB_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, ...profile, ...loop, ...extra, ...(options.nodeArgs ?? []), CLI, 'run', '--config', file], {
+  const child = spawnNode([LEGACY_PROVIDER_FLAG, ...RELAUNCH_V8_FLAGS, ...profile, ...loop, ...extra, ...(options.nodeArgs ?? []), CLI, 'run', '--config', file], {
     stdio: ['ignore', 'inherit', 'inherit'],
     // As deployed (config/systemd, compose/Dockerfile): the relaunch's environment, overridable from outside.
     env: { ...RELAUNCH_ENV, ...process.env, NODE_OPTIONS: '' },
@@ -96,14 +111,15 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
     async stop(graceMs = 10_000) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        const timer = setTimeout(() => child.kill('SIGKILL'), graceMs * SLOWDOWN);
         await exited;
         clearTimeout(timer);
       }
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
+  const readyTimeoutMs = (options.readyTimeoutMs ?? 20_000) * SLOWDOWN;
+  const deadline = Date.now() + readyTimeoutMs;
   for (;;) {
     if (child.exitCode !== null) {
       await bridge.stop();
@@ -116,7 +132,7 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
     if (ready) return bridge;
     if (Date.now() > deadline) {
       await bridge.stop();
-      throw new Error(`bridge not ready within ${options.readyTimeoutMs ?? 20_000} ms`);
+      throw new Error(`bridge not ready within ${readyTimeoutMs} ms`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

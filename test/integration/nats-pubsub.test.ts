@@ -3,6 +3,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { NatsAuthError } from '../../bridge/errors.js';
 import { serializeJson } from '../../bridge/event/json.js';
+import { serializePlain } from '../../bridge/event/plain.js';
 import { silentLogger } from '../../bridge/observability/logger.js';
 import { Metrics } from '../../bridge/observability/metrics.js';
 import { LOOP_GUARD_HEADER, type BridgeEvent } from '../../bridge/pipeline/types.js';
@@ -10,6 +11,7 @@ import { Bindings } from '../../bridge/pipeline/bindings.js';
 import { connectNats, NatsClient } from '../../bridge/transports/nats/connection.js';
 import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
 import { NatsSubscriber, readStored, subscribeLive, type ReadEvent } from '../../bridge/transports/nats/subscriber.js';
+import { PAYLOAD_TYPE_HEADER } from '../../bridge/transports/nats/payload.js';
 import { ORIGIN_NODE_HEADER } from '../../bridge/transports/nats/stream.js';
 import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import { natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
@@ -53,7 +55,7 @@ describe('NATS publish and subscribe (real nats-server)', () => {
     await server?.dispose();
   });
 
-  it('publishes to the node/event subject with FreeSWITCH JSON and identity headers; another node receives it, the own node skips it', async () => {
+  it('publishes to the node/event subject with FreeSWITCH plain bytes and identity headers; another node receives it, the own node skips it', async () => {
     const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'PUBSUB' } });
     const metricsA = new Metrics();
     const clientA = new NatsClient(config, { logger });
@@ -90,14 +92,16 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       const js = jetstream(nc);
       const stored = await (await js.streams.get('PUBSUB')).getMessage({ seq: 1 });
       expect(stored?.subject).toBe('fs.test.fs-a.CUSTOM.sofia.register');
-      expect(stored?.string()).toBe(serializeJson(register));
+      expect(stored?.string()).toBe(serializePlain(register));
+      expect(stored?.header.get(PAYLOAD_TYPE_HEADER)).toBe('text/event-plain');
       expect(stored?.header.get('Nats-Msg-Id')).toBe('uuid-a:1');
       expect(stored?.header.get(ORIGIN_NODE_HEADER)).toBe('fs-a');
       expect((await (await js.streams.get('PUBSUB')).getMessage({ seq: 2 }))?.subject).toBe('fs.test.fs-a.PRESENCE_IN');
 
-      // Live tail filter got only the register.
+      // Live tail filter got only the register, shown as event json.
       await until(() => live.length === 1);
       expect(live[0].event.subclass).toBe('sofia::register');
+      expect(live[0].json).toBe(serializeJson(register));
       liveSub.unsubscribe();
 
       // The node's own subscriber skipped both, counted.
@@ -107,6 +111,34 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       await publisher.stop();
       await subscriber.stop();
       await ownSubscriber.stop();
+      await clientA.close();
+      await clientB.close();
+    }
+  });
+
+  it('with payload-format json writes event json (Content-Type text/event-json), and a plain-format node reads it', async () => {
+    const json = natsTestConfig([server.url], { payloadFormat: 'json', stream: { ...natsTestConfig([]).stream, name: 'PAYLOAD_JSON' } });
+    const clientA = new NatsClient(json, { logger });
+    const clientB = new NatsClient(json, { logger });
+    // A cluster of its own: its stream's subjects must not overlap the other tests' streams.
+    const publisher = new NatsPublisher(json, { client: clientA, node: testNode('fs-a', 'jsonfmt'), metrics: new Metrics(), logger });
+    const subscriber = new NatsSubscriber({ ...json, payloadFormat: 'plain' }, { client: clientB, node: testNode('fs-b', 'jsonfmt'), metrics: new Metrics(), logger });
+    const received: BridgeEvent[] = [];
+    try {
+      await publisher.start();
+      await subscriber.start((item) => received.push(item));
+      const register = testEvent('uuid-j', 1, 'CUSTOM', 'sofia::register', [['X', 'a'], ['X', 'b']]);
+      register.body = 'é\n';
+      publisher.deliver(local(register, 'fs-a'));
+      await until(() => received.length === 1);
+      expect(received[0].event.headers).toEqual(register.headers);
+      expect(received[0].event.body).toBe('é\n');
+      const stored = await (await jetstream(nc).streams.get('PAYLOAD_JSON')).getMessage({ seq: 1 });
+      expect(stored?.string()).toBe(serializeJson(register));
+      expect(stored?.header.get(PAYLOAD_TYPE_HEADER)).toBe('text/event-json');
+    } finally {
+      await publisher.stop();
+      await subscriber.stop();
       await clientA.close();
       await clientB.close();
     }
@@ -232,12 +264,18 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       const h = headers();
       h.set(ORIGIN_NODE_HEADER, 'fs-x');
       await js.publish('fs.foreign.fs-x.PRESENCE_IN', 'not json', { headers: h });
+      const plain = headers();
+      plain.set(ORIGIN_NODE_HEADER, 'fs-x');
+      plain.set(PAYLOAD_TYPE_HEADER, 'text/event-plain');
+      await js.publish('fs.foreign.fs-x.PRESENCE_IN', 'not: plain\nat all', { headers: plain });
+      // Without a Content-Type header a payload is json, as every payload was before plain existed.
       await js.publish('fs.foreign.fs-x.PRESENCE_IN', serializeJson(testEvent('uuid-x', 1)));
-      await until(() => received.length === 1);
-      expect(received[0].origin.node).toBe('fs-x');
-      expect(received[0].event.key).toBe('uuid-x:1');
+      await js.publish('fs.foreign.fs-x.PRESENCE_IN', serializePlain(testEvent('uuid-x', 2)), { headers: plain });
+      await until(() => received.length === 2);
+      expect(received.map((r) => r.origin.node)).toEqual(['fs-x', 'fs-x']);
+      expect(received.map((r) => r.event.key)).toEqual(['uuid-x:1', 'uuid-x:2']);
       const drops = await metrics.drops.get();
-      expect(drops.values.find((v) => v.labels.cause === 'bad_json')?.value).toBe(1);
+      expect(drops.values.find((v) => v.labels.cause === 'bad_payload')?.value).toBe(2);
     } finally {
       await subscriber.stop();
       await client.close();

@@ -53,7 +53,8 @@ describe('plain header block reuse', () => {
     fc.assert(
       fc.property(eventArb, (event) => {
         const parsed = parsePlain(serializePlain(event));
-        expect(parsed.parsedPlainHeaders).toBe(serializePlainHeaders(event));
+        expect(parsed.plainHeaderBytes?.toString('utf8')).toBe(serializePlainHeaders(event));
+        expect(parsed.plainBytes?.equals(Buffer.from(serializePlain(event), 'utf8'))).toBe(true);
       }),
       { numRuns: 300 },
     );
@@ -64,9 +65,9 @@ describe('plain header block reuse', () => {
     expect(frames).toHaveLength(200);
     for (const frame of frames) {
       const parsed = eventFromFrame(frame);
-      expect(parsed.parsedPlainHeaders).not.toBeNull();
+      expect(parsed.plainBytes?.equals(frame.body!)).toBe(true);
       const rebuilt = new FsEvent(parsed.headers.map(([n, v]) => [n, v] as Header), parsed.body);
-      expect(rebuilt.parsedPlainHeaders).toBeNull();
+      expect(rebuilt.plainHeaderBytes).toBeNull();
       const options = { extraHeaders: [[SEQ_HEADER, 'cafe:7']] as Header[] };
       expect(encodeDatagram(parsed, 'fs-a', null, options).equals(encodeDatagram(rebuilt, 'fs-a', null, options))).toBe(true);
     }
@@ -92,21 +93,47 @@ describe('plain header block reuse', () => {
       ['set', (e) => e.set('status', 'Answered')],
       ['delete', (e) => e.delete('Unique-ID')],
       ['push on headers', (e) => e.headers.push(['X-Pushed', 'v'])],
+      ['body', (e) => (e.body = 'bye')],
     ];
     for (const [what, change] of changes) {
       const event = parsePlain(source);
-      expect(event.parsedPlainHeaders, what).not.toBeNull();
+      expect(event.plainHeaderBytes, what).not.toBeNull();
       change(event);
-      expect(event.parsedPlainHeaders, what).toBeNull();
-      expect(decodeDatagram(encodeDatagram(event, 'fs-a', null), null).event.headers.slice(0, -1), what).toEqual(event.headers);
+      expect(event.plainHeaderBytes, what).toBeNull();
+      expect(event.plainBytes, what).toBeNull();
+      const decoded = decodeDatagram(encodeDatagram(event, 'fs-a', null), null).event;
+      expect(decoded.headers.slice(0, -1), what).toEqual(event.headers);
+      expect(decoded.body, what).toBe(event.body);
     }
-    expect(parsePlain(source).clone().parsedPlainHeaders).toBeNull();
+    // An unchanged copy shares the bytes; changing the copy leaves the original as it was.
+    const original = parsePlain(source);
+    const copy = original.clone();
+    expect(copy.plainBytes?.toString()).toBe(source);
+    copy.set('status', 'Answered');
+    expect(copy.plainBytes).toBeNull();
+    expect(original.plainBytes?.toString()).toBe(source);
+    expect(original.get('status')).toBe('Ringing');
   });
 
   it('a Content-Length that is not the last header line, or a block without its final newline, is not reused', () => {
-    expect(parsePlain('Event-Name: A\nContent-Length: 2\nX: y\n\nhi').parsedPlainHeaders).toBeNull();
-    expect(parsePlain('Event-Name: A\nX: y').parsedPlainHeaders).toBeNull();
-    expect(parsePlain('Event-Name: A\nX: y\nContent-Length: 2\n\nhi').parsedPlainHeaders).toBe('Event-Name: A\nX: y\n');
+    expect(parsePlain('Event-Name: A\nContent-Length: 2\nX: y\n\nhi').plainHeaderBytes).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y').plainHeaderBytes).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y\nContent-Length: 2\n\nhi').plainHeaderBytes?.toString()).toBe('Event-Name: A\nX: y\n');
+    expect(parsePlain('Event-Name: A\nContent-Length: 2\nContent-Length: 2\n\nhi').plainHeaderBytes).toBeNull();
+  });
+
+  it('sends the bytes unchanged only when they are exactly the serialization: no trailing bytes, canonical Content-Length, a blank line', () => {
+    const exact = 'Event-Name: A\nX: y\nContent-Length: 2\n\nhi';
+    expect(parsePlain(exact).plainBytes?.toString()).toBe(exact);
+    expect(parsePlain('Event-Name: A\nX: y\n\n').plainBytes?.toString()).toBe('Event-Name: A\nX: y\n\n');
+    expect(parsePlain('Event-Name: A\nX: y\nContent-Length: 2\n\nhi!').plainBytes).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y\nContent-Length: 02\n\nhi').plainBytes).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y\nContent-Length: 0\n\n').plainBytes).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y\n').plainBytes).toBeNull();
+    expect(parsePlain('Event-Name: A\nX: y\n\nleftover').plainBytes).toBeNull();
+    // What is not sent as is is re-serialized: the datagram still carries every header and the body.
+    const event = parsePlain('Event-Name: A\nX: y\nContent-Length: 02\n\nhi');
+    expect(decodeDatagram(encodeDatagram(event, 'fs-a', null), null).event.body).toBe('hi');
   });
 });
 

@@ -130,6 +130,26 @@ describe('round trips of generated events with awkward values', () => {
     expect(urlDecode('%C3%A9%0A+%2')).toBe('é\n+%2');
   });
 
+  it('decodes %XX runs as UTF-8 (U+FFFD where they are not), keeps everything else, for any text and any length', () => {
+    /** switch_url_decode's rule written plainly: each run of %XX bytes decoded as UTF-8, every other char kept. */
+    const reference = (value: string) => value.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => Buffer.from(run.replace(/%/g, ''), 'hex').toString('utf8'));
+    const piece = fc.oneof(fc.constantFrom('%', '%4', '%41', '%e9', '%E9', '%C3%A9', '%C3', '%F0%9F%98%80', '%ED%A0%80', '%zz', '+', 'é', '\ud800', '😀'), fc.string({ unit: 'binary', maxLength: 6 }));
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 12 }), (parts) => {
+        const value = parts.join('');
+        expect(urlDecode(value)).toBe(reference(value));
+      }),
+      { numRuns: 300 },
+    );
+    // Around the size of the scratch buffer the common case decodes into.
+    for (const pad of [16 * 1024 - 8, 16 * 1024 + 8]) {
+      for (const tail of ['%C3%A9%E9x%41', 'é%41', '%zz%2']) {
+        const value = 'a'.repeat(pad) + tail;
+        expect(urlDecode(value)).toBe(reference(value));
+      }
+    }
+  });
+
   it('writes empty values as _undef_ like FreeSWITCH', () => {
     expect(serializePlain(new FsEvent([['Event-Name', 'X'], ['Empty', '']]))).toBe('Event-Name: X\nEmpty: _undef_\n\n');
   });

@@ -4,6 +4,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { silentLogger } from '../../bridge/observability/logger.js';
 import { Metrics } from '../../bridge/observability/metrics.js';
 import { connectNats, NatsClient } from '../../bridge/transports/nats/connection.js';
+import { decodePayload } from '../../bridge/transports/nats/payload.js';
 import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from '../../bridge/transports/nats/stream.js';
 import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
@@ -33,8 +34,8 @@ async function stored(nc: NatsConnection, stream: string): Promise<{ seq: number
   for (let s = info.state.first_seq; s <= info.state.last_seq && info.state.messages > 0; s++) {
     const msg = await jsm.streams.getMessage(stream, { seq: s });
     if (!msg) continue;
-    const body = msg.json<Record<string, string>>();
-    out.push({ seq: Number(body['Event-Sequence']), msgId: msg.header.get('Nats-Msg-Id') || undefined, origin: msg.header.get(ORIGIN_NODE_HEADER) || undefined });
+    const event = decodePayload(msg.data, msg.header);
+    out.push({ seq: event.sequence!, msgId: msg.header.get('Nats-Msg-Id') || undefined, origin: msg.header.get(ORIGIN_NODE_HEADER) || undefined });
   }
   return out;
 }

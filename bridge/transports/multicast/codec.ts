@@ -175,32 +175,53 @@ export interface EncodeOptions {
  * with the same sender reproduces it byte for byte.
  */
 export function encodeDatagram(event: FsEvent, sender: string, psk: Buffer | null, options: EncodeOptions = {}): Buffer {
-  const text = eventText(event, sender, options);
+  const parts = eventText(event, sender, options);
   const maxBytes = options.maxBytes ?? MAX_DATAGRAM_BYTES;
   let datagram: Buffer;
   if (psk === null) {
-    const textBytes = Buffer.byteLength(text, 'utf8');
+    const textBytes = partsLength(parts);
     datagram = Buffer.allocUnsafe(textBytes + MAGIC.length + PLAIN_TRAILER_NULS);
-    datagram.write(text, 0, 'utf8');
+    putParts(datagram, parts);
     MAGIC.copy(datagram, textBytes);
     PLAIN_TRAILER.copy(datagram, textBytes + MAGIC.length);
   } else {
     const header = Buffer.alloc(PSK_HEADER_BYTES);
     header.write(randomUUID(), 0, 'latin1');
     const cipher = blowfishEncryptor(psk, header.subarray(0, IV_BYTES));
-    datagram = Buffer.concat([header, cipher.update(text, 'utf8'), cipher.update(MAGIC), cipher.final()]);
+    const update = (part: Buffer | string) => (typeof part === 'string' ? cipher.update(part, 'utf8') : cipher.update(part));
+    datagram = Buffer.concat([header, ...parts.map(update), cipher.update(MAGIC), cipher.final()]);
   }
   if (datagram.length > maxBytes) throw new DatagramError('too_large', `event needs a datagram of ${datagram.length} bytes, more than ${maxBytes}`);
   return datagram;
 }
 
-/** The event as the legacy module serializes it, with Multicast-Sender last (after `extraHeaders`). */
-function eventText(event: FsEvent, sender: string, options: EncodeOptions): string {
+type TextPart = Buffer | string;
+
+/**
+ * The event as the legacy module serializes it, with Multicast-Sender last (after
+ * `extraHeaders`): own headers, trailer, body. An event straight from ESL still has the
+ * bytes FreeSWITCH serialized: those are sent, not a re-encoding.
+ */
+function eventText(event: FsEvent, sender: string, options: EncodeOptions): TextPart[] {
   const own = event.has(SENDER_HEADER) ? withoutSender(event) : event;
-  const trailer = new FsEvent([...(options.extraHeaders ?? []), [SENDER_HEADER, sender]]);
-  // An event straight from ESL still has the header block FreeSWITCH encoded: reuse it.
-  const ownHeaders = own.parsedPlainHeaders ?? serializePlainHeaders(own);
-  return ownHeaders + serializePlainHeaders(trailer) + serializePlainTail(event.body);
+  const trailer = serializePlainHeaders(new FsEvent([...(options.extraHeaders ?? []), [SENDER_HEADER, sender]]));
+  const ownHeaders: TextPart = own.plainHeaderBytes ?? serializePlainHeaders(own);
+  const whole = own.plainBytes;
+  const tail: TextPart = whole !== null && typeof ownHeaders !== 'string' ? whole.subarray(ownHeaders.length) : serializePlainTail(event.body);
+  return [ownHeaders, trailer, tail];
+}
+
+function partsLength(parts: readonly TextPart[]): number {
+  let bytes = 0;
+  for (const part of parts) bytes += typeof part === 'string' ? Buffer.byteLength(part, 'utf8') : part.length;
+  return bytes;
+}
+
+/** Writes the parts one after the other from offset 0; returns where they end. */
+function putParts(target: Buffer, parts: readonly TextPart[]): number {
+  let at = 0;
+  for (const part of parts) at += typeof part === 'string' ? target.write(part, at, 'utf8') : part.copy(target, at);
+  return at;
 }
 
 /**
@@ -208,8 +229,8 @@ function eventText(event: FsEvent, sender: string, options: EncodeOptions): stri
  * padded with NULs to a multiple of 8 bytes, sealed. Legacy nodes drop it (see secure.ts).
  */
 export function encodeSecureDatagram(event: FsEvent, sender: string, sealer: SecureSealer, options: EncodeOptions = {}): Buffer {
-  const text = eventText(event, sender, options);
-  const textBytes = Buffer.byteLength(text, 'utf8');
+  const parts = eventText(event, sender, options);
+  const textBytes = partsLength(parts);
   const length = textBytes + MAGIC.length;
   const plaintextBytes = length + securePadding(length);
   const maxBytes = options.maxBytes ?? MAX_DATAGRAM_BYTES;
@@ -218,7 +239,7 @@ export function encodeSecureDatagram(event: FsEvent, sender: string, sealer: Sec
     throw new DatagramError('too_large', `event needs a datagram of ${plaintextBytes + SECURE_OVERHEAD_BYTES} bytes, more than ${maxBytes}`);
   }
   const plaintext = Buffer.alloc(plaintextBytes);
-  plaintext.write(text, 0, 'utf8');
+  putParts(plaintext, parts);
   MAGIC.copy(plaintext, textBytes);
   return sealer.seal(plaintext);
 }

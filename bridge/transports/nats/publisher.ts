@@ -3,11 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConfig, NodeConfig } from '../../config/types.js';
 import { NatsStreamLimitError } from '../../errors.js';
-import { serializeJson } from '../../event/json.js';
 import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import { LOOP_GUARD_HEADER, type BridgeEvent, type Sink } from '../../pipeline/types.js';
 import type { NatsClient } from './connection.js';
+import { encodePayload, PAYLOAD_TYPE, PAYLOAD_TYPE_HEADER } from './payload.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { SubjectMapper } from './subjects.js';
 
@@ -56,7 +56,6 @@ const MSG_ID_HEADER = 'Nats-Msg-Id';
 const REKEYED = '~';
 /** Enough to recognise the same event delivered twice in a row; ~100 bytes each. */
 const STORED_IDS_REMEMBERED = 4_096;
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /**
@@ -132,9 +131,11 @@ export class NatsPublisher implements Sink {
     this.stopTimeoutMs = deps.stopTimeoutMs ?? 5_000;
     this.ackTimeoutMs = deps.ackTimeoutMs ?? 5_000;
     this.withId = natsHeaders();
-    this.withId.set(ORIGIN_NODE_HEADER, deps.node.name);
     this.withoutId = natsHeaders();
-    this.withoutId.set(ORIGIN_NODE_HEADER, deps.node.name);
+    for (const headers of [this.withId, this.withoutId]) {
+      headers.set(ORIGIN_NODE_HEADER, deps.node.name);
+      headers.set(PAYLOAD_TYPE_HEADER, PAYLOAD_TYPE[config.payloadFormat]);
+    }
   }
 
   /** Events waiting or in flight. */
@@ -156,7 +157,7 @@ export class NatsPublisher implements Sink {
     if (event.has(LOOP_GUARD_HEADER) || !this.config.bindings.matches(event)) return;
     let data: Uint8Array;
     try {
-      data = encoder.encode(serializeJson(event));
+      data = encodePayload(event, this.config.payloadFormat);
     } catch (err) {
       this.drops.drop('serialize_failed', err);
       return;

@@ -1,4 +1,4 @@
-import { nanos, TimeoutError, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { nanos, TimeoutError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -12,11 +12,12 @@ import {
 } from '@nats-io/jetstream';
 import type { NatsConfig, NodeConfig } from '../../config/types.js';
 import type { FsEvent } from '../../event/event.js';
-import { parseJson } from '../../event/json.js';
+import { serializeJson } from '../../event/json.js';
 import type { Logger } from '../../observability/logger.js';
 import { DropReporter, type Metrics } from '../../observability/metrics.js';
 import type { BridgeEvent, Delivery, RemoteSource, SourceControl } from '../../pipeline/types.js';
 import type { NatsClient } from './connection.js';
+import { decodePayload, PAYLOAD_TYPE, PAYLOAD_TYPE_HEADER } from './payload.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { conflictingClaim, subjectOrigin } from './origin.js';
 import { durableName } from './permissions.js';
@@ -159,9 +160,9 @@ export class NatsSubscriber implements RemoteSource {
     }
     let event: FsEvent;
     try {
-      event = parseJson(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength));
+      event = decodePayload(msg.data, msg.headers);
     } catch (err) {
-      this.drops.drop('bad_json', { subject: msg.subject, err });
+      this.drops.drop('bad_payload', { subject: msg.subject, err });
       // Redelivery would fail the same way.
       msg.term();
       return;
@@ -204,17 +205,18 @@ export interface ReadEvent {
   /** Stream sequence (replay) or 0 (live core NATS). */
   seq: number;
   time: Date;
-  /** The payload as published (FreeSWITCH `event json`). */
+  /** The event as FreeSWITCH `event json` (the payload itself when it was published as json). */
   json: string;
 }
 
-const decoder = new TextDecoder();
-
 /** `node` is the subject's node, never what the message says about itself (see subjectOrigin). */
-function toReadEvent(subjects: SubjectMapper, subject: string, data: Uint8Array, seq: number, time: Date): ReadEvent {
-  const json = decoder.decode(data);
-  return { event: parseJson(json), subject, node: subjectOrigin(subjects, subject) ?? '', seq, time, json };
+function toReadEvent(subjects: SubjectMapper, msg: Pick<Msg, 'subject' | 'data' | 'headers'>, seq: number, time: Date): ReadEvent {
+  const event = decodePayload(msg.data, msg.headers);
+  const json = msg.headers?.get(PAYLOAD_TYPE_HEADER) === PAYLOAD_TYPE.plain ? serializeJson(event) : decoder.decode(msg.data);
+  return { event, subject: msg.subject, node: subjectOrigin(subjects, msg.subject) ?? '', seq, time, json };
 }
+
+const decoder = new TextDecoder();
 
 /**
  * Live events over core NATS (no JetStream state): what `tail` uses. Unparseable
@@ -234,7 +236,7 @@ export function subscribeLive(
         return;
       }
       try {
-        onEvent(toReadEvent(subjects, msg.subject, msg.data, 0, new Date()));
+        onEvent(toReadEvent(subjects, msg, 0, new Date()));
       } catch (parseErr) {
         onError(parseErr, msg.subject);
       }
@@ -273,7 +275,7 @@ export async function* readStored(
     for await (const msg of batch) {
       received++;
       if (msg.seq > lastSeq || (options.until && msg.time > options.until)) return;
-      yield toReadEvent(subjects, msg.subject, msg.data, msg.seq, msg.time);
+      yield toReadEvent(subjects, msg, msg.seq, msg.time);
       if (msg.seq >= lastSeq) return;
     }
     if (received < batchSize) return;
