@@ -154,8 +154,8 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     this.sink =
       this.config.sink === 'esl'
         ? new EslRowSink(context.local, (error) => this.drops?.drop('unwritable_row', error.message))
-        : await SqliteRowSink.open(this.config.dbPath, this.config.busyTimeoutMs);
-    if (!this.legacy && context.openState) await this.loadClusterState(context);
+        : await SqliteRowSink.open(this.config.dbPath, this.config.busyTimeoutMs, { slots: !this.legacy });
+    if (!this.legacy) await this.restoreState(context);
     this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
     if (!this.legacy) {
       this.sweepTimer = setInterval(() => this.sweepExpired(), EXPIRY_SWEEP_MS);
@@ -258,7 +258,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       return;
     }
     if (applied === null) return;
-    if (applied.rowChanged) this.enqueue(applied.key, this.table.row(applied.key));
+    this.enqueueKey(applied.key, applied.rowChanged);
     if (!remote) this.publish(change);
   }
 
@@ -303,7 +303,46 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     void tracked.finally(() => this.kvWrites.delete(tracked));
   }
 
-  private async loadClusterState(context: ConsumerContext): Promise<void> {
+  /**
+   * Startup: the consumer's own record (side table) first, then the cluster state on
+   * top, then db_data is brought in line. Provenance decides what the cluster state may
+   * end: only slots KV owns (learned from KV or NATS, or of a host that writes KV). A
+   * legacy node's registrations, which only multicast ever carried, stay until they
+   * expire or the node goes down; our own go back to KV if it lost them.
+   */
+  private async restoreState(context: ConsumerContext): Promise<void> {
+    const now = Date.now();
+    const recorded = new Set<string>();
+    /** Keys whose record in the side table is out of date now (something ended while we were down). */
+    const outdated = new Set<string>();
+    for (const record of this.sink?.slotRecords() ?? []) {
+      const key = rowKey(record.realm, record.user);
+      recorded.add(key);
+      if (record.binding ? record.binding.expiresAt <= now : record.changedAt < now - TOMBSTONE_MS) {
+        outdated.add(key);
+        continue;
+      }
+      this.table.restore(record);
+      if (record.binding) remember(this.hostnames, record.binding.switchname, record.binding.hostname);
+    }
+    const kv = context.openState ? await this.loadClusterState(context, now) : null;
+    if (kv) {
+      for (const [binding, slot] of [...this.table.bindings()]) {
+        const inKv = kv.keys.has(stateKeyOf(binding));
+        if (slot.source === 'local') {
+          if (!inKv && binding.hostname === context.node.hostname) this.restoreOwnState(binding);
+        } else if (!inKv && (slot.source !== 'multicast' || kv.hosts.has(binding.hostname))) {
+          this.table.remove(binding.realm, binding.user, binding.hostname, now, 'kv');
+          outdated.add(rowKey(binding.realm, binding.user));
+        }
+      }
+    }
+    this.resyncRows(recorded, kv?.hosts ?? null);
+    for (const key of outdated) if (!this.pending.has(key)) this.enqueueKey(key, false);
+  }
+
+  /** Loads the bucket; returns its keys and the hostnames that write it (they own their rows). */
+  private async loadClusterState(context: ConsumerContext, now: number): Promise<{ keys: Set<string>; hosts: Set<string> }> {
     const store = await context.openState!(this.config.stateBucket ?? DEFAULT_LOCATION_BUCKET);
     this.store = store;
     // Watch first and hold changes until the load is done, so nothing between the two is missed.
@@ -312,7 +351,8 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       if (held) held.push([key, value]);
       else this.onStateChange(key, value);
     });
-    const now = Date.now();
+    const keys = new Set<string>();
+    const hosts = new Set<string>([context.node.hostname]);
     for (const [key, value] of await store.entries()) {
       const parsed = parseStateValue(value, now, this.maxSkewMs, this.expiryMarginMs);
       if (!parsed) {
@@ -320,7 +360,9 @@ export class LocationConsumer implements Consumer, RegistrationSource {
         continue;
       }
       const { aheadMs, ...binding } = parsed;
+      hosts.add(binding.hostname);
       if (binding.expiresAt <= now) continue;
+      keys.add(stateKeyOf(binding));
       if (aheadMs > 0) this.countSkew(binding.switchname, aheadMs);
       remember(this.hostnames, binding.switchname, binding.hostname);
       // Entries naming this node are what it wrote itself before it (re)started.
@@ -330,26 +372,28 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     const changes = held;
     held = null;
     for (const [key, value] of changes) this.onStateChange(key, value);
-    this.resyncRows();
+    return { keys, hosts };
   }
 
-  /** After loading the cluster state: write only the rows that differ from the database, remove LOCATION_ rows nobody holds. */
-  private resyncRows(): void {
+  /**
+   * After the restart: write only the rows that differ from the database. A LOCATION_
+   * row nobody holds is deleted only when it is ours to judge: its key was in our own
+   * record, or its host writes KV (so KV says it is gone). Rows of other hosts (a legacy
+   * node, the Lua scripts before the migration) are left as they are.
+   */
+  private resyncRows(recorded: Set<string>, kvHosts: Set<string> | null): void {
     const desired = new Map<string, RowChange>();
     for (const key of this.table.keys()) {
       const row = this.table.row(key);
-      if (row.row) desired.set(`${row.realm}\u0000${row.dataKey}`, row);
+      if (row.row) desired.set(key, row);
     }
-    const existing = this.sink?.locationRows() ?? null;
-    if (existing) {
-      for (const row of existing) {
-        const id = `${row.realm}\u0000${row.dataKey}`;
-        const want = desired.get(id);
-        if (want && want.row!.hostname === row.row!.hostname && want.row!.data === row.row!.data) desired.delete(id);
-        else if (!want) this.enqueue(rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length)), { ...row, row: null });
-      }
+    for (const row of this.sink?.locationRows() ?? []) {
+      const key = rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length));
+      const want = desired.get(key);
+      if (want && want.row!.hostname === row.row!.hostname && want.row!.data === row.row!.data) desired.delete(key);
+      else if (!want && (recorded.has(key) || kvHosts?.has(row.row!.hostname))) this.enqueueKey(key, true);
     }
-    for (const row of desired.values()) this.enqueue(rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length)), row);
+    for (const key of desired.keys()) this.enqueueKey(key, true);
   }
 
   private onStateChange(key: string, value: string | null): void {
@@ -380,7 +424,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       if (applied === 'full') this.drops?.drop('too_many_registrations', { max: MAX_REGISTRATIONS });
       else if (applied?.rowChanged) rowChanged = applied.key;
     }
-    if (rowChanged !== null) this.enqueue(rowChanged, this.table.row(rowChanged));
+    if (rowChanged !== null) this.enqueueKey(rowChanged, true);
   }
 
   /**
@@ -440,8 +484,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     );
     // The owner cannot clean up after itself: any survivor deletes its keys (deletes are idempotent).
     for (const binding of ended) {
-      const key = rowKey(binding.realm, binding.user);
-      this.enqueue(key, this.table.row(key));
+      this.enqueueKey(rowKey(binding.realm, binding.user), true);
       if (this.store) this.trackKv(this.store.delete(stateKeyOf(binding)));
     }
   }
@@ -449,12 +492,14 @@ export class LocationConsumer implements Consumer, RegistrationSource {
   private sweepExpired(): void {
     const now = Date.now();
     const ownHostname = this.context?.node.hostname;
-    for (const binding of this.table.expire(now)) {
-      const key = rowKey(binding.realm, binding.user);
-      this.enqueue(key, this.table.row(key));
+    const { ended, forgotten } = this.table.expire(now);
+    for (const binding of ended) {
+      this.enqueueKey(rowKey(binding.realm, binding.user), true);
       // The owner removes its own missed expiry from the cluster state too.
       if (this.store && binding.hostname === ownHostname) this.trackKv(this.store.delete(stateKeyOf(binding)));
     }
+    // Forgotten tombstones leave the side table too.
+    for (const key of forgotten) this.enqueueKey(key, false);
     const forgetBefore = (now - TOMBSTONE_MS) * 1000;
     for (const [node, at] of this.purgedAt) {
       if (at >= forgetBefore) break;
@@ -462,8 +507,19 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     }
   }
 
+  /** Queue the table's current row and slots of `key`; `rowChanged` false writes only the side table. */
+  private enqueueKey(key: string, rowChanged: boolean): void {
+    this.enqueue(key, { ...this.table.row(key), writeRow: rowChanged, slots: this.table.slots(key) });
+  }
+
   private enqueue(key: string, change: RowChange): void {
     for (const listener of this.changeListeners) listener();
+    const before = this.pending.get(key);
+    if (before) {
+      // A row write still waiting is not undone by a later slot-only change, nor are slots by a row-only one.
+      if (before.writeRow !== false) change.writeRow = true;
+      change.slots ??= before.slots;
+    }
     // Re-inserting moves the key to the end: batches are written in arrival order.
     this.pending.delete(key);
     this.pending.set(key, change);

@@ -77,7 +77,7 @@ function orderOf(change: Order): Order {
 /** What apply() changed for a realm + user. */
 export interface Applied {
   key: string;
-  /** A live registration was added, changed or ended: the db_data row may differ. */
+  /** The db_data row differs (another host or address, or none); false when only the slots changed. */
   rowChanged: boolean;
 }
 
@@ -116,9 +116,10 @@ export class LocationTable {
     const slot = this.users.get(key)?.get(change.hostname);
     if (slot && !isNewer(change, slot.order)) return null;
     const order = orderOf(change);
+    const before = this.current(key);
     if (change.kind === 'unregister') {
       this.setSlot(key, change.hostname, { binding: null, order, changedAt: nowMs, source });
-      return { key, rowChanged: slot?.binding != null };
+      return { key, rowChanged: slot?.binding != null && !this.sameRow(before, this.current(key)) };
     }
     const { kind: _kind, ...binding } = change;
     if (slot?.binding && sameRegistration(slot.binding, binding)) {
@@ -129,7 +130,13 @@ export class LocationTable {
     }
     if (!slot?.binding && source !== 'local' && this.liveCount >= MAX_REGISTRATIONS) return 'full';
     this.setSlot(key, change.hostname, { binding, order, changedAt: nowMs, source });
-    return { key, rowChanged: true };
+    // A refresh (re-register on the same node) leaves the db_data row as it is.
+    return { key, rowChanged: !this.sameRow(before, this.current(key)) };
+  }
+
+  private sameRow(a: Binding | null, b: Binding | null): boolean {
+    if (a === null || b === null) return a === b;
+    return a.hostname === b.hostname && this.addressOf(a) === this.addressOf(b);
   }
 
   /** Put back a slot from the side table at startup. */
@@ -161,18 +168,20 @@ export class LocationTable {
     return ended;
   }
 
-  /** End registrations past their expiry and forget old tombstones; returns the ended bindings. */
-  expire(nowMs: number): Binding[] {
+  /** End registrations past their expiry and forget old tombstones; returns the ended bindings and the keys that lost a tombstone. */
+  expire(nowMs: number): { ended: Binding[]; forgotten: Set<string> } {
     const ended = this.removeWhere((b) => b.expiresAt <= nowMs, nowMs);
     const oldest = nowMs - TOMBSTONE_MS;
+    const forgotten = new Set<string>();
     for (const id of this.tombstones.keys()) {
       const sep = id.lastIndexOf('\u0000');
       const key = id.slice(0, sep);
       const slot = this.users.get(key)?.get(id.slice(sep + 1));
       if (slot && slot.changedAt >= oldest) break;
       this.forget(id);
+      forgotten.add(key);
     }
-    return ended;
+    return { ended, forgotten };
   }
 
   /** The slot a host holds for realm + user, if any. */

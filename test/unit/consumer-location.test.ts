@@ -288,7 +288,8 @@ describe("mod_db's schema and the database file", () => {
     // SQLite keeps the statement text, only upper-casing the leading CREATE ... keywords.
     for (const [name, statement] of Object.entries({ ...MOD_DB_TABLES, ...MOD_DB_INDEXES })) expect(sql.get(name)?.toLowerCase()).toBe(statement.toLowerCase());
     expect(sql.get('db_data')).toContain('data_key   VARCHAR(255)');
-    expect([...sql.keys()].sort()).toEqual(['db_data', 'dd_data_key_realm', 'dd_realm', 'gd_groupname', 'gd_url', 'group_data', 'ld_hostname', 'ld_id', 'ld_realm', 'ld_uuid', 'limit_data']);
+    // mod_db's own objects, and the consumer's side table next to them (db_data itself is exactly mod_db's).
+    expect([...sql.keys()].sort()).toEqual(['db_data', 'dd_data_key_realm', 'dd_realm', 'fsb_location_slots', 'gd_groupname', 'gd_url', 'group_data', 'ld_hostname', 'ld_id', 'ld_realm', 'ld_uuid', 'limit_data']);
   });
 
   it('leaves the journal mode as it found it', async () => {
@@ -312,8 +313,8 @@ describe('opening call_limit.db at startup', () => {
     createModDbSchema(holder);
     holder.exec('BEGIN EXCLUSIVE');
     // open() makes its first attempt before its first await: it meets the lock.
-    await expect(SqliteRowSink.open(path, 5, 30)).rejects.toThrow(/"db-path".*locked by another process for 30 ms/);
-    const opening = SqliteRowSink.open(path, 5, 60_000);
+    await expect(SqliteRowSink.open(path, 5, { lockWaitMs: 30 })).rejects.toThrow(/"db-path".*locked by another process for 30 ms/);
+    const opening = SqliteRowSink.open(path, 5, { lockWaitMs: 60_000 });
     holder.exec('COMMIT');
     holder.close();
     const sink = await opening;
@@ -667,5 +668,95 @@ describe('local registrations belong to the local node', () => {
     await vi.advanceTimersByTimeAsync(2_000);
     expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1000 | 10.99.0.2']);
     await consumer.stop();
+  });
+});
+
+describe('restart: rows remember where they came from', () => {
+  const legacyNode = { name: 'fs-legacy', hostname: 'node-legacy', ipv4: '10.99.0.9', cluster: 'lab' };
+
+  it("a legacy node's row (multicast only, never in KV) survives a restart with KV, and still expires on time", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const buckets = new Map();
+    const first = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { buckets }));
+    first.context.events.emit(register(legacyNode, '1000', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '600'));
+    first.context.events.emit(register(NODE_A, '1001', Transport.Nats));
+    await vi.advanceTimersByTimeAsync(50);
+    await first.consumer.stop();
+    // A wrote 1001 to KV (the remote copy above came over NATS); the legacy node wrote nothing.
+    const a = { realm: '127.0.0.1', user: '1001', hostname: 'node-a', switchname: 'fs-a', ip: '10.99.0.1', ts: Date.now() * 1000, expiresAt: Date.now() + 300_000 };
+    await buckets.get('loc').put(stateKeyOf(a), JSON.stringify(a));
+    const second = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { buckets }));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(rows()).toEqual(['node-legacy | 127.0.0.1 | LOCATION_1000 | 10.99.0.9', 'node-a | 127.0.0.1 | LOCATION_1001 | 10.99.0.1']);
+    expect(second.consumer.registrations).toBe(2);
+    await vi.advanceTimersByTimeAsync(601_000);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('');
+    await second.consumer.stop();
+  });
+
+  it('a bridged node whose registration ended while we were down (its KV key is gone) loses its row at restart', async () => {
+    const buckets = new Map();
+    const first = await started(config(), fakeContext(NODE_B, { buckets }));
+    await feed(first.consumer, first.context, [register(NODE_A, '1001', Transport.Nats), register(NODE_A, '1002', Transport.Multicast)]);
+    await first.consumer.stop();
+    // A still holds 1003 in KV, so A is a KV writer: its multicast-learned 1002 is KV's to end too.
+    const other = { realm: '127.0.0.1', user: '1003', hostname: 'node-a', switchname: 'fs-a', ip: '10.99.0.1', ts: Date.now() * 1000, expiresAt: Date.now() + 300_000 };
+    await buckets.get('loc').put(stateKeyOf(other), JSON.stringify(other));
+    const second = await started(config(), fakeContext(NODE_B, { buckets }));
+    await second.consumer.stop();
+    expect(rows()).toEqual(['node-a | 127.0.0.1 | LOCATION_1003 | 10.99.0.1']);
+  });
+
+  it("rows of a host nobody recorded and that writes no KV (the Lua scripts' rows before the migration) are left alone", async () => {
+    const path = join(dir, 'call_limit.db');
+    const db = new Database(path);
+    createModDbSchema(db);
+    db.prepare('INSERT INTO db_data VALUES (?, ?, ?, ?)').run('node-lua', '127.0.0.1', 'LOCATION_2000', '10.99.0.7');
+    db.close();
+    const { consumer } = await started(config(), fakeContext(NODE_B));
+    await consumer.stop();
+    expect(rows()).toEqual(['node-lua | 127.0.0.1 | LOCATION_2000 | 10.99.0.7']);
+  });
+
+  it('without NATS a restart keeps the table; a registration that expired while the bridge was down loses its row', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const first = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { withState: false }));
+    first.context.events.emit(register(legacyNode, 'short', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '60'));
+    first.context.events.emit(register(legacyNode, 'long', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '3600'));
+    await vi.advanceTimersByTimeAsync(50);
+    await first.consumer.stop();
+    vi.setSystemTime(Date.now() + 120_000);
+    const second = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { withState: false }));
+    await second.consumer.flush();
+    expect(rows()).toEqual(['node-legacy | 127.0.0.1 | LOCATION_long | 10.99.0.9']);
+    expect(second.consumer.registrations).toBe(1);
+    await second.consumer.stop();
+  });
+
+  it('a tombstone survives a crash: the older register redelivered after the restart does not create the row', async () => {
+    const registeredAt = Date.now() * 1000;
+    const first = await started(config(), fakeContext(NODE_B, { withState: false }));
+    await feed(first.consumer, first.context, [ordered(unregister(NODE_A, '1000', Transport.Nats), registeredAt + 1_000, 'core-a', 8)]);
+    // No stop(): the process dies with the batch already written.
+    const second = await started(config(), fakeContext(NODE_B, { withState: false }));
+    expect(second.consumer.tombstones).toBe(1);
+    await feed(second.consumer, second.context, [ordered(register(NODE_A, '1000', Transport.Nats), registeredAt, 'core-a', 7)]);
+    expect(rows()).toEqual([]);
+    await second.consumer.stop();
+    await first.consumer.stop();
+  });
+
+  it('our own registration that KV lost while we were down is written back at restart', async () => {
+    const buckets = new Map();
+    const first = await started(config(), fakeContext(NODE_B, { buckets }));
+    await feed(first.consumer, first.context, [register(NODE_B, '1000', Transport.Esl)]);
+    await first.consumer.stop();
+    const bucket = buckets.get('loc');
+    bucket.data.clear();
+    const second = await started(config(), fakeContext(NODE_B, { buckets }));
+    await settle();
+    expect([...bucket.data.keys()]).toEqual([stateKeyOf({ realm: '127.0.0.1', user: '1000', hostname: 'node-b' })]);
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1000 | 10.99.0.2']);
+    await second.consumer.stop();
   });
 });
