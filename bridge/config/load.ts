@@ -281,6 +281,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
         stateBucket: str('nats', 'kv-location-bucket'),
         addressOverrides: get<Record<string, string>>('consumer:location', 'address-overrides'),
         expiryMarginMs: num('consumer:location', 'expiry-margin'),
+        maxClockSkewMs: num('consumer:location', 'max-clock-skew'),
       },
     },
     metrics: { enabled: bool('metrics', 'enabled'), host: str('metrics', 'host'), port: num('metrics', 'port'), board },

@@ -205,6 +205,7 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'consumer:location', name: 'flush-interval', type: 'duration', min: 1, max: 10_000, default: '20ms', unit: 'ms', description: 'Writes are batched into one short transaction at most this often.', appliesTo: 'sink sqlite' },
   { section: 'consumer:location', name: 'flush-max-rows', type: 'int', min: 1, max: 100_000, default: '2000', description: 'A batch is written as soon as it holds this many rows.', appliesTo: 'sink sqlite' },
   { section: 'consumer:location', name: 'busy-timeout', type: 'duration', min: 1, max: 1_000, default: '20ms', unit: 'ms', description: "How long one write waits for a lock held by FreeSWITCH. Kept short because the wait blocks the bridge's event loop; a refused batch is kept and retried (10 ms doubling to 1 s).", appliesTo: 'sink sqlite' },
+  { section: 'consumer:location', name: 'max-clock-skew', type: 'duration', default: '30s', min: 0, max: 3_600_000, unit: 'ms', description: "How far ahead of this node's clock another node's event timestamp may be. A later one (a wrong clock, a forged date) is replaced by the time it was received and counted (fsb_location_clock_skew_total), so it cannot outrank the events that follow it.", appliesTo: 'location enabled' },
   { section: 'consumer:location', name: 'peer-down-grace', type: 'duration', min: 0, max: DAY_MS, default: '30s', unit: 'ms', description: "Rows of a node that went down are removed after this grace period unless it comes back." , appliesTo: 'location enabled' },
 
   // metrics

@@ -121,6 +121,8 @@ export interface LocationConsumerConfig {
   addressOverrides?: Record<string, string>;
   /** A registration whose unregister/expire was missed is removed this long after its own expiry. Default 60000 ms. */
   expiryMarginMs?: number;
+  /** An origin timestamp further ahead of our clock than this is replaced by the receive time (and counted). Default 30000 ms. */
+  maxClockSkewMs?: number;
 }
 
 export interface MetricsConfig {

@@ -118,6 +118,12 @@ export class DropReporter {
     if (total > 0) this.logger.warn({ component: this.component, cause, dropped: total, detail }, `${this.component}: dropped ${total} (${cause})`);
   }
 
+  /** A warning about something that is not a drop (rows waiting for a failing database, say), rate-limited the same way. */
+  warn(cause: string, message: string, detail?: unknown, count = 1): void {
+    const total = this.due(`warn:${cause}`, count);
+    if (total > 0) this.logger.warn({ component: this.component, cause, count: total, detail }, `${this.component}: ${message}`);
+  }
+
   filtered(cause: string, count = 1): void {
     this.metrics.filtered.inc({ component: this.component, cause }, count);
     const total = this.due(`filtered:${cause}`, count);

@@ -1,7 +1,7 @@
 import { Counter } from 'prom-client';
 import { type Consumer, type ConsumerContext, type StateStore, type LocationConsumerConfig, type Registration, type RegistrationSource, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
-import { LOCATION_PREFIX, LocationTable, rowKey, type Binding, type RowChange } from './location-table.js';
-import { NEVER_EXPIRES, UnusableRegistration, isStorableText, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
+import { LOCATION_PREFIX, LocationTable, MAX_REGISTRATIONS, TOMBSTONE_MS, rowKey, type Binding, type RowChange } from './location-table.js';
+import { DEFAULT_MAX_CLOCK_SKEW_MS, MAX_EXPIRES_S, UnusableRegistration, isStorableText, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
 import { EslRowSink, SqliteRowSink, type RowSink } from './sinks.js';
 
 export const DEFAULT_LOCATION_BUCKET = 'fsb_location';
@@ -34,20 +34,55 @@ function parseStateKey(key: string): { realm: string; user: string; hostname: st
   }
 }
 
-const TRANSPORT = /^[A-Za-z0-9-]{1,16}$/;
-
-function parseStateValue(value: string): Registered | null {
+/**
+ * A registration from the cluster state, or null when the entry is not one. Its
+ * timestamp is bounded like an event's, and its expiry (the owner's clock) by what
+ * any register could ask for, so a forged entry cannot outrank or outlive the rest.
+ */
+function parseStateValue(value: string, nowMs: number, maxSkewMs: number, expiryMarginMs: number): (Registered & { aheadMs: number }) | null {
+  let b: Partial<Binding>;
   try {
-    const b = JSON.parse(value) as Partial<Binding>;
-    const strings = [b.realm, b.hostname, b.switchname, b.ip];
-    if (strings.some((s) => typeof s !== 'string' || s === '' || !isStorableText(s)) || typeof b.ts !== 'number' || typeof b.expiresAt !== 'number') return null;
-    if (typeof b.user !== 'string' || b.user === '' || !isStorableText(b.user, LOCATION_PREFIX.length)) return null;
-    const { transport, ...rest } = b as Binding;
-    // Only the board reads it, but it comes from another node: keep it only if it looks like one.
-    return { kind: 'register', ...rest, ...(typeof transport === 'string' && TRANSPORT.test(transport) ? { transport } : {}) };
+    b = JSON.parse(value) as Partial<Binding>;
   } catch {
     return null;
   }
+  if (typeof b !== 'object' || b === null) return null;
+  const strings = [b.realm, b.hostname, b.switchname, b.ip];
+  if (strings.some((s) => typeof s !== 'string' || s === '' || !isStorableText(s))) return null;
+  if (typeof b.user !== 'string' || b.user === '' || !isStorableText(b.user, LOCATION_PREFIX.length)) return null;
+  if (!Number.isSafeInteger(b.ts) || typeof b.expiresAt !== 'number' || !Number.isFinite(b.expiresAt)) return null;
+  const transport = typeof b.transport === 'string' && TRANSPORT.test(b.transport) ? b.transport : undefined;
+  const received = nowMs * 1000;
+  const ahead = b.ts! > received + maxSkewMs * 1000;
+  const binding: Registered & { aheadMs: number } = {
+    kind: 'register',
+    realm: b.realm!,
+    user: b.user,
+    hostname: b.hostname!,
+    switchname: b.switchname!,
+    ip: b.ip!,
+    ts: ahead ? received : b.ts!,
+    expiresAt: Math.min(b.expiresAt, nowMs + MAX_EXPIRES_S * 1000 + expiryMarginMs + maxSkewMs),
+    aheadMs: ahead ? Math.round((b.ts! - received) / 1000) : 0,
+  };
+  // Only the board reads it, but it comes from another node: kept only if it looks like one.
+  if (transport !== undefined) binding.transport = transport;
+  if (typeof b.core === 'string' && isStorableText(b.core) && Number.isSafeInteger(b.seq) && b.seq! >= 0) {
+    binding.core = b.core;
+    binding.seq = b.seq;
+  }
+  return binding;
+}
+
+const TRANSPORT = /^[A-Za-z0-9-]{1,16}$/;
+
+/** Nodes remembered by name (switchname to hostname, purge times); a flood of made-up senders evicts the oldest. */
+const MAX_NODES = 10_000;
+
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > MAX_NODES) map.delete(map.keys().next().value!);
 }
 
 /**
@@ -59,12 +94,18 @@ function parseStateValue(value: string): Registered | null {
  * keeps every host's registration (LocationTable) and writes the newest live one;
  * unregister, expire, a missed expiry and a node going down remove rows.
  *
+ * Ordering (docs/consumers.md, "Order and clocks"): within one host's registration
+ * of a user, events of one FreeSWITCH run are ordered by Event-Sequence, others by
+ * the origin's timestamp, which is trusted at most maxClockSkewMs ahead of our clock;
+ * expiry counts from when we received the register. Local registrations belong to
+ * this node alone: a remote event or another node's KV write about them is refused.
+ *
  * Cluster state: each node writes only the registrations made on it (its own local
  * sofia events) to the KV bucket, so every key has one writer and KV never sees
- * conflicting writes; readers merge with newest-wins on the origin's event
- * timestamp, which also settles the race between a KV change and the same event
- * arriving over multicast. A node that starts loads the bucket before following
- * changes, so it answers lookups before any phone re-registers.
+ * conflicting writes; readers merge by the same order, which also settles the race
+ * between a KV change and the same event arriving over multicast. A node that starts
+ * loads the bucket before following changes, so it answers lookups before any phone
+ * re-registers.
  */
 export class LocationConsumer implements Consumer, RegistrationSource {
   readonly name = 'location';
@@ -76,6 +117,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
   private drops: DropReporter | null = null;
   private retries: Counter | null = null;
   private rowsWritten: Counter | null = null;
+  private clockSkew: Counter | null = null;
   private readonly table: LocationTable;
   private readonly pending = new Map<string, RowChange>();
   private flushTimer: NodeJS.Timeout | null = null;
@@ -86,16 +128,18 @@ export class LocationConsumer implements Consumer, RegistrationSource {
   /** switchname -> hostname, learned from events (peer events name switchnames, rows hold hostnames). */
   private readonly hostnames = new Map<string, string>();
   private readonly kvWrites = new Set<Promise<unknown>>();
-  /** When a node's rows were purged after its peerdown (µs, like binding timestamps), until it comes back. */
+  /** When a node's rows were purged after its peerdown (µs, like binding timestamps), until it comes back or TOMBSTONE_MS passed. */
   private readonly purgedAt = new Map<string, number>();
   private readonly legacy: boolean;
   private readonly expiryMarginMs: number;
+  private readonly maxSkewMs: number;
   private stopping = false;
   private readonly changeListeners = new Set<() => void>();
 
   constructor(private readonly config: LocationConsumerConfig) {
     this.legacy = config.legacyParity ?? false;
     this.expiryMarginMs = config.expiryMarginMs ?? DEFAULT_EXPIRY_MARGIN_MS;
+    this.maxSkewMs = config.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
     const overrides = config.addressOverrides ?? {};
     this.table = new LocationTable((b) => overrides[b.switchname] ?? overrides[b.hostname] ?? b.ip);
   }
@@ -106,15 +150,18 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     this.drops = new DropReporter('location', context.metrics, context.logger);
     this.retries = context.metrics.counter('fsb_location_write_retries_total', 'Location batches the database or ESL refused and that were retried');
     this.rowsWritten = context.metrics.counter('fsb_location_rows_written_total', 'db_data rows written or deleted by the location consumer');
+    this.clockSkew = context.metrics.counter('fsb_location_clock_skew_total', 'Registration events and state entries dated further ahead of this node\'s clock than max-clock-skew; ordered by receive time instead');
     this.sink =
       this.config.sink === 'esl'
         ? new EslRowSink(context.local, (error) => this.drops?.drop('unwritable_row', error.message))
-        : await SqliteRowSink.open(this.config.dbPath, this.config.busyTimeoutMs);
-    if (!this.legacy && context.openState) {
-      await this.loadClusterState(context);
-      // start() resolving is what makes the bridge ready: the rows loaded from the
-      // cluster state must be committed by then, not 20 ms later (a refused batch is retried until it is).
-      await this.drain(Number.POSITIVE_INFINITY);
+        : await SqliteRowSink.open(this.config.dbPath, this.config.busyTimeoutMs, { slots: !this.legacy });
+    if (!this.legacy) {
+      await this.restoreState(context);
+      // start() resolving is what makes the bridge ready: the rows restored from the
+      // side table and the cluster state must be committed by then, not 20 ms later (a
+      // refused batch is retried until it is). Through the esl sink only the cluster
+      // state is waited for: without NATS a node whose FreeSWITCH is down still starts.
+      if (this.config.sink === 'sqlite' || context.openState) await this.drain(Number.POSITIVE_INFINITY);
     }
     this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
     if (!this.legacy) {
@@ -146,6 +193,11 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     return this.table.size;
   }
 
+  /** Ended registrations remembered against late copies. */
+  get tombstones(): number {
+    return this.table.tombstoneCount;
+  }
+
   currentRegistrations(limit: number, filter = ''): { rows: Registration[]; total: number } {
     const needle = filter.toLowerCase();
     const rows: Registration[] = [];
@@ -158,7 +210,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
         address: this.table.address(b),
         transport: b.transport ?? null,
         // The phone's own expiry: the table keeps the row expiryMarginMs longer in case the expire event is late.
-        expiresAt: b.expiresAt === NEVER_EXPIRES ? null : b.expiresAt - this.expiryMarginMs,
+        expiresAt: b.expiresAt - this.expiryMarginMs,
       };
       if (needle === '' || [row.user, row.realm, row.node, row.hostname, row.address, row.transport ?? ''].some((v) => v.toLowerCase().includes(needle))) rows.push(row);
     }
@@ -186,14 +238,17 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       if (!this.legacy) this.onPeerEvent(event.subclass, event.get('Peer'));
       return;
     }
-    const change = registrationChange(event, { sender: origin.node, receivedAt: origin.receivedAt, expiryMarginMs: this.expiryMarginMs, legacy: this.legacy });
-    if (change === null) return;
-    if (change instanceof UnusableRegistration) {
-      this.drops?.drop(change.cause);
+    const result = registrationChange(event, { sender: origin.node, receivedAt: origin.receivedAt, expiryMarginMs: this.expiryMarginMs, legacy: this.legacy, maxSkewMs: this.maxSkewMs });
+    if (result === null) return;
+    if (result instanceof UnusableRegistration) {
+      this.drops?.drop(result.cause);
       return;
     }
+    const { aheadMs, ...change } = result;
+    if (remote && this.claimsLocalNode(change)) return;
+    if (aheadMs > 0) this.countSkew(change.switchname, aheadMs);
     if (remote && change.kind === 'register' && this.firedBeforePurge(change)) return;
-    this.hostnames.set(change.switchname, change.hostname);
+    remember(this.hostnames, change.switchname, change.hostname);
     if (this.legacy) {
       if (change.kind === 'register') {
         this.enqueue(rowKey(change.realm, change.user), {
@@ -204,10 +259,31 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       }
       return;
     }
-    const key = this.table.apply(change);
-    if (key === null) return;
-    this.enqueue(key, this.table.row(key));
+    const applied = this.table.apply(change, remote ? origin.transport : 'local', origin.receivedAt);
+    if (applied === 'full') {
+      this.drops?.drop('too_many_registrations', { max: MAX_REGISTRATIONS });
+      return;
+    }
+    if (applied === null) return;
+    this.enqueueKey(applied.key, applied.rowChanged);
     if (!remote) this.publish(change);
+  }
+
+  /**
+   * Registrations made on this node are this node's alone: a remote event (or another
+   * node's KV write) naming our hostname or switchname, forged or from a node
+   * misconfigured with our name, must not end or replace them. Counted and ignored.
+   */
+  private claimsLocalNode(id: { hostname: string; switchname: string }): boolean {
+    const node = this.context!.node;
+    if (id.hostname !== node.hostname && id.switchname !== node.name) return false;
+    this.drops?.drop('claims_local_node', { hostname: id.hostname, switchname: id.switchname });
+    return true;
+  }
+
+  private countSkew(switchname: string, aheadMs: number): void {
+    this.clockSkew?.inc();
+    this.drops?.warn('clock_skew', `event or state entry of ${switchname} dated ${aheadMs} ms ahead of this node's clock (max-clock-skew ${this.maxSkewMs} ms): ordered by receive time`, { node: switchname, aheadMs });
   }
 
   private addressOf(change: Registered): string {
@@ -234,7 +310,46 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     void tracked.finally(() => this.kvWrites.delete(tracked));
   }
 
-  private async loadClusterState(context: ConsumerContext): Promise<void> {
+  /**
+   * Startup: the consumer's own record (side table) first, then the cluster state on
+   * top, then db_data is brought in line. Provenance decides what the cluster state may
+   * end: only slots KV owns (learned from KV or NATS, or of a host that writes KV). A
+   * legacy node's registrations, which only multicast ever carried, stay until they
+   * expire or the node goes down; our own go back to KV if it lost them.
+   */
+  private async restoreState(context: ConsumerContext): Promise<void> {
+    const now = Date.now();
+    const recorded = new Set<string>();
+    /** Keys whose record in the side table is out of date now (something ended while we were down). */
+    const outdated = new Set<string>();
+    for (const record of this.sink?.slotRecords() ?? []) {
+      const key = rowKey(record.realm, record.user);
+      recorded.add(key);
+      if (record.binding ? record.binding.expiresAt <= now : record.changedAt < now - TOMBSTONE_MS) {
+        outdated.add(key);
+        continue;
+      }
+      this.table.restore(record);
+      if (record.binding) remember(this.hostnames, record.binding.switchname, record.binding.hostname);
+    }
+    const kv = context.openState ? await this.loadClusterState(context, now) : null;
+    if (kv) {
+      for (const [binding, slot] of [...this.table.bindings()]) {
+        const inKv = kv.keys.has(stateKeyOf(binding));
+        if (slot.source === 'local') {
+          if (!inKv && binding.hostname === context.node.hostname) this.restoreOwnState(binding);
+        } else if (!inKv && (slot.source !== 'multicast' || kv.hosts.has(binding.hostname))) {
+          this.table.remove(binding.realm, binding.user, binding.hostname, now, 'kv');
+          outdated.add(rowKey(binding.realm, binding.user));
+        }
+      }
+    }
+    this.resyncRows(recorded, kv?.hosts ?? null);
+    for (const key of outdated) if (!this.pending.has(key)) this.enqueueKey(key, false);
+  }
+
+  /** Loads the bucket; returns its keys and the hostnames that write it (they own their rows). */
+  private async loadClusterState(context: ConsumerContext, now: number): Promise<{ keys: Set<string>; hosts: Set<string> }> {
     const store = await context.openState!(this.config.stateBucket ?? DEFAULT_LOCATION_BUCKET);
     this.store = store;
     // Watch first and hold changes until the load is done, so nothing between the two is missed.
@@ -243,59 +358,91 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       if (held) held.push([key, value]);
       else this.onStateChange(key, value);
     });
-    const now = Date.now();
+    const keys = new Set<string>();
+    const hosts = new Set<string>([context.node.hostname]);
     for (const [key, value] of await store.entries()) {
-      const binding = parseStateValue(value);
-      if (!binding) {
+      const parsed = parseStateValue(value, now, this.maxSkewMs, this.expiryMarginMs);
+      if (!parsed) {
         this.drops?.drop('bad_state_entry', key);
         continue;
       }
+      const { aheadMs, ...binding } = parsed;
+      hosts.add(binding.hostname);
       if (binding.expiresAt <= now) continue;
-      this.hostnames.set(binding.switchname, binding.hostname);
-      this.table.apply(binding);
+      keys.add(stateKeyOf(binding));
+      if (aheadMs > 0) this.countSkew(binding.switchname, aheadMs);
+      remember(this.hostnames, binding.switchname, binding.hostname);
+      // Entries naming this node are what it wrote itself before it (re)started.
+      const own = binding.hostname === context.node.hostname;
+      this.table.apply(binding, own ? 'local' : 'kv', now);
     }
     const changes = held;
     held = null;
     for (const [key, value] of changes) this.onStateChange(key, value);
-    this.resyncRows();
+    return { keys, hosts };
   }
 
-  /** After loading the cluster state: write only the rows that differ from the database, remove LOCATION_ rows nobody holds. */
-  private resyncRows(): void {
+  /**
+   * After the restart: write only the rows that differ from the database. A LOCATION_
+   * row nobody holds is deleted only when it is ours to judge: its key was in our own
+   * record, or its host writes KV (so KV says it is gone). Rows of other hosts (a legacy
+   * node, the Lua scripts before the migration) are left as they are.
+   */
+  private resyncRows(recorded: Set<string>, kvHosts: Set<string> | null): void {
     const desired = new Map<string, RowChange>();
     for (const key of this.table.keys()) {
       const row = this.table.row(key);
-      if (row.row) desired.set(`${row.realm}\u0000${row.dataKey}`, row);
+      if (row.row) desired.set(key, row);
     }
-    const existing = this.sink?.locationRows() ?? null;
-    if (existing) {
-      for (const row of existing) {
-        const id = `${row.realm}\u0000${row.dataKey}`;
-        const want = desired.get(id);
-        if (want && want.row!.hostname === row.row!.hostname && want.row!.data === row.row!.data) desired.delete(id);
-        else if (!want) this.enqueue(rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length)), { ...row, row: null });
-      }
+    for (const row of this.sink?.locationRows() ?? []) {
+      const key = rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length));
+      const want = desired.get(key);
+      if (want && want.row!.hostname === row.row!.hostname && want.row!.data === row.row!.data) desired.delete(key);
+      else if (!want && (recorded.has(key) || kvHosts?.has(row.row!.hostname))) this.enqueueKey(key, true);
     }
-    for (const row of desired.values()) this.enqueue(rowKey(row.realm, row.dataKey.slice(LOCATION_PREFIX.length)), row);
+    for (const key of desired.keys()) this.enqueueKey(key, true);
   }
 
   private onStateChange(key: string, value: string | null): void {
-    let rowChanged: string | null;
+    const now = Date.now();
+    let rowChanged: string | null = null;
     if (value === null) {
       const id = parseStateKey(key);
       if (!id) return;
-      rowChanged = this.table.remove(id.realm, id.user, id.hostname);
+      if (id.hostname === this.context!.node.hostname) {
+        this.restoreOwnState(id);
+        return;
+      }
+      rowChanged = this.table.remove(id.realm, id.user, id.hostname, now, 'kv');
     } else {
-      const binding = parseStateValue(value);
-      if (!binding) {
+      const parsed = parseStateValue(value, now, this.maxSkewMs, this.expiryMarginMs);
+      if (!parsed) {
         this.drops?.drop('bad_state_entry', key);
         return;
       }
+      const { aheadMs, ...binding } = parsed;
+      // Our own writes come back through the watch; anyone else's about our registrations is refused.
+      if (binding.hostname === this.context!.node.hostname) return;
+      if (binding.switchname === this.context!.node.name && this.claimsLocalNode(binding)) return;
+      if (aheadMs > 0) this.countSkew(binding.switchname, aheadMs);
       if (this.firedBeforePurge(binding)) return;
-      this.hostnames.set(binding.switchname, binding.hostname);
-      rowChanged = this.table.apply(binding);
+      remember(this.hostnames, binding.switchname, binding.hostname);
+      const applied = this.table.apply(binding, 'kv', now);
+      if (applied === 'full') this.drops?.drop('too_many_registrations', { max: MAX_REGISTRATIONS });
+      else if (applied?.rowChanged) rowChanged = applied.key;
     }
-    if (rowChanged !== null) this.enqueue(rowChanged, this.table.row(rowChanged));
+    if (rowChanged !== null) this.enqueueKey(rowChanged, true);
+  }
+
+  /**
+   * Someone deleted the key of one of our registrations (survivors purge the keys of a
+   * node they think is down, a partition healed since): while it is still live here,
+   * the owner writes it back.
+   */
+  private restoreOwnState(id: { realm: string; user: string; hostname: string }): void {
+    const slot = this.table.slot(id.realm, id.user, id.hostname);
+    if (!slot?.binding || slot.binding.expiresAt <= Date.now() || !this.store) return;
+    this.trackKv(this.store.put(stateKeyOf(slot.binding), JSON.stringify(slot.binding)));
   }
 
   private onPeerEvent(subclass: string, peer: string | undefined): void {
@@ -304,7 +451,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       this.peerAlive(peer);
       return;
     }
-    if (this.downTimers.has(peer)) return;
+    if (this.downTimers.has(peer) || this.downTimers.size >= MAX_NODES) return;
     const timer = setTimeout(() => {
       this.downTimers.delete(peer);
       this.removeNode(peer);
@@ -334,29 +481,52 @@ export class LocationConsumer implements Consumer, RegistrationSource {
   }
 
   private removeNode(switchname: string): void {
-    this.purgedAt.set(switchname, Date.now() * 1000);
+    const now = Date.now();
+    remember(this.purgedAt, switchname, now * 1000);
     const hostname = this.hostnames.get(switchname);
-    const ended = this.table.removeWhere((b) => b.switchname === switchname || (hostname !== undefined && b.hostname === hostname));
+    const node = this.context!.node;
+    const ended = this.table.removeWhere(
+      (b) => b.hostname !== node.hostname && b.switchname !== node.name && (b.switchname === switchname || (hostname !== undefined && b.hostname === hostname)),
+      now,
+    );
     // The owner cannot clean up after itself: any survivor deletes its keys (deletes are idempotent).
     for (const binding of ended) {
-      const key = rowKey(binding.realm, binding.user);
-      this.enqueue(key, this.table.row(key));
+      this.enqueueKey(rowKey(binding.realm, binding.user), true);
       if (this.store) this.trackKv(this.store.delete(stateKeyOf(binding)));
     }
   }
 
   private sweepExpired(): void {
+    const now = Date.now();
     const ownHostname = this.context?.node.hostname;
-    for (const binding of this.table.expire(Date.now())) {
-      const key = rowKey(binding.realm, binding.user);
-      this.enqueue(key, this.table.row(key));
+    const { ended, forgotten } = this.table.expire(now);
+    for (const binding of ended) {
+      this.enqueueKey(rowKey(binding.realm, binding.user), true);
       // The owner removes its own missed expiry from the cluster state too.
       if (this.store && binding.hostname === ownHostname) this.trackKv(this.store.delete(stateKeyOf(binding)));
     }
+    // Forgotten tombstones leave the side table too.
+    for (const key of forgotten) this.enqueueKey(key, false);
+    const forgetBefore = (now - TOMBSTONE_MS) * 1000;
+    for (const [node, at] of this.purgedAt) {
+      if (at >= forgetBefore) break;
+      this.purgedAt.delete(node);
+    }
+  }
+
+  /** Queue the table's current row and slots of `key`; `rowChanged` false writes only the side table. */
+  private enqueueKey(key: string, rowChanged: boolean): void {
+    this.enqueue(key, { ...this.table.row(key), writeRow: rowChanged, slots: this.table.slots(key) });
   }
 
   private enqueue(key: string, change: RowChange): void {
     for (const listener of this.changeListeners) listener();
+    const before = this.pending.get(key);
+    if (before) {
+      // A row write still waiting is not undone by a later slot-only change, nor are slots by a row-only one.
+      if (before.writeRow !== false) change.writeRow = true;
+      change.slots ??= before.slots;
+    }
     // Re-inserting moves the key to the end: batches are written in arrival order.
     this.pending.delete(key);
     this.pending.set(key, change);

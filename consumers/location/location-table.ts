@@ -1,4 +1,4 @@
-import { LOCATION_PREFIX, type RegistrationChange, type Registered } from './registrations.js';
+import { LOCATION_PREFIX, type Order, type RegistrationChange, type Registered } from './registrations.js';
 
 export { LOCATION_PREFIX };
 
@@ -7,18 +7,78 @@ export interface RowChange {
   realm: string;
   dataKey: string;
   row: { hostname: string; data: string } | null;
+  /** False when only the consumer's own record of the key changed (a tombstone), not the db_data row. Default true. */
+  writeRow?: boolean;
+  /** Every slot of realm + user, for the consumer's side table; absent when the side table is not touched. */
+  slots?: SlotRecord[];
 }
 
 export type Binding = Omit<Registered, 'kind'>;
 
-/** A registration on one host, or the time it ended (so an older copy cannot bring it back). */
-type Slot = { binding: Binding; endedTs?: undefined } | { binding: null; endedTs: number };
+/**
+ * Where a slot was learned. `local`: our own sofia events; `kv`: the cluster state,
+ * `nats`: an event over NATS (both from bridged nodes, which keep their registrations
+ * in KV); `multicast`: an event over multicast, which a legacy mod_event_multicast node
+ * may have sent (it never writes KV).
+ */
+export type Source = 'local' | 'kv' | 'nats' | 'multicast';
 
-/** An ended registration is remembered this long against late or replayed copies. */
-const TOMBSTONE_US = 10 * 60 * 1_000_000;
+/** A registration on one host, or a tombstone: the order of the event that ended it, so an older copy cannot bring it back. */
+export interface Slot {
+  binding: Binding | null;
+  order: Order;
+  /** Our clock (epoch ms) when the slot last changed: tombstones are forgotten TOMBSTONE_MS after it. */
+  changedAt: number;
+  source: Source;
+}
+
+/** A slot with where it lives, as the side table keeps it. */
+export interface SlotRecord extends Slot {
+  realm: string;
+  user: string;
+  hostname: string;
+}
+
+/**
+ * An ended registration is remembered this long (our clock) against late or replayed
+ * copies, then forgotten: a copy older than that can only bring a row back until its
+ * own expiry, counted from when it arrives.
+ */
+export const TOMBSTONE_MS = 10 * 60 * 1_000;
+/** Tombstones kept at most: a flood of unregisters for made-up users evicts the oldest first. */
+export const MAX_TOMBSTONES = 100_000;
+/** Live registrations kept at most; beyond it a new remote registration is refused (counted). */
+export const MAX_REGISTRATIONS = 1_000_000;
 
 export function rowKey(realm: string, user: string): string {
   return `${realm}\u0000${user}`;
+}
+
+/**
+ * Whether `change` is newer than what a slot holds. Within one FreeSWITCH run
+ * (same Core-UUID) Event-Sequence orders events without any clock; either order
+ * saying newer wins, so neither a forged sequence number nor a clock stepped back
+ * pins the slot. Across runs only the (skew-bounded) timestamp is there.
+ */
+export function isNewer(change: Order, known: Order): boolean {
+  if (change.core !== undefined && change.core === known.core && change.seq !== undefined && known.seq !== undefined) return change.seq > known.seq || change.ts > known.ts;
+  return change.ts >= known.ts;
+}
+
+function orderOf(change: Order): Order {
+  const order: Order = { ts: change.ts };
+  if (change.core !== undefined && change.seq !== undefined) {
+    order.core = change.core;
+    order.seq = change.seq;
+  }
+  return order;
+}
+
+/** What apply() changed for a realm + user. */
+export interface Applied {
+  key: string;
+  /** The db_data row differs (another host or address, or none); false when only the slots changed. */
+  rowChanged: boolean;
 }
 
 /**
@@ -30,69 +90,103 @@ export function rowKey(realm: string, user: string): string {
  */
 export class LocationTable {
   private readonly users = new Map<string, Map<string, Slot>>();
+  /** Tombstones by slot id (key NUL hostname), oldest change first. */
+  private readonly tombstones = new Map<string, true>();
+  private liveCount = 0;
 
   constructor(private readonly addressOf: (binding: Binding) => string) {}
 
+  /** Live registrations. */
   get size(): number {
-    let n = 0;
-    for (const hosts of this.users.values()) for (const slot of hosts.values()) if (slot.binding) n++;
-    return n;
+    return this.liveCount;
   }
 
-  /** Apply a change; returns the row key when the row may have changed, null when the change was stale or a no-op. */
-  apply(change: RegistrationChange): string | null {
+  get tombstoneCount(): number {
+    return this.tombstones.size;
+  }
+
+  /**
+   * Apply a change learned from `source` at `nowMs`; null when it was stale or changed
+   * nothing, 'full' when a new remote registration would pass MAX_REGISTRATIONS. An
+   * unregister for a registration not known leaves a tombstone, so a late copy of the
+   * register cannot bring it back.
+   */
+  apply(change: RegistrationChange, source: Source, nowMs: number): Applied | 'full' | null {
     const key = rowKey(change.realm, change.user);
-    let hosts = this.users.get(key);
-    const slot = hosts?.get(change.hostname);
-    const knownTs = slot ? (slot.binding ? slot.binding.ts : slot.endedTs) : -1;
-    if (change.ts < knownTs) return null;
+    const slot = this.users.get(key)?.get(change.hostname);
+    if (slot && !isNewer(change, slot.order)) return null;
+    const order = orderOf(change);
+    const before = this.current(key);
     if (change.kind === 'unregister') {
-      if (!slot?.binding) return null;
-      hosts!.set(change.hostname, { binding: null, endedTs: change.ts });
-      return key;
+      this.setSlot(key, change.hostname, { binding: null, order, changedAt: nowMs, source });
+      return { key, rowChanged: slot?.binding != null && !this.sameRow(before, this.current(key)) };
     }
     const { kind: _kind, ...binding } = change;
-    if (slot?.binding && sameBinding(slot.binding, binding)) return null;
-    if (!hosts) {
-      hosts = new Map();
-      this.users.set(key, hosts);
+    if (slot?.binding && sameRegistration(slot.binding, binding)) {
+      // The same registration again (another transport, the cluster state): nothing to write.
+      slot.order = order;
+      slot.binding.expiresAt = Math.max(slot.binding.expiresAt, binding.expiresAt);
+      return null;
     }
-    hosts.set(change.hostname, { binding });
-    return key;
+    if (!slot?.binding && source !== 'local' && this.liveCount >= MAX_REGISTRATIONS) return 'full';
+    this.setSlot(key, change.hostname, { binding, order, changedAt: nowMs, source });
+    // A refresh (re-register on the same node) leaves the db_data row as it is.
+    return { key, rowChanged: !this.sameRow(before, this.current(key)) };
   }
 
-  /** Forget a host's registration whatever its timestamp (its owner deleted it from the cluster state). */
-  remove(realm: string, user: string, hostname: string): string | null {
+  private sameRow(a: Binding | null, b: Binding | null): boolean {
+    if (a === null || b === null) return a === b;
+    return a.hostname === b.hostname && this.addressOf(a) === this.addressOf(b);
+  }
+
+  /** Put back a slot from the side table at startup. */
+  restore(record: SlotRecord): void {
+    const { realm, user, hostname, ...slot } = record;
+    this.setSlot(rowKey(realm, user), hostname, slot);
+  }
+
+  /** End a host's registration whatever its order (its owner deleted it from the cluster state). */
+  remove(realm: string, user: string, hostname: string, nowMs: number, source: Source): string | null {
     const key = rowKey(realm, user);
     const slot = this.users.get(key)?.get(hostname);
     if (!slot?.binding) return null;
-    this.users.get(key)!.set(hostname, { binding: null, endedTs: slot.binding.ts });
+    this.setSlot(key, hostname, { binding: null, order: slot.order, changedAt: nowMs, source });
     return key;
   }
 
   /** End every registration matching `predicate`; returns the ended bindings. */
-  removeWhere(predicate: (binding: Binding) => boolean): Binding[] {
+  removeWhere(predicate: (binding: Binding, slot: Slot) => boolean, nowMs: number): Binding[] {
     const ended: Binding[] = [];
-    for (const hosts of this.users.values()) {
+    for (const [key, hosts] of this.users) {
       for (const [hostname, slot] of hosts) {
-        if (slot.binding && predicate(slot.binding)) {
+        if (slot.binding && predicate(slot.binding, slot)) {
           ended.push(slot.binding);
-          hosts.set(hostname, { binding: null, endedTs: slot.binding.ts });
+          this.setSlot(key, hostname, { binding: null, order: slot.order, changedAt: nowMs, source: slot.source });
         }
       }
     }
     return ended;
   }
 
-  /** End registrations past their expiry and drop old tombstones; returns the ended bindings. */
-  expire(nowMs: number): Binding[] {
-    const ended = this.removeWhere((b) => b.expiresAt <= nowMs);
-    const oldest = nowMs * 1000 - TOMBSTONE_US;
-    for (const [key, hosts] of this.users) {
-      for (const [hostname, slot] of hosts) if (!slot.binding && slot.endedTs < oldest) hosts.delete(hostname);
-      if (hosts.size === 0) this.users.delete(key);
+  /** End registrations past their expiry and forget old tombstones; returns the ended bindings and the keys that lost a tombstone. */
+  expire(nowMs: number): { ended: Binding[]; forgotten: Set<string> } {
+    const ended = this.removeWhere((b) => b.expiresAt <= nowMs, nowMs);
+    const oldest = nowMs - TOMBSTONE_MS;
+    const forgotten = new Set<string>();
+    for (const id of this.tombstones.keys()) {
+      const sep = id.lastIndexOf('\u0000');
+      const key = id.slice(0, sep);
+      const slot = this.users.get(key)?.get(id.slice(sep + 1));
+      if (slot && slot.changedAt >= oldest) break;
+      this.forget(id);
+      forgotten.add(key);
     }
-    return ended;
+    return { ended, forgotten };
+  }
+
+  /** The slot a host holds for realm + user, if any. */
+  slot(realm: string, user: string, hostname: string): Slot | undefined {
+    return this.users.get(rowKey(realm, user))?.get(hostname);
   }
 
   /** The newest live registration of realm + user. */
@@ -116,6 +210,16 @@ export class LocationTable {
     return { realm, dataKey, row: b ? { hostname: b.hostname, data: this.addressOf(b) } : null };
   }
 
+  /** Every slot of realm + user (live or tombstone), for the side table. */
+  slots(key: string): SlotRecord[] {
+    const sep = key.indexOf('\u0000');
+    const realm = key.slice(0, sep);
+    const user = key.slice(sep + 1);
+    const out: SlotRecord[] = [];
+    for (const [hostname, slot] of this.users.get(key) ?? []) out.push({ realm, user, hostname, ...slot });
+    return out;
+  }
+
   /** The newest live registration of every realm + user. */
   *live(): IterableIterator<Binding> {
     for (const key of this.users.keys()) {
@@ -132,8 +236,43 @@ export class LocationTable {
   *keys(): IterableIterator<string> {
     yield* this.users.keys();
   }
+
+  *bindings(): IterableIterator<[Binding, Slot]> {
+    for (const hosts of this.users.values()) for (const slot of hosts.values()) if (slot.binding) yield [slot.binding, slot];
+  }
+
+  private setSlot(key: string, hostname: string, slot: Slot): void {
+    let hosts = this.users.get(key);
+    if (!hosts) {
+      hosts = new Map();
+      this.users.set(key, hosts);
+    }
+    const before = hosts.get(hostname);
+    if (before?.binding) this.liveCount--;
+    hosts.set(hostname, slot);
+    const id = `${key}\u0000${hostname}`;
+    this.tombstones.delete(id);
+    if (slot.binding) {
+      this.liveCount++;
+      return;
+    }
+    this.tombstones.set(id, true);
+    if (this.tombstones.size > MAX_TOMBSTONES) this.forget(this.tombstones.keys().next().value!);
+  }
+
+  private forget(id: string): void {
+    this.tombstones.delete(id);
+    const sep = id.lastIndexOf('\u0000');
+    const key = id.slice(0, sep);
+    const hosts = this.users.get(key);
+    if (!hosts) return;
+    const hostname = id.slice(sep + 1);
+    if (hosts.get(hostname)?.binding === null) hosts.delete(hostname);
+    if (hosts.size === 0) this.users.delete(key);
+  }
 }
 
-function sameBinding(a: Binding, b: Binding): boolean {
-  return a.ts === b.ts && a.ip === b.ip && a.expiresAt === b.expiresAt && a.switchname === b.switchname;
+/** The same register event seen twice; each copy computed its expiry from when it arrived. */
+function sameRegistration(a: Binding, b: Binding): boolean {
+  return a.ts === b.ts && a.ip === b.ip && a.switchname === b.switchname;
 }

@@ -42,30 +42,45 @@ export interface RegistrationId {
   hostname: string;
 }
 
-export interface Registered extends RegistrationId {
+/**
+ * Where an event stands in its origin's history: the origin's Event-Date-Timestamp in
+ * microseconds (bounded by the accepted clock skew), and its Core-UUID and
+ * Event-Sequence, which order events of one FreeSWITCH run without any clock.
+ */
+export interface Order {
+  ts: number;
+  core?: string;
+  seq?: number;
+}
+
+export interface Registered extends RegistrationId, Order {
   kind: 'register';
   /** FreeSWITCH-Switchname of the registering node (Multicast-Sender, peer events name it). */
   switchname: string;
   /** The registering node's FreeSWITCH-IPv4 (before any configured override). */
   ip: string;
-  /** Event-Date-Timestamp of the origin, microseconds: newest wins. */
-  ts: number;
-  /** Epoch ms after which the registration is gone even if no unregister/expire arrives. */
+  /** Epoch ms (our clock) after which the registration is gone even if no unregister/expire arrives. */
   expiresAt: number;
   /** The transport in `Registered(<transport>)` (UDP, TLS-NAT...), for the cluster board; absent when the status names none. */
   transport?: string;
 }
 
-export interface Unregistered extends RegistrationId {
+export interface Unregistered extends RegistrationId, Order {
   kind: 'unregister';
   switchname: string;
-  ts: number;
 }
 
 export type RegistrationChange = Registered | Unregistered;
 
-/** expiresAt of a registration without a usable `expires` (finite, so it survives JSON). */
-export const NEVER_EXPIRES = Number.MAX_SAFE_INTEGER;
+/**
+ * Longest registration kept without news, in seconds: a register without a usable
+ * `expires`, or with a larger one, lives this long (a forged `expires` cannot pin a
+ * row for years). SIP registrations are refreshed far more often.
+ */
+export const MAX_EXPIRES_S = 86_400;
+
+/** Default for max-clock-skew: how far ahead of our clock an origin timestamp may be. */
+export const DEFAULT_MAX_CLOCK_SKEW_MS = 30_000;
 
 /** A header was missing or unusable; the event is skipped and counted with this cause. */
 export class UnusableRegistration {
@@ -78,9 +93,28 @@ export function isRegisteredStatus(status: string | undefined, legacy: boolean):
   return legacy ? status.startsWith('Registered') : REGISTERED.test(status);
 }
 
-function timestampUs(event: FsEvent, fallbackMs: number): number {
-  const ts = Number(event.get('Event-Date-Timestamp'));
-  return Number.isSafeInteger(ts) && ts > 0 ? ts : Math.round(fallbackMs * 1000);
+/**
+ * The origin's timestamp, trusted up to `maxSkewMs` ahead of when we received the
+ * event; beyond that (a node whose clock is wrong, or a forged date) the receive time
+ * stands in, so a timestamp from the future cannot outrank every later event.
+ */
+function orderOf(event: FsEvent, receivedAtMs: number, maxSkewMs: number): Order & { aheadMs: number } {
+  const origin = Number(event.get('Event-Date-Timestamp'));
+  const received = Math.round(receivedAtMs * 1000);
+  let ts = Number.isSafeInteger(origin) && origin > 0 ? origin : received;
+  let aheadMs = 0;
+  if (ts > received + maxSkewMs * 1000) {
+    aheadMs = Math.round((ts - received) / 1000);
+    ts = received;
+  }
+  const order: Order & { aheadMs: number } = { ts, aheadMs };
+  const core = event.coreUuid;
+  const seq = event.sequence;
+  if (core !== undefined && seq !== undefined && seq >= 0 && isStorableText(core)) {
+    order.core = core;
+    order.seq = seq;
+  }
+  return order;
 }
 
 /**
@@ -90,8 +124,8 @@ function timestampUs(event: FsEvent, fallbackMs: number): number {
  */
 export function registrationChange(
   event: FsEvent,
-  options: { sender: string; receivedAt: number; expiryMarginMs: number; legacy: boolean },
-): RegistrationChange | UnusableRegistration | null {
+  options: { sender: string; receivedAt: number; expiryMarginMs: number; legacy: boolean; maxSkewMs?: number },
+): (RegistrationChange & { aheadMs: number }) | UnusableRegistration | null {
   if (event.name !== 'CUSTOM') return null;
   const subclass = event.subclass;
   const isExpire = subclass === SofiaSubclass.Expire;
@@ -105,14 +139,15 @@ export function registrationChange(
   if (!hostname) return new UnusableRegistration('no_hostname');
   const switchname = event.get('FreeSWITCH-Switchname') ?? event.get('Multicast-Sender') ?? options.sender;
   if (!isStorableText(user, LOCATION_PREFIX.length) || !isStorableText(realm) || !isStorableText(hostname) || !isStorableText(switchname)) return new UnusableRegistration('unusable_text');
-  const ts = timestampUs(event, options.receivedAt);
-  if (subclass !== SofiaSubclass.Register) return { kind: 'unregister', realm, user, hostname, switchname, ts };
+  const order = orderOf(event, options.receivedAt, options.maxSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS);
+  if (subclass !== SofiaSubclass.Register) return { kind: 'unregister', realm, user, hostname, switchname, ...order };
   const ip = event.get('FreeSWITCH-IPv4');
   if (!ip) return new UnusableRegistration('no_ipv4');
   if (!isStorableText(ip)) return new UnusableRegistration('unusable_text');
   const expires = Number(event.get('expires'));
-  // No usable expires: keep the row until an unregister (what the seed scripts did for every row).
-  const expiresAt = Number.isFinite(expires) && expires > 0 ? Math.round(ts / 1000 + expires * 1000 + options.expiryMarginMs) : NEVER_EXPIRES;
+  // Counted from when we received it, as mod_sofia does for a multicast register: the origin's clock may be wrong.
+  const lifetimeS = Number.isFinite(expires) && expires > 0 ? Math.min(expires, MAX_EXPIRES_S) : MAX_EXPIRES_S;
+  const expiresAt = Math.round(options.receivedAt + lifetimeS * 1000 + options.expiryMarginMs);
   const transport = /^Registered\(([A-Za-z0-9-]{1,16})\)$/.exec(event.get('status') ?? '')?.[1];
-  return { kind: 'register', realm, user, hostname, switchname, ip, ts, expiresAt, ...(transport ? { transport } : {}) };
+  return { kind: 'register', realm, user, hostname, switchname, ip, expiresAt, ...order, ...(transport ? { transport } : {}) };
 }

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { type LocalNode, CommandError, LocationDbError, LocationRowError } from '../../bridge/index.js';
-import { LOCATION_PREFIX, type RowChange } from './location-table.js';
+import { LOCATION_PREFIX, type RowChange, type Slot, type SlotRecord } from './location-table.js';
+import { isStorableText } from './registrations.js';
 import { MOD_DB_INDEXES, MOD_DB_TABLES } from './schema.js';
 
 /** Where the location rows go: call_limit.db directly, or mod_db's API over ESL. */
@@ -9,8 +10,28 @@ export interface RowSink {
   write(batch: RowChange[]): Promise<void>;
   /** The LOCATION_ rows present now, so a start from the cluster state can remove stale ones. Null when the sink cannot read. */
   locationRows(): RowChange[] | null;
+  /** The consumer's own record of every slot (side table), for a restart. Null when the sink keeps none. */
+  slotRecords(): SlotRecord[] | null;
   close(): Promise<void>;
 }
+
+/**
+ * The consumer's own record next to mod_db's tables in call_limit.db: every host's
+ * registration of a user (or its tombstone), with where it was learned. db_data stays
+ * exactly mod_db's; mod_db never reads this table. It is what lets a restart keep the
+ * rows of legacy nodes (which never write KV), expire what ended while the bridge was
+ * down, and reject a redelivered register that an unregister already ended.
+ */
+export const SLOTS_TABLE = 'fsb_location_slots';
+const CREATE_SLOTS_TABLE = `CREATE TABLE IF NOT EXISTS ${SLOTS_TABLE} (
+   realm      TEXT NOT NULL,
+   user       TEXT NOT NULL,
+   hostname   TEXT NOT NULL,
+   live       INTEGER NOT NULL,
+   changed_at INTEGER NOT NULL,
+   slot       TEXT NOT NULL,
+   PRIMARY KEY (realm, user, hostname)
+) WITHOUT ROWID`;
 
 /**
  * Writes call_limit.db with bound parameters only, one short IMMEDIATE transaction
@@ -30,15 +51,17 @@ export class SqliteRowSink implements RowSink {
    * fails startup with LocationDbError instead of failing every batch later. A lock
    * is waited for up to `lockWaitMs` (FreeSWITCH may hold it for a moment).
    */
-  static async open(path: string, busyTimeoutMs: number, lockWaitMs = STARTUP_LOCK_WAIT_MS): Promise<SqliteRowSink> {
+  static async open(path: string, busyTimeoutMs: number, options: { lockWaitMs?: number; slots?: boolean } = {}): Promise<SqliteRowSink> {
+    const lockWaitMs = options.lockWaitMs ?? STARTUP_LOCK_WAIT_MS;
     const deadline = Date.now() + lockWaitMs;
     for (let delayMs = 10; ; delayMs = Math.min(delayMs * 2, 500)) {
       let db: Database.Database | null = null;
       try {
         db = new Database(path, { timeout: busyTimeoutMs });
         createModDbSchema(db);
+        if (options.slots) db.transaction(() => db!.exec(CREATE_SLOTS_TABLE)).immediate();
         proveWritable(db);
-        return new SqliteRowSink(db);
+        return new SqliteRowSink(db, options.slots ?? false);
       } catch (err) {
         db?.close();
         const busy = isBusy(err);
@@ -51,13 +74,28 @@ export class SqliteRowSink implements RowSink {
     }
   }
 
-  private constructor(private readonly db: Database.Database) {
+  private constructor(
+    private readonly db: Database.Database,
+    private readonly keepsSlots: boolean,
+  ) {
     this.deleteRow = this.db.prepare('DELETE FROM db_data WHERE realm = ? AND data_key = ?');
     this.insertRow = this.db.prepare('INSERT INTO db_data (hostname, realm, data_key, data) VALUES (?, ?, ?, ?)');
+    const slots = keepsSlots
+      ? {
+          clear: this.db.prepare(`DELETE FROM ${SLOTS_TABLE} WHERE realm = ? AND user = ?`),
+          insert: this.db.prepare(`INSERT INTO ${SLOTS_TABLE} (realm, user, hostname, live, changed_at, slot) VALUES (?, ?, ?, ?, ?, ?)`),
+        }
+      : null;
     const tx = this.db.transaction((batch: RowChange[]) => {
       for (const change of batch) {
-        this.deleteRow.run(change.realm, change.dataKey);
-        if (change.row) this.insertRow.run(change.row.hostname, change.realm, change.dataKey, change.row.data);
+        if (change.writeRow !== false) {
+          this.deleteRow.run(change.realm, change.dataKey);
+          if (change.row) this.insertRow.run(change.row.hostname, change.realm, change.dataKey, change.row.data);
+        }
+        if (slots && change.slots) {
+          slots.clear.run(change.realm, change.dataKey.slice(LOCATION_PREFIX.length));
+          for (const { realm, user, hostname, ...slot } of change.slots) slots.insert.run(realm, user, hostname, slot.binding ? 1 : 0, slot.changedAt, JSON.stringify(slot));
+        }
       }
     });
     this.writeBatch = (batch) => tx.immediate(batch);
@@ -74,9 +112,43 @@ export class SqliteRowSink implements RowSink {
     return rows.map((r) => ({ realm: r.realm, dataKey: r.data_key, row: { hostname: r.hostname, data: r.data } }));
   }
 
+  slotRecords(): SlotRecord[] | null {
+    if (!this.keepsSlots) return null;
+    const rows = this.db.prepare(`SELECT realm, user, hostname, slot FROM ${SLOTS_TABLE} ORDER BY changed_at`).all() as { realm: string; user: string; hostname: string; slot: string }[];
+    const out: SlotRecord[] = [];
+    for (const row of rows) {
+      const slot = parseSlot(row.slot);
+      if (slot) out.push({ realm: row.realm, user: row.user, hostname: row.hostname, ...slot });
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     this.db.close();
   }
+}
+
+const SOURCES = new Set<string>(['local', 'kv', 'nats', 'multicast']);
+
+/** A slot as this consumer wrote it, or null for anything else (the file is shared with FreeSWITCH and its operators). */
+function parseSlot(text: string): Slot | null {
+  let slot: Partial<Slot>;
+  try {
+    slot = JSON.parse(text) as Partial<Slot>;
+  } catch {
+    return null;
+  }
+  if (typeof slot !== 'object' || slot === null || !SOURCES.has(slot.source as string) || !Number.isFinite(slot.changedAt)) return null;
+  const order = slot.order;
+  if (typeof order !== 'object' || order === null || !Number.isSafeInteger(order.ts)) return null;
+  const b = slot.binding;
+  if (b !== null) {
+    if (typeof b !== 'object' || b === undefined) return null;
+    const strings = [b.realm, b.hostname, b.switchname, b.ip];
+    if (strings.some((v) => typeof v !== 'string' || v === '' || !isStorableText(v)) || typeof b.user !== 'string' || !isStorableText(b.user, LOCATION_PREFIX.length)) return null;
+    if (!Number.isSafeInteger(b.ts) || !Number.isFinite(b.expiresAt)) return null;
+  }
+  return slot as Slot;
 }
 
 /** How long startup waits for a lock held on call_limit.db before it gives up. */
@@ -152,6 +224,10 @@ export class EslRowSink implements RowSink {
   }
 
   locationRows(): null {
+    return null;
+  }
+
+  slotRecords(): null {
     return null;
   }
 

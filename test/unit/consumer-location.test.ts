@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { LocationConsumerConfig } from '../../bridge/config/types.js';
 import { FsEvent } from '../../bridge/event/event.js';
+import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
 import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
 import { LocationConsumer, stateKeyOf } from '../../consumers/location/location-consumer.js';
 import { MOD_DB_INDEXES, MOD_DB_TABLES } from '../../consumers/location/schema.js';
@@ -287,7 +288,8 @@ describe("mod_db's schema and the database file", () => {
     // SQLite keeps the statement text, only upper-casing the leading CREATE ... keywords.
     for (const [name, statement] of Object.entries({ ...MOD_DB_TABLES, ...MOD_DB_INDEXES })) expect(sql.get(name)?.toLowerCase()).toBe(statement.toLowerCase());
     expect(sql.get('db_data')).toContain('data_key   VARCHAR(255)');
-    expect([...sql.keys()].sort()).toEqual(['db_data', 'dd_data_key_realm', 'dd_realm', 'gd_groupname', 'gd_url', 'group_data', 'ld_hostname', 'ld_id', 'ld_realm', 'ld_uuid', 'limit_data']);
+    // mod_db's own objects, and the consumer's side table next to them (db_data itself is exactly mod_db's).
+    expect([...sql.keys()].sort()).toEqual(['db_data', 'dd_data_key_realm', 'dd_realm', 'fsb_location_slots', 'gd_groupname', 'gd_url', 'group_data', 'ld_hostname', 'ld_id', 'ld_realm', 'ld_uuid', 'limit_data']);
   });
 
   it('leaves the journal mode as it found it', async () => {
@@ -311,8 +313,8 @@ describe('opening call_limit.db at startup', () => {
     createModDbSchema(holder);
     holder.exec('BEGIN EXCLUSIVE');
     // open() makes its first attempt before its first await: it meets the lock.
-    await expect(SqliteRowSink.open(path, 5, 30)).rejects.toThrow(/"db-path".*locked by another process for 30 ms/);
-    const opening = SqliteRowSink.open(path, 5, 60_000);
+    await expect(SqliteRowSink.open(path, 5, { lockWaitMs: 30 })).rejects.toThrow(/"db-path".*locked by another process for 30 ms/);
+    const opening = SqliteRowSink.open(path, 5, { lockWaitMs: 60_000 });
     holder.exec('COMMIT');
     holder.close();
     const sink = await opening;
@@ -493,5 +495,268 @@ describe('hostile text from the wire', () => {
     const drops = await context.metrics.drops.get();
     expect(drops.values.find((v) => v.labels.cause === 'unusable_text')?.value).toBe(4);
     await consumer.stop();
+  });
+});
+
+/** A sofia event with explicit ordering headers: origin timestamp (µs), Core-UUID, Event-Sequence. */
+function ordered(item: BridgeEvent, tsUs: number, core: string, sequence: number): BridgeEvent {
+  item.event.set('Event-Date-Timestamp', String(tsUs)).set('Core-UUID', core).set('Event-Sequence', String(sequence));
+  return item;
+}
+const YEAR_2100_US = 4_102_444_800_000_000;
+const dropsOf = async (context: FakeContext, cause: string) => (await context.metrics.drops.get()).values.find((v) => v.labels.cause === cause)?.value ?? 0;
+const counterOf = async (context: FakeContext, name: string) => (await context.metrics.registry.getSingleMetric(name)!.get()).values.reduce((n, v) => n + v.value, 0);
+
+describe('forged or skewed timestamps cannot pin state', () => {
+  it('an unregister dated 2100 does not make the real re-register be ignored', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config(), fakeContext(NODE_B));
+    const now = () => Date.now() * 1000;
+    context.events.emit(ordered(register(NODE_A, '1000', Transport.Nats), now(), 'core-a', 10));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('10.99.0.1');
+    context.events.emit(ordered(unregister(NODE_A, '1000', Transport.Multicast), YEAR_2100_US, 'core-forged', 1));
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('');
+    context.events.emit(ordered(register(NODE_A, '1000', Transport.Nats), now(), 'core-a', 11));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('10.99.0.1');
+    expect(await counterOf(context, 'fsb_location_clock_skew_total')).toBe(1);
+    await consumer.stop();
+  });
+
+  it('a register dated 2100 does not survive a legitimate register and unregister of the same node', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config(), fakeContext(NODE_B));
+    context.events.emit(ordered(register(NODE_A, '1000', Transport.Multicast), YEAR_2100_US, 'core-forged', 1));
+    await vi.advanceTimersByTimeAsync(1_000);
+    context.events.emit(ordered(register(NODE_A, '1000', Transport.Nats), Date.now() * 1000, 'core-a', 5));
+    await vi.advanceTimersByTimeAsync(1_000);
+    context.events.emit(ordered(unregister(NODE_A, '1000', Transport.Nats), Date.now() * 1000, 'core-a', 6));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('');
+    expect(consumer.registrations).toBe(0);
+    await consumer.stop();
+  });
+
+  it('a register dated 2100 on another node does not outrank a later register elsewhere', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const nodeC = { name: 'fs-c', hostname: 'node-c', ipv4: '10.99.0.3', cluster: 'lab' };
+    const { consumer, context } = await started(config(), fakeContext(NODE_B));
+    context.events.emit(ordered(register(nodeC, '1000', Transport.Multicast), YEAR_2100_US, 'core-c', 1));
+    await vi.advanceTimersByTimeAsync(1_000);
+    context.events.emit(ordered(register(NODE_A, '1000', Transport.Nats), Date.now() * 1000, 'core-a', 1));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('10.99.0.1');
+    await consumer.stop();
+  });
+
+  it('a node whose clock is an hour behind or ahead: its registrations live from when they arrive, its own sequence orders them', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B));
+    const hour = 3_600_000_000;
+    for (const [user, offset] of [['behind', -hour], ['ahead', hour]] as const) {
+      context.events.emit(ordered(register(NODE_A, user, Transport.Nats, 'Registered(UDP)', '127.0.0.1', '300'), Date.now() * 1000 + offset, 'core-a', 1));
+    }
+    await vi.advanceTimersByTimeAsync(200_000);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_behind')).toBe('10.99.0.1');
+    expect(modDbSelect('127.0.0.1', 'LOCATION_ahead')).toBe('10.99.0.1');
+    // The clock steps back a minute between register and unregister: Event-Sequence still says which came last.
+    for (const [user, offset] of [['behind', -hour - 60_000_000], ['ahead', hour - 60_000_000]] as const) {
+      context.events.emit(ordered(unregister(NODE_A, user, Transport.Nats), Date.now() * 1000 + offset, 'core-a', 2));
+    }
+    await vi.advanceTimersByTimeAsync(50);
+    expect(rows()).toEqual([]);
+    // Without news a registration ends `expires` after it arrived, whatever the origin's clock said.
+    context.events.emit(ordered(register(NODE_A, 'behind', Transport.Nats, 'Registered(UDP)', '127.0.0.1', '300'), Date.now() * 1000 - hour, 'core-a', 3));
+    await vi.advanceTimersByTimeAsync(299_000);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_behind')).toBe('10.99.0.1');
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_behind')).toBe('');
+    await consumer.stop();
+  });
+
+  it('a forged Event-Sequence in the same run does not pin the slot past the next event with a later timestamp', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config(), fakeContext(NODE_B));
+    context.events.emit(ordered(unregister(NODE_A, '1000', Transport.Multicast), Date.now() * 1000, 'core-a', Number.MAX_SAFE_INTEGER));
+    await vi.advanceTimersByTimeAsync(1_000);
+    context.events.emit(ordered(register(NODE_A, '1000', Transport.Nats), Date.now() * 1000, 'core-a', 12));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('10.99.0.1');
+    await consumer.stop();
+  });
+
+  it('a forged `expires` or state entry cannot keep a row for more than a day', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const buckets = new Map();
+    const { consumer, context } = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { buckets }));
+    context.events.emit(register(NODE_A, 'forever', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '999999999'));
+    const forged = { realm: '127.0.0.1', user: 'kv-forever', hostname: 'node-c', switchname: 'fs-c', ip: '10.99.0.3', ts: YEAR_2100_US, expiresAt: YEAR_2100_US / 1000 };
+    await buckets.get('loc').put(stateKeyOf(forged), JSON.stringify(forged));
+    await vi.advanceTimersByTimeAsync(86_000_000);
+    expect(consumer.registrations).toBe(2);
+    await vi.advanceTimersByTimeAsync(1_000_000);
+    expect(consumer.registrations).toBe(0);
+    expect(rows()).toEqual([]);
+    await consumer.stop();
+  });
+
+  it('an unregister for a registration never seen leaves a tombstone: an older copy of the register cannot bring the row back; tombstones are forgotten after 10 minutes', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config(), fakeContext(NODE_B));
+    const registeredAt = Date.now() * 1000;
+    await vi.advanceTimersByTimeAsync(1_000);
+    context.events.emit(ordered(unregister(NODE_A, '1000', Transport.Nats), Date.now() * 1000, 'core-a', 8));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(consumer.tombstones).toBe(1);
+    // The register fired before that unregister, redelivered late.
+    context.events.emit(ordered(register(NODE_A, '1000', Transport.Nats), registeredAt, 'core-a', 7));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(rows()).toEqual([]);
+    await vi.advanceTimersByTimeAsync(10 * 60_000 + 2_000);
+    expect(consumer.tombstones).toBe(0);
+    await consumer.stop();
+  });
+
+  it('max-clock-skew is a bounded param', () => {
+    const xml = (value: string) => defaultConfigXml({ 'consumer:location': { 'max-clock-skew': value } });
+    expect(loadConfigText(xml('5s'), 'x.xml', {}).config.consumers.location.maxClockSkewMs).toBe(5_000);
+    expect(() => loadConfigText(xml('2h'), 'x.xml', {})).toThrow(/max-clock-skew.*above the maximum/);
+  });
+});
+
+describe('local registrations belong to the local node', () => {
+  it('a remote register or unregister claiming our hostname, over multicast and NATS, leaves the local row alone (counted)', async () => {
+    const { consumer, context } = await started(config(), fakeContext(NODE_B));
+    await feed(consumer, context, [register(NODE_B, '1000', Transport.Esl)]);
+    const impostor = { name: 'fs-x', hostname: NODE_B.hostname, ipv4: '203.0.113.9', cluster: 'lab' };
+    const sameName = { name: NODE_B.name, hostname: 'node-x', ipv4: '203.0.113.9', cluster: 'lab' };
+    await feed(consumer, context, [
+      unregister(impostor, '1000', Transport.Multicast),
+      unregister(impostor, '1000', Transport.Nats),
+      register(impostor, '1000', Transport.Nats),
+      register(sameName, '1000', Transport.Multicast),
+    ]);
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1000 | 10.99.0.2']);
+    expect(await dropsOf(context, 'claims_local_node')).toBe(4);
+    await consumer.stop();
+  });
+
+  it("another node deleting or overwriting our KV key does not touch our row, and we write the key back", async () => {
+    const buckets = new Map();
+    const { consumer, context } = await started(config(), fakeContext(NODE_B, { buckets }));
+    await feed(consumer, context, [register(NODE_B, '1000', Transport.Esl)]);
+    const bucket = buckets.get('loc');
+    const key = stateKeyOf({ realm: '127.0.0.1', user: '1000', hostname: 'node-b' });
+    const ours = JSON.parse(bucket.data.get(key));
+    await bucket.delete(key);
+    await settle();
+    expect(JSON.parse(bucket.data.get(key))).toEqual(ours);
+    await bucket.put(key, JSON.stringify({ realm: '127.0.0.1', user: '1000', hostname: 'node-b', switchname: 'fs-b', ip: '203.0.113.9', ts: Date.now() * 1000 + 5, expiresAt: Date.now() + 300_000 }));
+    await consumer.flush();
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1000 | 10.99.0.2']);
+    await consumer.stop();
+  });
+
+  it('the purge of a down node that claimed our hostname spares the local rows', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ peerDownGraceMs: 1_000 }), fakeContext(NODE_B));
+    context.events.emit(register(NODE_B, '1000', Transport.Esl));
+    context.events.emit(register({ name: 'fs-x', hostname: NODE_B.hostname, ipv4: '203.0.113.9', cluster: 'lab' }, '1001', Transport.Multicast));
+    context.events.emit(peer('multicast::peerdown', 'fs-x'));
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1000 | 10.99.0.2']);
+    await consumer.stop();
+  });
+});
+
+describe('restart: rows remember where they came from', () => {
+  const legacyNode = { name: 'fs-legacy', hostname: 'node-legacy', ipv4: '10.99.0.9', cluster: 'lab' };
+
+  it("a legacy node's row (multicast only, never in KV) survives a restart with KV, and still expires on time", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const buckets = new Map();
+    const first = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { buckets }));
+    first.context.events.emit(register(legacyNode, '1000', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '600'));
+    first.context.events.emit(register(NODE_A, '1001', Transport.Nats));
+    await vi.advanceTimersByTimeAsync(50);
+    await first.consumer.stop();
+    // A wrote 1001 to KV (the remote copy above came over NATS); the legacy node wrote nothing.
+    const a = { realm: '127.0.0.1', user: '1001', hostname: 'node-a', switchname: 'fs-a', ip: '10.99.0.1', ts: Date.now() * 1000, expiresAt: Date.now() + 300_000 };
+    await buckets.get('loc').put(stateKeyOf(a), JSON.stringify(a));
+    const second = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { buckets }));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(rows()).toEqual(['node-legacy | 127.0.0.1 | LOCATION_1000 | 10.99.0.9', 'node-a | 127.0.0.1 | LOCATION_1001 | 10.99.0.1']);
+    expect(second.consumer.registrations).toBe(2);
+    await vi.advanceTimersByTimeAsync(601_000);
+    expect(modDbSelect('127.0.0.1', 'LOCATION_1000')).toBe('');
+    await second.consumer.stop();
+  });
+
+  it('a bridged node whose registration ended while we were down (its KV key is gone) loses its row at restart', async () => {
+    const buckets = new Map();
+    const first = await started(config(), fakeContext(NODE_B, { buckets }));
+    await feed(first.consumer, first.context, [register(NODE_A, '1001', Transport.Nats), register(NODE_A, '1002', Transport.Multicast)]);
+    await first.consumer.stop();
+    // A still holds 1003 in KV, so A is a KV writer: its multicast-learned 1002 is KV's to end too.
+    const other = { realm: '127.0.0.1', user: '1003', hostname: 'node-a', switchname: 'fs-a', ip: '10.99.0.1', ts: Date.now() * 1000, expiresAt: Date.now() + 300_000 };
+    await buckets.get('loc').put(stateKeyOf(other), JSON.stringify(other));
+    const second = await started(config(), fakeContext(NODE_B, { buckets }));
+    await second.consumer.stop();
+    expect(rows()).toEqual(['node-a | 127.0.0.1 | LOCATION_1003 | 10.99.0.1']);
+  });
+
+  it("rows of a host nobody recorded and that writes no KV (the Lua scripts' rows before the migration) are left alone", async () => {
+    const path = join(dir, 'call_limit.db');
+    const db = new Database(path);
+    createModDbSchema(db);
+    db.prepare('INSERT INTO db_data VALUES (?, ?, ?, ?)').run('node-lua', '127.0.0.1', 'LOCATION_2000', '10.99.0.7');
+    db.close();
+    const { consumer } = await started(config(), fakeContext(NODE_B));
+    await consumer.stop();
+    expect(rows()).toEqual(['node-lua | 127.0.0.1 | LOCATION_2000 | 10.99.0.7']);
+  });
+
+  it('without NATS a restart keeps the table; a registration that expired while the bridge was down loses its row', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const first = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { withState: false }));
+    first.context.events.emit(register(legacyNode, 'short', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '60'));
+    first.context.events.emit(register(legacyNode, 'long', Transport.Multicast, 'Registered(UDP)', '127.0.0.1', '3600'));
+    await vi.advanceTimersByTimeAsync(50);
+    await first.consumer.stop();
+    vi.setSystemTime(Date.now() + 120_000);
+    const second = await started(config({ expiryMarginMs: 0 }), fakeContext(NODE_B, { withState: false }));
+    await second.consumer.flush();
+    expect(rows()).toEqual(['node-legacy | 127.0.0.1 | LOCATION_long | 10.99.0.9']);
+    expect(second.consumer.registrations).toBe(1);
+    await second.consumer.stop();
+  });
+
+  it('a tombstone survives a crash: the older register redelivered after the restart does not create the row', async () => {
+    const registeredAt = Date.now() * 1000;
+    const first = await started(config(), fakeContext(NODE_B, { withState: false }));
+    await feed(first.consumer, first.context, [ordered(unregister(NODE_A, '1000', Transport.Nats), registeredAt + 1_000, 'core-a', 8)]);
+    // No stop(): the process dies with the batch already written.
+    const second = await started(config(), fakeContext(NODE_B, { withState: false }));
+    expect(second.consumer.tombstones).toBe(1);
+    await feed(second.consumer, second.context, [ordered(register(NODE_A, '1000', Transport.Nats), registeredAt, 'core-a', 7)]);
+    expect(rows()).toEqual([]);
+    await second.consumer.stop();
+    await first.consumer.stop();
+  });
+
+  it('our own registration that KV lost while we were down is written back at restart', async () => {
+    const buckets = new Map();
+    const first = await started(config(), fakeContext(NODE_B, { buckets }));
+    await feed(first.consumer, first.context, [register(NODE_B, '1000', Transport.Esl)]);
+    await first.consumer.stop();
+    const bucket = buckets.get('loc');
+    bucket.data.clear();
+    const second = await started(config(), fakeContext(NODE_B, { buckets }));
+    await settle();
+    expect([...bucket.data.keys()]).toEqual([stateKeyOf({ realm: '127.0.0.1', user: '1000', hostname: 'node-b' })]);
+    expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1000 | 10.99.0.2']);
+    await second.consumer.stop();
   });
 });

