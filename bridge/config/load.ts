@@ -314,7 +314,8 @@ function convert(spec: ParamSpec, text: string, source: string, flavour: ConfigF
       return item;
     }
     const problem = spec.format === undefined ? undefined : FORMATS[spec.format].check(item);
-    if (problem !== undefined) fail(`${what}${JSON.stringify(item)} ${problem}`);
+    // A secret is never echoed, not even a wrong one: it is often the right one mistyped.
+    if (problem !== undefined) fail(spec.type === 'secret' ? `${what}${problem}` : `${what}${JSON.stringify(item)} ${problem}`);
     return item;
   };
   switch (spec.type) {

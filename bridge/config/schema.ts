@@ -1,6 +1,7 @@
 import { isIP, isIPv4 } from 'node:net';
 import { nodeNameProblem } from '../pipeline/peers.js';
 import { isValidPrefix } from '../transports/nats/subjects.js';
+import { parseMulticastKey } from './multicast-key.js';
 
 /**
  * Every parameter of event_bridge.conf.xml, described once. The loader validates
@@ -102,6 +103,17 @@ export const FORMATS = {
     description: 'a PEM text (-----BEGIN ...) or the path of a PEM file',
     check: (value) => (value.includes('-----BEGIN') ? (value.includes('\0') ? 'contains NUL' : undefined) : CONTROL.test(value) ? 'is neither a PEM text nor a file path (control character)' : undefined),
   },
+  'multicast-key': {
+    description: '<id>:<key>, id 0 to 255, the key 32 bytes as 64 hex digits or 44 base64 characters',
+    check: (value) => {
+      try {
+        parseMulticastKey(value);
+        return undefined;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    },
+  },
   secret: {
     description: 'any characters but CR, LF and NUL (they would end or cut the command that carries it)',
     check: (value) => (/[\r\n\0]/.test(value) ? 'contains CR, LF or NUL' : undefined),
@@ -151,8 +163,8 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'multicast', name: 'ttl', type: 'int', default: '1', min: 0, max: 255, description: 'Multicast TTL (1 keeps datagrams on the LAN).', appliesTo: 'multicast enabled' },
   { section: 'multicast', name: 'loopback', type: 'bool', default: 'false', description: 'Deliver our own datagrams to sockets on this host (our own are ignored on receipt either way).', appliesTo: 'multicast enabled' },
   { section: 'multicast', name: 'psk', type: 'secret', format: 'secret', default: '', description: 'Pre-shared key: Blowfish-CBC exactly like mod_event_multicast (weak: no integrity, no replay protection). Empty: plaintext.', appliesTo: 'multicast enabled' },
-  { section: 'multicast', name: 'secure-key', type: 'secret', format: 'secret', default: '', description: "Secure mode between bridges: AES-256-GCM with a per-sender counter, replay window and freshness bound (docs/security.md). Written <id>:<key>, id 0-255 and the key 32 bytes as 64 hex digits (echo 1:$(openssl rand -hex 32)). The same on every bridge of the group. Legacy nodes drop these datagrams (logging a warning each); the bridge then refuses plain and psk datagrams. Not with psk. Empty: the legacy format.", example: '1:<64 hex digits>', appliesTo: 'multicast enabled' },
-  { section: 'multicast', name: 'secure-accept-key', type: 'secret', format: 'secret', default: '', description: 'A second key accepted on receive and never sent with: the next key, then the old one, during a key rotation (docs/security.md). Needs secure-key, with another id.', example: '2:<64 hex digits>', appliesTo: 'secure-key set' },
+  { section: 'multicast', name: 'secure-key', type: 'secret', format: 'multicast-key', default: '', description: "Secure mode between bridges: AES-256-GCM with a per-sender counter, replay window and freshness bound (docs/security.md). Written <id>:<key>, id 0-255 and the key 32 bytes as 64 hex digits (echo 1:$(openssl rand -hex 32)). The same on every bridge of the group. Legacy nodes drop these datagrams (logging a warning each); the bridge then refuses plain and psk datagrams. Not with psk. Empty: the legacy format.", example: '1:<64 hex digits>', appliesTo: 'multicast enabled' },
+  { section: 'multicast', name: 'secure-accept-key', type: 'secret', format: 'multicast-key', default: '', description: 'A second key accepted on receive and never sent with: the next key, then the old one, during a key rotation (docs/security.md). Needs secure-key, with another id.', example: '2:<64 hex digits>', appliesTo: 'secure-key set' },
   { section: 'multicast', name: 'secure-max-age', type: 'duration', default: '10s', min: 1000, max: 600_000, unit: 'ms', description: "A secure datagram stamped further than this from the receiver's clock (either way) is refused and counted (stale, from_future). It bounds how old a captured datagram may be to be replayed into a receiver that has just started; keep the nodes' clocks in NTP sync.", appliesTo: 'secure-key set' },
   { section: 'multicast', name: 'secure-replay-window', type: 'int', default: '1024', min: 64, max: 65_536, description: "Counters per sender remembered (rounded up to a multiple of 32): a datagram overtaken by fewer newer ones is accepted once, an older one is refused (outside_window).", appliesTo: 'secure-key set' },
   { section: 'multicast', name: 'receive-buffer', type: 'bytes', min: 65536, max: GB, default: '32MB', unit: 'bytes', description: 'Socket receive buffer requested (SO_RCVBUF). The kernel caps it at net.core.rmem_max (often 208 KB to 4 MB) and the bridge logs the size granted; set net.core.rmem_max=33554432 so a burst of 10,000 datagrams fits (docs/decisions.md).', appliesTo: 'multicast enabled' },

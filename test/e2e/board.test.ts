@@ -76,7 +76,7 @@ function configXml(name: string, ipv4: string, extra: Record<string, Record<stri
     settings: { 'node-name': name, hostname: `host-${name}`, ipv4, cluster: 'board', 'stats-interval': '0' },
     esl: { port: '1' },
     multicast: { enabled: 'no', 'peer-timeout': `${PEER_TIMEOUT_MS}ms` },
-    nats: { enabled: 'yes', servers: nats.url, heartbeat: '500ms' },
+    nats: { enabled: 'yes', servers: nats.url },
     'consumer:blf': { enabled: 'yes' },
     'consumer:location': { enabled: 'yes', 'db-path': join(dir, `${name}.db`), 'flush-interval': '5ms' },
     metrics: { enabled: 'yes', host: '127.0.0.1', port: '0', board: 'yes' },

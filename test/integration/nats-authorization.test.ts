@@ -41,7 +41,11 @@ async function bridgeNode(url: string, name: string) {
   const subscriber = new NatsSubscriber(config, { client, node, metrics, logger });
   const received: BridgeEvent[] = [];
   await publisher.start();
-  await subscriber.start((item) => received.push(item));
+  // Stands in for the bridge, which acks once FreeSWITCH answered the injection.
+  await subscriber.start((item) => {
+    received.push(item);
+    item.delivery?.ack();
+  });
   const nc = await client.ready();
   const location = await openStateStore(nc, config.kv.locationBucket, { logger });
   const blf = await openStateStore(nc, config.kv.blfBucket, { logger });

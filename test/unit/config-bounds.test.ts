@@ -28,6 +28,7 @@ const GOOD: Record<FormatName, string[]> = {
   'kv-bucket': ['fsb_x-1'],
   path: ['/tmp/x.db'],
   'pem-or-path': ['/etc/ssl/ca.pem'],
+  'multicast-key': [`2:${'ab'.repeat(32)}`, `7:${Buffer.alloc(32, 9).toString('base64')}`],
   secret: ['pa ss:w0rd'],
 };
 
@@ -42,6 +43,7 @@ const BAD: Record<FormatName, string[]> = {
   'kv-bucket': ['a.b', 'a b', 'ü'],
   path: ['a\0b', ':memory:'],
   'pem-or-path': ['a\nb'],
+  'multicast-key': ['1:abc', `256:${'ab'.repeat(32)}`, 'ab'.repeat(32)],
   secret: ['a\rb', 'a\nb', 'a\0b'],
 };
 
@@ -49,6 +51,8 @@ const GARBAGE: Partial<Record<ParamSpec['type'], string>> = { int: '12x', durati
 
 /** Params that cannot be set alone: the loader checks them against another. */
 function companions(spec: ParamSpec, value: string): Record<string, string> {
+  // An accepted key rotates in beside the key datagrams are sent with, under another id.
+  if (spec.section === 'multicast' && spec.name === 'secure-accept-key' && value !== '') return { 'secure-key': `1:${'cd'.repeat(32)}` };
   if (spec.section !== 'nats' || value === '') return {};
   if (spec.name === 'tls-cert') return { 'tls-key': '/etc/ssl/key.pem' };
   if (spec.name === 'tls-key') return { 'tls-cert': '/etc/ssl/cert.pem' };
@@ -73,7 +77,8 @@ function accepted(spec: ParamSpec): string[] {
   if (spec.min !== undefined) values.push(String(spec.min));
   if (spec.max !== undefined) values.push(String(spec.max));
   if (spec.zeroDisables) values.push('0');
-  if (spec.example) values.push(spec.example);
+  // An example with a <placeholder> shows the shape only (a real key there would get copied).
+  if (spec.example && !/<[^>]+>/.test(spec.example)) values.push(spec.example);
   if (spec.format && spec.type !== 'map') values.push(...GOOD[spec.format]);
   if (spec.format && spec.type === 'map') values.push(...GOOD[spec.format].map((v) => `fs-a=${v}`));
   return values;
