@@ -34,22 +34,23 @@ interface CaseSpec {
   /** Run inside a namespace made by the runner. */
   netns: boolean;
   nats: boolean;
-  timeoutMs: { quick: number; full: number };
+  /** A guard against a hung case, never a timing check: quick mode gets the same, since a busy CI machine is slow, not hung. */
+  timeoutMs: number;
   /** Extra node flags for the case's child (Blowfish needs the OpenSSL legacy provider). */
   nodeArgs?: readonly string[];
 }
 
 export const CASES: readonly CaseSpec[] = [
-  { name: 'esl-parse', module: './esl-parse.js', export: 'eslParse', netns: false, nats: false, timeoutMs: { quick: 30_000, full: 120_000 } },
-  { name: 'esl-to-sinks', module: './esl-to-sinks.js', export: 'eslToSinks', netns: true, nats: true, timeoutMs: { quick: 40_000, full: 90_000 } },
-  { name: 'multicast-receive', module: './multicast-receive.js', export: 'multicastReceive', netns: false, nats: false, timeoutMs: { quick: 40_000, full: 60_000 } },
-  { name: 'latency', module: './latency.js', export: 'latency', netns: true, nats: true, timeoutMs: { quick: 40_000, full: 90_000 } },
-  { name: 'location-writes', module: './location-writes.js', export: 'locationWrites', netns: false, nats: false, timeoutMs: { quick: 30_000, full: 90_000 } },
-  { name: 'kv-load', module: './kv-load.js', export: 'kvLoad', netns: false, nats: true, timeoutMs: { quick: 30_000, full: 90_000 } },
-  { name: 'rss', module: './rss.js', export: 'rss', netns: true, nats: true, timeoutMs: { quick: 40_000, full: 120_000 } },
-  { name: 'board-latency', module: './board-latency.js', export: 'boardLatency', netns: false, nats: true, timeoutMs: { quick: 40_000, full: 180_000 } },
-  { name: 'inject', module: './inject.js', export: 'inject', netns: false, nats: false, timeoutMs: { quick: 40_000, full: 180_000 } },
-  { name: 'multicast-crypto', module: './multicast-crypto.js', export: 'multicastCrypto', netns: false, nats: false, timeoutMs: { quick: 30_000, full: 90_000 }, nodeArgs: [LEGACY_PROVIDER_FLAG] },
+  { name: 'esl-parse', module: './esl-parse.js', export: 'eslParse', netns: false, nats: false, timeoutMs: 120_000 },
+  { name: 'esl-to-sinks', module: './esl-to-sinks.js', export: 'eslToSinks', netns: true, nats: true, timeoutMs: 90_000 },
+  { name: 'multicast-receive', module: './multicast-receive.js', export: 'multicastReceive', netns: false, nats: false, timeoutMs: 60_000 },
+  { name: 'latency', module: './latency.js', export: 'latency', netns: true, nats: true, timeoutMs: 90_000 },
+  { name: 'location-writes', module: './location-writes.js', export: 'locationWrites', netns: false, nats: false, timeoutMs: 90_000 },
+  { name: 'kv-load', module: './kv-load.js', export: 'kvLoad', netns: false, nats: true, timeoutMs: 90_000 },
+  { name: 'rss', module: './rss.js', export: 'rss', netns: true, nats: true, timeoutMs: 120_000 },
+  { name: 'board-latency', module: './board-latency.js', export: 'boardLatency', netns: false, nats: true, timeoutMs: 180_000 },
+  { name: 'inject', module: './inject.js', export: 'inject', netns: false, nats: false, timeoutMs: 180_000 },
+  { name: 'multicast-crypto', module: './multicast-crypto.js', export: 'multicastCrypto', netns: false, nats: false, timeoutMs: 90_000, nodeArgs: [LEGACY_PROVIDER_FLAG] },
 ];
 
 const SETUP = [
@@ -129,7 +130,7 @@ async function runCaseIsolated(spec: CaseSpec, quick: boolean): Promise<CaseRun>
     if (spec.netns) netns = createNetns('bench');
     const [cmd, ...args] = netns ? ['ip', 'netns', 'exec', netns.name, ...node] : node;
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-    const timeoutMs = (quick ? spec.timeoutMs.quick : spec.timeoutMs.full) * SLOWDOWN;
+    const timeoutMs = spec.timeoutMs * SLOWDOWN;
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;

@@ -86,9 +86,8 @@ describe('bench arguments', () => {
 
   it('lists every case of the issue, each with a bounded timeout', () => {
     expect(CASES.map((c) => c.name)).toEqual(['esl-parse', 'esl-to-sinks', 'multicast-receive', 'latency', 'location-writes', 'kv-load', 'rss', 'board-latency', 'inject', 'multicast-crypto']);
-    const quickTotal = CASES.reduce((sum, c) => sum + c.timeoutMs.quick, 0);
-    const fullTotal = CASES.reduce((sum, c) => sum + c.timeoutMs.full, 0);
-    expect(Math.max(...CASES.map((c) => c.timeoutMs.quick))).toBeLessThanOrEqual(40_000);
-    expect(fullTotal).toBeGreaterThan(quickTotal);
+    // Hung cases end well inside CI's 90 minutes, even all of them.
+    expect(Math.max(...CASES.map((c) => c.timeoutMs))).toBeLessThanOrEqual(180_000);
+    expect(CASES.reduce((sum, c) => sum + c.timeoutMs, 0)).toBeLessThanOrEqual(20 * 60_000);
   });
 });
