@@ -28,6 +28,7 @@ import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import { NatsSubscriber } from '../../bridge/transports/nats/subscriber.js';
 import { datagramFixtures, eslFrames } from '../support/fixtures.js';
 import { eslFrame, wellFormedProblem, wireNode } from '../support/wire-node.js';
+import { seededRandom } from '../support/seeded-random.js';
 
 export type InputKind = 'datagram' | 'datagram-psk' | 'esl' | 'nats';
 const KINDS: readonly InputKind[] = ['datagram', 'datagram-psk', 'esl', 'nats'];
@@ -56,17 +57,6 @@ const NODE = { name: 'fs-b', hostname: 'node-b', ipv4: '10.99.0.2' };
 /** A fresh node every so many inputs, with other consumer modes, so state from one mode never hides another. */
 const INPUTS_PER_NODE = 250;
 
-/** Small, seedable, good enough to pick mutations (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const HOSTILE: readonly string[] = [
   '\ud800',
@@ -235,7 +225,7 @@ function natsMessage(subject: string, data: Buffer, origin: string | undefined) 
 
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const corpus = loadCorpus();
-  const mutate = new Mutator(random(options.seed));
+  const mutate = new Mutator(seededRandom(options.seed));
   const report: FuzzReport = { seed: options.seed, inputs: { datagram: 0, 'datagram-psk': 0, esl: 0, nats: 0 }, crashes: [], malformedCommands: [], rejects: {}, filtered: {}, commands: { sendevent: 0, api: 0 } };
   const crash = (kind: InputKind, err: unknown, input: Buffer | string) =>
     report.crashes.push({ kind, error: err instanceof Error ? (err.stack ?? err.message).split('\n').slice(0, 4).join(' | ') : String(err), input: Buffer.from(input).subarray(0, 512).toString('base64') });

@@ -72,6 +72,7 @@ import { serializePlain } from '../../bridge/event/plain.js';
 import { EslFrameParser } from '../../bridge/esl/frame-parser.js';
 import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
 import { fixturePath } from './fixtures.js';
+import { seededRandom } from './seeded-random.js';
 
 export type EventFormat = 'plain' | 'json';
 
@@ -916,18 +917,6 @@ class CommandReader {
 function localDate(d: Date): string {
   const p = (n: number) => String(n).padStart(2, '0');
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-/** mulberry32: reproducible chunk sizes from a seed. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function sleep(ms: number): Promise<void> {
