@@ -1,6 +1,6 @@
 import type { Counter } from 'prom-client';
 import type { BridgeConfig } from './config/types.js';
-import type { Consumer, ConsumerContext, EventStream, LocalNode, StateStore } from './consumer.js';
+import { consumersHealth, type Consumer, type ConsumerContext, type EventStream, type LocalNode, type StateStore } from './consumer.js';
 import type { FsEvent } from './event/event.js';
 import { InjectQueueFullError, JournalError, NotConnectedError } from './errors.js';
 import type { Logger } from './observability/logger.js';
@@ -495,6 +495,7 @@ export class Bridge {
 
   private statusReport(): Record<string, unknown> {
     return {
+      ...consumersHealth(this.consumers),
       node: this.config.node.name,
       esl: this.esl.state,
       nats: this.natsClient ? (this.natsClient.connected ? 'connected' : 'disconnected') : 'off',

@@ -44,6 +44,23 @@ export interface ConsumerContext {
   openState?: (bucket: string) => Promise<StateStore>;
 }
 
+/** A consumer's own view of its health, for /health. */
+export interface ConsumerHealth {
+  status: 'ok' | 'degraded';
+  /** What is wrong, for an operator (degraded only). */
+  detail?: string;
+}
+
+/** The /health fields for these consumers: `status: 'degraded'` and, by consumer, what is wrong, while any cannot do its work. */
+export function consumersHealth(consumers: readonly Consumer[]): { status: 'ok' } | { status: 'degraded'; degraded: Record<string, string> } {
+  const degraded: Record<string, string> = {};
+  for (const consumer of consumers) {
+    const health = consumer.health?.();
+    if (health?.status === 'degraded') degraded[consumer.name] = health.detail ?? 'degraded';
+  }
+  return Object.keys(degraded).length === 0 ? { status: 'ok' } : { status: 'degraded', degraded };
+}
+
 export interface Consumer {
   readonly name: string;
   /** Local events this consumer needs whatever the transports carry (mod_event_multicast grammar), e.g. `PRESENCE_PROBE`. */
@@ -51,6 +68,8 @@ export interface Consumer {
   start(context: ConsumerContext): Promise<void>;
   /** Flush pending work and release resources. */
   stop(): Promise<void>;
+  /** Degraded while the consumer cannot do its work (its database refuses writes, say). Optional. */
+  health?(): ConsumerHealth;
 }
 
 /** What a BLF lamp shows for a user: what a phone subscribed to that user sees. */

@@ -12,8 +12,8 @@ export { toMulticastEvent, fromMulticastEvent } from './pipeline/inject.js';
 export { LOOP_GUARD_HEADER, Transport, type BridgeEvent, type Origin, type Sink, type RemoteSource } from './pipeline/types.js';
 export type { PeerInfo } from './pipeline/peers.js';
 
-export type { Consumer, ConsumerContext, EventStream, LocalNode, StateStore, Lamp, LampState, LampSource, Registration, RegistrationSource } from './consumer.js';
-export { isLampSource, isRegistrationSource } from './consumer.js';
+export type { Consumer, ConsumerContext, ConsumerHealth, EventStream, LocalNode, StateStore, Lamp, LampState, LampSource, Registration, RegistrationSource } from './consumer.js';
+export { consumersHealth, isLampSource, isRegistrationSource } from './consumer.js';
 
 export { Bridge, guardedLocalNode, type BridgeOptions } from './bridge.js';
 export { loadConfigFile, loadConfigText, defaultConfigXml, type LoadedConfig } from './config/load.js';

@@ -6,7 +6,11 @@ import type { Metrics } from './metrics.js';
 export interface HealthSource {
   /** True once the bridge has loaded its state and its ESL session is up. */
   ready(): boolean;
-  /** Component states for /health, e.g. { esl: 'connected', nats: 'reconnecting' }. */
+  /**
+   * Component states for /health, e.g. { esl: 'connected', nats: 'reconnecting' }. With
+   * `status: 'degraded'` (and what is wrong under `degraded`) /health says `ok: false`:
+   * still 200, since the process is alive and restarting it would not help.
+   */
   status(): Record<string, unknown>;
   /** What `fs-event-bridge peers` prints. */
   peers(): unknown;
@@ -45,7 +49,8 @@ export class StatusServer {
           })
           .catch((err: Error) => json(500, { error: err.message }));
       } else if (path === '/health') {
-        json(200, { ok: true, ready: this.health.ready(), ...this.health.status() });
+        const status = this.health.status();
+        json(200, { ok: status.status !== 'degraded', status: 'ok', ready: this.health.ready(), ...status });
       } else if (path === '/ready') {
         const ready = this.health.ready();
         json(ready ? 200 : 503, { ready });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { boardUrl, guardedLocalNode } from '../../bridge.js';
 import { loadConfigFile } from '../../config/load.js';
-import type { Consumer, ConsumerContext } from '../../consumer.js';
+import { consumersHealth, type Consumer, type ConsumerContext } from '../../consumer.js';
 import { ConfigError } from '../../errors.js';
 import { createLogger } from '../../observability/logger.js';
 import { Board } from '../../observability/board/board.js';
@@ -98,7 +98,7 @@ export function registerConsumer(program: Command): void {
       peers.start();
 
       // The same status server as the bridge's (metrics, health, peers, and the board when enabled).
-      const status = () => ({ node: node.name, consumer: kind, esl: esl.state, nats: nats.connected ? 'connected' : 'disconnected' });
+      const status = () => ({ ...consumersHealth([consumer]), node: node.name, consumer: kind, esl: esl.state, nats: nats.connected ? 'connected' : 'disconnected' });
       registerStateGauges(metrics, { node, eslConnected: () => esl.state === EslState.Connected, natsConnected: () => nats.connected, peers: () => peers.list() });
       const board = config.metrics.board
         ? new Board({ node, role: `consumer ${kind}`, status, peers: () => peers.list(), events: stream, metrics, consumers: [consumer] }, config.metrics.board, logger)
