@@ -1,5 +1,5 @@
-import { Counter } from 'prom-client';
-import { type Consumer, type ConsumerContext, type StateStore, type LocationConsumerConfig, type Registration, type RegistrationSource, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/index.js';
+import type { Counter } from 'prom-client';
+import { type Consumer, type ConsumerContext, type ConsumerHealth, type StateStore, type LocationConsumerConfig, type Registration, type RegistrationSource, MulticastSubclass, DropReporter, LOOP_GUARD_HEADER, Transport, type BridgeEvent, LocationDbError } from '../../bridge/index.js';
 import { LOCATION_PREFIX, LocationTable, MAX_REGISTRATIONS, TOMBSTONE_MS, rowKey, type Binding, type RowChange } from './location-table.js';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, MAX_EXPIRES_S, UnusableRegistration, isStorableText, registrationChange, type Registered, type RegistrationChange } from './registrations.js';
 import { EslRowSink, SqliteRowSink, type RowSink } from './sinks.js';
@@ -13,6 +13,8 @@ const RETRY_MIN_MS = 10;
 const RETRY_MAX_MS = 1_000;
 /** stop() gives a busy database this long to take the last batch. */
 const STOP_FLUSH_DEADLINE_MS = 5_000;
+/** A lock held (or ESL down) this long is no longer a moment's contention: health says degraded, and a warning is logged. */
+const DEGRADED_AFTER_MS = 5_000;
 
 /**
  * Cluster state keys: parts URL-encoded so a `/` in a realm or user cannot shift them.
@@ -115,7 +117,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
   private stopWatch: (() => Promise<void>) | null = null;
   private unsubscribe: (() => void) | null = null;
   private drops: DropReporter | null = null;
-  private retries: Counter | null = null;
+  private retries: Counter<'cause'> | null = null;
   private rowsWritten: Counter | null = null;
   private clockSkew: Counter | null = null;
   private readonly table: LocationTable;
@@ -124,6 +126,14 @@ export class LocationConsumer implements Consumer, RegistrationSource {
   private sweepTimer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> | null = null;
   private retryDelayMs = 0;
+  /** Set by stop(): every drain, also one started before, ends by then. */
+  private stopDeadline = Number.POSITIVE_INFINITY;
+  /** The sink's current failure, from its first refused write until a write succeeds. */
+  private writeFailure: { cause: WriteFailureCause; message: string; since: number } | null = null;
+  /** Rows of the batch the sink is writing now (out of `pending` meanwhile). */
+  private inFlight = 0;
+  /** During start() and stop(): the only failures worth waiting for. */
+  private retryOnly: ReadonlySet<WriteFailureCause> | null = null;
   private readonly downTimers = new Map<string, NodeJS.Timeout>();
   /** switchname -> hostname, learned from events (peer events name switchnames, rows hold hostnames). */
   private readonly hostnames = new Map<string, string>();
@@ -147,13 +157,16 @@ export class LocationConsumer implements Consumer, RegistrationSource {
   async start(context: ConsumerContext): Promise<void> {
     this.context = context;
     this.stopping = false;
+    this.stopDeadline = Number.POSITIVE_INFINITY;
     this.drops = new DropReporter('location', context.metrics, context.logger);
-    this.retries = context.metrics.counter('fsb_location_write_retries_total', 'Location batches the database or ESL refused and that were retried');
+    this.retries = context.metrics.counter('fsb_location_write_retries_total', 'Location batches the database or ESL refused and that were retried, by cause: busy, readonly, full, corrupt, io, esl_down, db_api, other', ['cause']);
     this.rowsWritten = context.metrics.counter('fsb_location_rows_written_total', 'db_data rows written or deleted by the location consumer');
+    // Not loss (they are retried): rows given up on are counted in fsb_drops_total.
+    context.metrics.gauge('fsb_location_rows_unwritten', 'Location rows waiting to be written while the database or ESL refuses writes (0 while writes succeed)', [], (g) => g.set(this.writeFailure ? this.pending.size + this.inFlight : 0));
     this.clockSkew = context.metrics.counter('fsb_location_clock_skew_total', 'Registration events and state entries dated further ahead of this node\'s clock than max-clock-skew; ordered by receive time instead');
     this.sink =
       this.config.sink === 'esl'
-        ? new EslRowSink(context.local, (error) => this.drops?.drop('unwritable_row', error.message))
+        ? new EslRowSink(context.local)
         : await SqliteRowSink.open(this.config.dbPath, this.config.busyTimeoutMs, { slots: !this.legacy });
     if (!this.legacy) {
       await this.restoreState(context);
@@ -161,7 +174,16 @@ export class LocationConsumer implements Consumer, RegistrationSource {
       // side table and the cluster state must be committed by then, not 20 ms later (a
       // refused batch is retried until it is). Through the esl sink only the cluster
       // state is waited for: without NATS a node whose FreeSWITCH is down still starts.
-      if (this.config.sink === 'sqlite' || context.openState) await this.drain(Number.POSITIVE_INFINITY);
+      if (this.config.sink === 'sqlite' || context.openState) {
+        await this.drain(Number.POSITIVE_INFINITY, START_RETRIES);
+        // Waiting helps a lock or an ESL that comes up; a full, read-only or corrupt database is a startup failure.
+        const failure = this.writeFailure;
+        if (failure && this.config.sink === 'sqlite') {
+          await this.sink.close();
+          this.sink = null;
+          throw new LocationDbError(this.config.dbPath, `the restored rows could not be written: ${failure.message} (${failure.cause})`);
+        }
+      }
     }
     this.unsubscribe = context.events.subscribe((item) => this.onEvent(item));
     if (!this.legacy) {
@@ -180,9 +202,22 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     await this.stopWatch?.();
-    await this.drain(Date.now() + STOP_FLUSH_DEADLINE_MS);
-    if (this.pending.size > 0) this.drops?.drop('unflushed_at_stop', undefined, this.pending.size);
+    // A drain already retrying (with no deadline of its own) gives up at this one too.
+    this.stopDeadline = Date.now() + STOP_FLUSH_DEADLINE_MS;
+    // Bounded even if a write never returns (an ESL command the client does not time out).
+    let giveUp: NodeJS.Timeout | undefined;
+    await Promise.race([this.drain(this.stopDeadline, STOP_RETRIES), new Promise<void>((resolve) => (giveUp = setTimeout(resolve, STOP_FLUSH_DEADLINE_MS + RETRY_MAX_MS)))]);
+    clearTimeout(giveUp);
+    const lost = this.pending.size + this.inFlight;
+    if (lost > 0) {
+      this.drops?.drop('unflushed_at_stop', undefined, lost);
+      const where = this.config.sink === 'esl' ? "mod_db's db API" : this.config.dbPath;
+      this.context?.logger.error({ component: 'location', rows: lost, cause: this.writeFailure?.cause, err: this.writeFailure?.message }, `location: ${lost} rows were not written to ${where} at stop${this.writeFailure ? ` (${this.writeFailure.cause}: ${this.writeFailure.message})` : ''}`);
+    }
     this.pending.clear();
+    this.inFlight = 0;
+    this.writeFailure = null;
+    this.context?.metrics.queueDepth.set({ component: 'location' }, 0);
     await Promise.allSettled([...this.kvWrites]);
     await this.sink?.close();
     this.sink = null;
@@ -521,12 +556,17 @@ export class LocationConsumer implements Consumer, RegistrationSource {
 
   private enqueue(key: string, change: RowChange): void {
     for (const listener of this.changeListeners) listener();
-    const before = this.pending.get(key);
-    if (before) {
-      // A row write still waiting is not undone by a later slot-only change, nor are slots by a row-only one.
-      if (before.writeRow !== false) change.writeRow = true;
-      change.slots ??= before.slots;
+    // Validated before batching: a row this sink can never write must not hold a batch back.
+    const unwritable = this.sink?.unwritable(change);
+    if (unwritable) {
+      this.drops?.drop('unwritable_row', unwritable.message);
+      // The old row must not keep pointing somewhere: delete it when the key itself can be written.
+      const deletion: RowChange = { ...change, row: null };
+      if (change.row === null || this.sink?.unwritable(deletion)) return;
+      change = deletion;
     }
+    const before = this.pending.get(key);
+    if (before) mergeInto(change, before);
     // Re-inserting moves the key to the end: batches are written in arrival order.
     this.pending.delete(key);
     this.pending.set(key, change);
@@ -546,42 +586,128 @@ export class LocationConsumer implements Consumer, RegistrationSource {
     }, delayMs);
   }
 
-  /** Write pending rows in batches of flushMaxRows; a refused batch is put back (unless newer rows replaced it) and retried with backoff. */
-  private drain(deadline: number): Promise<void> {
-    if (this.flushing) return this.flushing.then(() => (this.pending.size > 0 && Date.now() < deadline ? this.drain(deadline) : undefined));
+  /**
+   * Write pending rows in batches of flushMaxRows. Rows the sink refuses for good are
+   * dropped (counted); rows it could not write now are put back (unless newer rows
+   * replaced them) and retried with backoff, and while that lasts the failure is
+   * warned about (rate-limited), shown in fsb_location_rows_unwritten and as degraded
+   * health. With `retryOnly` (start, stop), any other cause ends the drain at once.
+   */
+  private drain(deadline: number, retryOnly?: ReadonlySet<WriteFailureCause>): Promise<void> {
+    if (retryOnly) this.retryOnly = retryOnly;
+    if (this.flushing) return this.flushing.then(() => (this.pending.size > 0 && Date.now() < deadline && this.retryable() ? this.drain(deadline, retryOnly) : undefined));
     this.flushing = (async () => {
       while (this.pending.size > 0 && this.sink) {
+        const until = Math.min(deadline, this.stopDeadline);
         const batch: [string, RowChange][] = [];
         for (const entry of this.pending) {
           batch.push(entry);
           if (batch.length >= this.config.flushMaxRows) break;
         }
         for (const [key] of batch) this.pending.delete(key);
-        this.context?.metrics.queueDepth.set({ component: 'location' }, this.pending.size + batch.length);
-        try {
-          await this.sink.write(batch.map(([, change]) => change));
-          this.rowsWritten?.inc(batch.length);
+        this.inFlight = batch.length;
+        this.updateQueueDepth();
+        const result = await this.sink.write(
+          batch.map(([, change]) => change),
+          until,
+        );
+        this.inFlight = 0;
+        const refused = new Set(result.refused.map((r) => r.index));
+        let rows = 0;
+        for (let i = 0; i < result.handled; i++) if (!refused.has(i) && batch[i][1].writeRow !== false) rows++;
+        this.rowsWritten?.inc(rows);
+        for (const { index, error } of result.refused) this.drops?.drop('unwritable_row', { realm: batch[index][1].realm, dataKey: batch[index][1].dataKey, error: error.message });
+        if (result.error === undefined) {
+          if (this.writeFailure) this.context?.logger.info({ component: 'location', cause: this.writeFailure.cause, failedForMs: Date.now() - this.writeFailure.since }, 'location: writes succeed again');
+          this.writeFailure = null;
           this.retryDelayMs = 0;
-        } catch (error) {
-          this.retries?.inc();
-          this.context?.logger.debug({ err: error }, 'location batch refused, retrying');
-          for (const [key, change] of batch) if (!this.pending.has(key)) this.pending.set(key, change);
-          this.retryDelayMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.retryDelayMs * 2));
-          if (Date.now() + this.retryDelayMs > deadline) break;
-          await new Promise((resolve) => setTimeout(resolve, this.retryDelayMs));
+          this.updateQueueDepth();
+          // Let events in between batches: a large resync must not hold the event loop.
+          if (this.pending.size > 0) await new Promise((resolve) => setImmediate(resolve));
           continue;
         }
-        // Let events in between batches: a large resync must not hold the event loop.
-        if (this.pending.size > 0) await new Promise((resolve) => setImmediate(resolve));
+        for (const [key, change] of batch.slice(result.handled)) {
+          const newer = this.pending.get(key);
+          if (newer) mergeInto(newer, change);
+          else this.pending.set(key, change);
+        }
+        this.onWriteFailure(result.error);
+        this.retryDelayMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.retryDelayMs * 2));
+        if (!this.retryable() || Date.now() + this.retryDelayMs > Math.min(until, this.stopDeadline)) break;
+        await new Promise((resolve) => setTimeout(resolve, this.retryDelayMs));
       }
-      this.context?.metrics.queueDepth.set({ component: 'location' }, this.pending.size);
+      this.updateQueueDepth();
     })().finally(() => {
       this.flushing = null;
+      this.retryOnly = null;
       // Rows that arrived while the last batch was being written.
       if (this.pending.size > 0 && !this.stopping) this.scheduleFlush(this.config.flushMs);
     });
     return this.flushing;
   }
+
+  /** Whether the current failure is worth waiting for (always, except during start and stop). */
+  private retryable(): boolean {
+    return !this.writeFailure || !this.retryOnly || this.retryOnly.has(this.writeFailure.cause);
+  }
+
+  private onWriteFailure(error: unknown): void {
+    const cause = writeFailureCause(error);
+    const message = error instanceof Error ? error.message : String(error);
+    const since = this.writeFailure?.since ?? Date.now();
+    this.writeFailure = { cause, message, since };
+    this.retries?.inc({ cause });
+    // A lock held for a moment, or ESL reconnecting, is normal; a lasting one, or any other failure, is news.
+    const waiting = this.pending.size;
+    if (this.degraded) this.drops?.warn(`write_${cause}`, `${waiting} rows waiting: ${this.config.sink === 'esl' ? "mod_db's db API" : this.config.dbPath} refuses writes (${cause}: ${message}); retrying`, { cause, error: message, pending: waiting, failingForMs: Date.now() - since });
+    else this.context?.logger.debug({ err: message, cause }, 'location batch refused, retrying');
+  }
+
+  /** The sink has been failing for a while, or for another reason than a short lock or ESL reconnecting. */
+  private get degraded(): boolean {
+    const failure = this.writeFailure;
+    return failure !== null && (!TRANSIENT_FAILURES.has(failure.cause) || Date.now() - failure.since >= DEGRADED_AFTER_MS);
+  }
+
+  health(): ConsumerHealth {
+    const failure = this.writeFailure;
+    if (!failure || !this.degraded) return { status: 'ok' };
+    return { status: 'degraded', detail: `${this.pending.size + this.inFlight} rows not written for ${Math.round((Date.now() - failure.since) / 1000)} s (${failure.cause}: ${failure.message})` };
+  }
+
+  private updateQueueDepth(): void {
+    this.context?.metrics.queueDepth.set({ component: 'location' }, this.pending.size + this.inFlight);
+  }
+}
+
+/** Coalesce an older pending change of the same key into a newer one: a row write still owed is not undone by a slot-only change, nor slots by a row-only one. */
+function mergeInto(newer: RowChange, older: RowChange): void {
+  if (older.writeRow !== false) newer.writeRow = true;
+  newer.slots ??= older.slots;
+}
+
+/** Why a write failed, as the label of fsb_location_write_retries_total (docs/reliability.md lists them). */
+type WriteFailureCause = 'busy' | 'readonly' | 'full' | 'corrupt' | 'io' | 'esl_down' | 'db_api' | 'other';
+
+/** Failures that end by themselves in the normal course of things: not degraded until they last. */
+const TRANSIENT_FAILURES: ReadonlySet<WriteFailureCause> = new Set(['busy', 'esl_down']);
+/** What start() waits for (a lock, FreeSWITCH starting): anything else fails the start. */
+const START_RETRIES: ReadonlySet<WriteFailureCause> = new Set(['busy', 'esl_down', 'db_api']);
+/** What stop() waits for, up to its deadline: in the bridge ESL is already closed by then. */
+const STOP_RETRIES: ReadonlySet<WriteFailureCause> = new Set(['busy']);
+
+function writeFailureCause(error: unknown): WriteFailureCause {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return 'other';
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return 'busy';
+  // CANTOPEN at write time: the rollback journal cannot be created next to the file.
+  if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM') return 'readonly';
+  if (code === 'SQLITE_FULL') return 'full';
+  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') return 'corrupt';
+  if (code.startsWith('SQLITE_IOERR')) return 'io';
+  if (code === 'FSB_ERR_NOT_CONNECTED' || code === 'FSB_ERR_COMMAND_TIMEOUT') return 'esl_down';
+  if (code === 'FSB_ERR_COMMAND') return 'db_api';
+  return 'other';
 }
 
 export function createLocationConsumer(config: LocationConsumerConfig): Consumer {

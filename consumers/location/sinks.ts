@@ -1,13 +1,27 @@
 import Database from 'better-sqlite3';
-import { type LocalNode, CommandError, LocationDbError, LocationRowError } from '../../bridge/index.js';
+import { type LocalNode, CommandError, HeaderInjectionError, InvalidEslHeaderError, LocationDbError, LocationRowError } from '../../bridge/index.js';
 import { LOCATION_PREFIX, type RowChange, type Slot, type SlotRecord } from './location-table.js';
 import { isStorableText } from './registrations.js';
 import { MOD_DB_INDEXES, MOD_DB_TABLES } from './schema.js';
 
+/**
+ * What a write did. Rows `[0, handled)` were written, except those in `refused`, which
+ * this sink can never write (the row is bad, not the sink). Rows from `handled` on were
+ * not written because of `error` (busy, disconnected, read-only, full, corrupt) and are
+ * retried.
+ */
+export interface WriteResult {
+  handled: number;
+  refused: { index: number; error: Error }[];
+  error?: unknown;
+}
+
 /** Where the location rows go: call_limit.db directly, or mod_db's API over ESL. */
 export interface RowSink {
-  /** Write the batch; rejects when it could not (the caller keeps the batch and retries). */
-  write(batch: RowChange[]): Promise<void>;
+  /** Why this sink could never write the row (checked before a row is batched), or null. */
+  unwritable(change: RowChange): LocationRowError | null;
+  /** Write the batch, stopping at `deadline` (epoch ms); never rejects. */
+  write(batch: RowChange[], deadline: number): Promise<WriteResult>;
   /** The LOCATION_ rows present now, so a start from the cluster state can remove stale ones. Null when the sink cannot read. */
   locationRows(): RowChange[] | null;
   /** The consumer's own record of every slot (side table), for a restart. Null when the sink keeps none. */
@@ -101,8 +115,33 @@ export class SqliteRowSink implements RowSink {
     this.writeBatch = (batch) => tx.immediate(batch);
   }
 
-  async write(batch: RowChange[]): Promise<void> {
-    this.writeBatch(batch);
+  unwritable(): null {
+    return null;
+  }
+
+  /**
+   * One transaction for the batch. A failure of the database (busy, read-only, full,
+   * corrupt, I/O) leaves the whole batch for a retry; a failure that belongs to a row
+   * (a constraint or trigger someone added, a value SQLite refuses) is found by
+   * writing the rows one by one, so one bad row cannot hold back the others.
+   */
+  async write(batch: RowChange[]): Promise<WriteResult> {
+    try {
+      this.writeBatch(batch);
+      return { handled: batch.length, refused: [] };
+    } catch (err) {
+      if (!isRowError(err)) return { handled: 0, refused: [], error: err };
+    }
+    const refused: WriteResult['refused'] = [];
+    for (let i = 0; i < batch.length; i++) {
+      try {
+        this.writeBatch([batch[i]]);
+      } catch (err) {
+        if (!isRowError(err)) return { handled: i, refused, error: err };
+        refused.push({ index: i, error: err as Error });
+      }
+    }
+    return { handled: batch.length, refused };
   }
 
   locationRows(): RowChange[] {
@@ -197,30 +236,72 @@ export function createModDbSchema(db: Database.Database): void {
   }).immediate();
 }
 
-/** mod_db splits its argument on `/`; CR/LF would end the ESL command. */
-const API_UNSAFE = /[/\r\n]/;
+/** SQLite errors that belong to the row written, not to the database. */
+function isRowError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string') return err instanceof TypeError || err instanceof RangeError;
+  return code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_TOOBIG' || code === 'SQLITE_MISMATCH' || code === 'SQLITE_RANGE';
+}
+
+/**
+ * What mod_db's `db insert/<realm>/<key>/<value>` cannot carry as written: its
+ * switch_separate_string splits on `/`, treats `\` as an escape and `'` as a quote, and
+ * strips leading and trailing spaces; CR, LF and NUL would end the ESL command; an
+ * empty part shifts the others; a lone surrogate would be written as U+FFFD, another key.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must be found
+const API_UNSAFE = /[/\\'\u0000-\u001f\u007f]|^\s|\s$/;
+const unsafePart = (part: string) => part === '' || !part.isWellFormed() || API_UNSAFE.test(part);
+
+/** mod_db's reply when it is not loaded: every row would fail the same way, so it is the sink that fails. */
+const NO_DB_API = /command not found|invalid command|no such command/i;
 
 /**
  * For nodes whose call_limit.db this process cannot open: mod_db's own API over ESL.
  * Limitation: mod_db stores its own node's name as hostname, not the registering node's.
  */
 export class EslRowSink implements RowSink {
-  constructor(
-    private readonly local: LocalNode,
-    private readonly onUnwritable: (error: LocationRowError) => void,
-  ) {}
+  constructor(private readonly local: LocalNode) {}
 
-  async write(batch: RowChange[]): Promise<void> {
-    for (const change of batch) {
-      const parts = [change.realm, change.dataKey, ...(change.row ? [change.row.data] : [])];
-      if (parts.some((p) => p === '' || API_UNSAFE.test(p))) {
-        this.onUnwritable(new LocationRowError(change.realm, change.dataKey));
+  unwritable(change: RowChange): LocationRowError | null {
+    const parts = [change.realm, change.dataKey, ...(change.row ? [change.row.data] : [])];
+    return parts.some(unsafePart) ? new LocationRowError(change.realm, change.dataKey) : null;
+  }
+
+  /**
+   * One `api db ...` per row, in order. A row FreeSWITCH refuses (or that cannot be
+   * sent) is refused alone; ESL down, a timeout or mod_db missing stops the batch there
+   * for a retry, as does the deadline (stop() must not wait a command timeout per row).
+   */
+  async write(batch: RowChange[], deadline: number): Promise<WriteResult> {
+    const refused: WriteResult['refused'] = [];
+    for (let i = 0; i < batch.length; i++) {
+      const change = batch[i];
+      if (change.writeRow === false) continue;
+      if (Date.now() > deadline) return { handled: i, refused, error: new Error('stopped before the batch was written') };
+      const unwritable = this.unwritable(change);
+      if (unwritable) {
+        refused.push({ index: i, error: unwritable });
         continue;
       }
+      const parts = [change.realm, change.dataKey, ...(change.row ? [change.row.data] : [])];
       const command = change.row ? `db insert/${parts.join('/')}` : `db delete/${parts.join('/')}`;
-      const refused = CommandError.fromReply(command, (await this.local.api(command)).trim());
-      if (refused) throw refused;
+      let reply: string;
+      try {
+        reply = (await this.local.api(command)).trim();
+      } catch (err) {
+        if (err instanceof InvalidEslHeaderError || err instanceof HeaderInjectionError) {
+          refused.push({ index: i, error: err });
+          continue;
+        }
+        return { handled: i, refused, error: err };
+      }
+      const error = CommandError.fromReply(command, reply);
+      if (!error) continue;
+      if (NO_DB_API.test(reply)) return { handled: i, refused, error };
+      refused.push({ index: i, error });
     }
+    return { handled: batch.length, refused };
   }
 
   locationRows(): null {

@@ -1,5 +1,7 @@
 import Database from 'better-sqlite3';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { execFileSync } from 'node:child_process';
+import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -7,13 +9,21 @@ import type { LocationConsumerConfig } from '../../bridge/config/types.js';
 import { FsEvent } from '../../bridge/event/event.js';
 import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
 import { LOOP_GUARD_HEADER, Transport, type BridgeEvent } from '../../bridge/pipeline/types.js';
+import { guardedLocalNode } from '../../bridge/bridge.js';
+import { consumersHealth } from '../../bridge/consumer.js';
+import type { EslFrame } from '../../bridge/esl/frame-parser.js';
+import { Metrics } from '../../bridge/observability/metrics.js';
+import { silentLogger } from '../../bridge/observability/logger.js';
+import { EslClient } from '../../bridge/sources/esl/client.js';
 import { LocationConsumer, stateKeyOf } from '../../consumers/location/location-consumer.js';
 import { MOD_DB_INDEXES, MOD_DB_TABLES } from '../../consumers/location/schema.js';
 import { SqliteRowSink, createModDbSchema } from '../../consumers/location/sinks.js';
-import { LocationDbError } from '../../bridge/errors.js';
+import { LocationDbError, NotConnectedError } from '../../bridge/errors.js';
 import { NODE_A, NODE_B, fakeContext, settle, type FakeContext } from '../support/consumer-context.js';
 import { asPipeline, eslEvents } from '../support/consumer-fixtures.js';
 import { fixturePath } from '../support/fixtures.js';
+import { wireText } from '../support/wire-arbitraries.js';
+import { wellFormedProblem } from '../support/wire-node.js';
 
 let dir: string;
 beforeEach(() => {
@@ -115,8 +125,11 @@ describe('location parity with locationlocal.lua + locationforeign.lua', () => {
   });
 
   it('improved mode on the same capture: the expired 1000 is gone, 1001 stays on node-b', async () => {
+    const items = asPipeline(eslEvents('a-plain.raw'), NODE_A.name);
+    // At the capture's own time: expiry counts from receipt, and the capture is older than its registrations.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'], now: items[0].origin.receivedAt });
     const { consumer, context } = await started(config());
-    await feed(consumer, context, asPipeline(eslEvents('a-plain.raw'), NODE_A.name));
+    await feed(consumer, context, items);
     await consumer.stop();
     expect(rows()).toEqual(['node-b | 127.0.0.1 | LOCATION_1001 | 10.99.0.2']);
   });
@@ -334,6 +347,230 @@ describe('opening call_limit.db at startup', () => {
   });
 });
 
+/**
+ * call_limit.db failing while the bridge runs (issue 13 #3). Each case breaks a
+ * working database the way it breaks in production, as root: an immutable directory
+ * (no rollback journal can be created), the file replaced under the open connection,
+ * an immutable file, pages overwritten, a full filesystem.
+ */
+describe('write failures at run time (sink sqlite)', () => {
+  const metric = async (context: FakeContext, name: string, labels: Record<string, string> = {}) =>
+    ((await context.metrics.registry.getSingleMetric(name)?.get())?.values ?? []).filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want)).reduce((sum, v) => sum + v.value, 0);
+
+  /** A started consumer whose warn/error/info lines are kept. */
+  async function watched(cfg: LocationConsumerConfig) {
+    const context = fakeContext(NODE_A);
+    const lines: { level: string; msg: string; obj: Record<string, unknown> }[] = [];
+    for (const level of ['warn', 'error', 'info'] as const) {
+      vi.spyOn(context.logger, level).mockImplementation(((obj: Record<string, unknown>, msg?: string) => void lines.push({ level, msg: msg ?? '', obj })) as never);
+    }
+    const { consumer } = await started(cfg, context);
+    return { consumer, context, lines };
+  }
+
+  const users = (from: number, count: number) => Array.from({ length: count }, (_, i) => register(NODE_B, String(from + i), Transport.Multicast));
+
+  /** Feeds `count` registrations into a broken database and lets 5 s of retries pass: all pending, counted as such, degraded, warned once. */
+  async function failing(consumer: LocationConsumer, context: FakeContext, lines: { level: string; msg: string; obj: Record<string, unknown> }[], cause: string, count: number) {
+    for (const item of users(2000, count)) context.events.emit(item);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await metric(context, 'fsb_location_rows_unwritten')).toBe(count);
+    expect(await metric(context, 'fsb_queue_depth', { component: 'location' })).toBe(count);
+    // Retried with backoff (10 ms doubling to 1 s): about ten attempts in 5 s, one warning.
+    expect(await metric(context, 'fsb_location_write_retries_total', { cause })).toBeGreaterThanOrEqual(5);
+    const warnings = lines.filter((l) => l.level === 'warn');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0].obj.cause).toBe(`write_${cause}`);
+    expect(warnings[0].msg).toContain(`${count} rows waiting`);
+    expect(consumer.health()).toMatchObject({ status: 'degraded', detail: expect.stringContaining(`${count} rows not written`) });
+    expect(consumersHealth([consumer])).toMatchObject({ status: 'degraded', degraded: { location: expect.stringContaining(`(${cause}: `) } });
+    // Pending is not loss: nothing in fsb_drops_total yet.
+    expect(await metric(context, 'fsb_drops_total', { component: 'location' })).toBe(0);
+  }
+
+  /** stop() with the database still broken: gives up at once (only a lock is waited for), counts the rows as dropped and says so. */
+  async function stoppedBroken(consumer: LocationConsumer, context: FakeContext, lines: { level: string; msg: string; obj: Record<string, unknown> }[], cause: string, count: number, path: string) {
+    let stopped = false;
+    const stopping = consumer.stop().then(() => (stopped = true));
+    // At most the retry sleep already under way (1 s), never the 5 s stop deadline.
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(stopped).toBe(true);
+    await stopping;
+    expect(await metric(context, 'fsb_drops_total', { component: 'location', cause: 'unflushed_at_stop' })).toBe(count);
+    const error = lines.find((l) => l.level === 'error');
+    expect(error?.msg).toBe(`location: ${count} rows were not written to ${path} at stop (${cause}: ${error?.obj.err as string})`);
+    expect(await metric(context, 'fsb_location_rows_unwritten')).toBe(0);
+  }
+
+  /** Fills the filesystem at `mount` up to `leaveBytes` free (ENOSPC beyond); returns the filler's path. */
+  function fillUp(mount: string, leaveBytes: number): string {
+    const filler = join(mount, 'filler');
+    const fd = openSync(filler, 'w');
+    let written = 0;
+    try {
+      for (;;) written += writeSync(fd, Buffer.alloc(4096));
+    } catch (err) {
+      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+    } finally {
+      closeSync(fd);
+    }
+    truncateSync(filler, Math.max(0, written - leaveBytes));
+    return filler;
+  }
+
+  /** A tmpfs of `size` at `mount` for the test's body, unmounted after. */
+  async function withSmallDisk(size: string, body: (mount: string) => Promise<void>): Promise<void> {
+    const mount = join(dir, 'small');
+    mkdirSync(mount);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mount]);
+    try {
+      await body(mount);
+    } finally {
+      execFileSync('umount', ['-l', mount]);
+    }
+  }
+
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+  });
+
+  it('read-only directory (immutable: no rollback journal): 40 rows pending, degraded, one warning; written once the directory is writable again', async () => {
+    const { consumer, context, lines } = await watched(config());
+    await feed(consumer, context, users(1000, 2));
+    execFileSync('chattr', ['+i', dir]);
+    try {
+      await failing(consumer, context, lines, 'readonly', 40);
+    } finally {
+      execFileSync('chattr', ['-i', dir]);
+    }
+    await vi.advanceTimersByTimeAsync(1_100);
+    expect(await metric(context, 'fsb_location_rows_unwritten')).toBe(0);
+    expect(consumer.health()).toEqual({ status: 'ok' });
+    expect(lines.some((l) => l.level === 'info' && l.msg === 'location: writes succeed again')).toBe(true);
+    await consumer.stop();
+    expect(rows()).toHaveLength(42);
+    expect(await metric(context, 'fsb_drops_total', { component: 'location' })).toBe(0);
+  });
+
+  it('file replaced under the open connection (SQLITE_READONLY_DBMOVED): 25 rows pending; stop gives up at once and counts the 25 as dropped', async () => {
+    const path = join(dir, 'call_limit.db');
+    const { consumer, context, lines } = await watched(config());
+    await feed(consumer, context, users(1000, 2));
+    copyFileSync(path, `${path}.new`);
+    renameSync(`${path}.new`, path);
+    await failing(consumer, context, lines, 'readonly', 25);
+    await stoppedBroken(consumer, context, lines, 'readonly', 25, path);
+  });
+
+  it('read-only file (immutable): 10 rows pending as an I/O error; counted as dropped at stop', async () => {
+    const path = join(dir, 'call_limit.db');
+    const { consumer, context, lines } = await watched(config());
+    await feed(consumer, context, users(1000, 2));
+    execFileSync('chattr', ['+i', path]);
+    try {
+      await failing(consumer, context, lines, 'io', 10);
+      await stoppedBroken(consumer, context, lines, 'io', 10, path);
+    } finally {
+      execFileSync('chattr', ['-i', path]);
+    }
+    // The failed write left a hot journal; a writable connection rolls it back: the 2 rows written before are intact.
+    const db = new Database(path);
+    expect(db.prepare('SELECT count(*) AS n FROM db_data').get()).toEqual({ n: 2 });
+    db.close();
+  });
+
+  it('corrupt file (pages overwritten while open): 30 rows pending; counted as dropped at stop', async () => {
+    const path = join(dir, 'call_limit.db');
+    const { consumer, context, lines } = await watched(config());
+    await feed(consumer, context, users(1000, 200));
+    const { size } = statSync(path);
+    const fd = openSync(path, 'r+');
+    writeSync(fd, Buffer.alloc(size - 4096, 0x5a), 0, size - 4096, 4096);
+    // The file change counter (offset 24): the connection rereads the pages instead of trusting its cache.
+    const counter = Buffer.alloc(4);
+    readSync(fd, counter, 0, 4, 24);
+    counter.writeUInt32BE(counter.readUInt32BE(0) + 1);
+    writeSync(fd, counter, 0, 4, 24);
+    closeSync(fd);
+    await failing(consumer, context, lines, 'corrupt', 30);
+    await stoppedBroken(consumer, context, lines, 'corrupt', 30, path);
+  });
+
+  it('full disk (a 512 KB tmpfs): 300 rows pending, degraded, one warning; written once space is freed', async () => {
+    await withSmallDisk('512k', async (mount) => {
+      const path = join(mount, 'call_limit.db');
+      const { consumer, context, lines } = await watched(config({ dbPath: path }));
+      await feed(consumer, context, users(1000, 2));
+      const filler = fillUp(mount, 0);
+      await failing(consumer, context, lines, 'full', 300);
+      rmSync(filler);
+      await vi.advanceTimersByTimeAsync(1_100);
+      expect(await metric(context, 'fsb_location_rows_unwritten')).toBe(0);
+      expect(consumer.health()).toEqual({ status: 'ok' });
+      await consumer.stop();
+      expect(rows(path)).toHaveLength(302);
+      expect(await metric(context, 'fsb_drops_total', { component: 'location' })).toBe(0);
+    });
+  });
+
+  it('a lock held for a moment is contention, not a failure: no warning, health ok, then written', async () => {
+    const path = join(dir, 'call_limit.db');
+    const { consumer, context, lines } = await watched(config());
+    const holder = new Database(path);
+    holder.exec('BEGIN EXCLUSIVE');
+    for (const item of users(1000, 5)) context.events.emit(item);
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(await metric(context, 'fsb_location_write_retries_total', { cause: 'busy' })).toBeGreaterThan(0);
+    expect(await metric(context, 'fsb_location_rows_unwritten')).toBe(5);
+    expect(consumer.health()).toEqual({ status: 'ok' });
+    expect(lines.filter((l) => l.level === 'warn')).toHaveLength(0);
+    holder.exec('COMMIT');
+    holder.close();
+    await vi.advanceTimersByTimeAsync(1_100);
+    await consumer.stop();
+    expect(rows()).toHaveLength(5);
+  });
+
+  it('a lock held past 5 s is degraded and warned about', async () => {
+    const path = join(dir, 'call_limit.db');
+    const { consumer, context, lines } = await watched(config());
+    const holder = new Database(path);
+    holder.exec('BEGIN EXCLUSIVE');
+    try {
+      for (const item of users(1000, 5)) context.events.emit(item);
+      await vi.advanceTimersByTimeAsync(7_000);
+      expect(consumer.health()).toMatchObject({ status: 'degraded', detail: expect.stringContaining('(busy: ') });
+      expect(lines.filter((l) => l.level === 'warn').map((l) => l.obj.cause)).toEqual(['write_busy']);
+    } finally {
+      holder.exec('COMMIT');
+      holder.close();
+    }
+    await vi.advanceTimersByTimeAsync(1_100);
+    await consumer.stop();
+    expect(rows()).toHaveLength(5);
+  });
+
+  it('rows restored at start that cannot be written (disk full) fail the start with LocationDbError naming db-path', async () => {
+    await withSmallDisk('1m', async (mount) => {
+      const path = join(mount, 'call_limit.db');
+      const first = await started(config({ dbPath: path }));
+      await feed(first.consumer, first.context, users(1000, 2000));
+      await first.consumer.stop();
+      // The restored registrations whose rows are missing are written at start: here the 2,000.
+      const db = new Database(path);
+      db.exec('DELETE FROM db_data');
+      db.close();
+      // Room for the proof of writability (one page rolled back), not for the batches' journal.
+      fillUp(mount, 16_384);
+      const consumer = new LocationConsumer(config({ dbPath: path }));
+      const error = await consumer.start(fakeContext(NODE_A)).then(() => null, (err: unknown) => err);
+      expect(error).toBeInstanceOf(LocationDbError);
+      expect((error as Error).message).toMatch(/"db-path".*the restored rows could not be written: database or disk is full \(full\)/);
+      await consumer.stop();
+    });
+  });
+});
+
 describe('ESL sink (db API)', () => {
   it('writes through db insert / db delete and refuses parts mod_db would split', async () => {
     const { consumer, context } = await started(config({ sink: 'esl' }));
@@ -345,13 +582,121 @@ describe('ESL sink (db API)', () => {
     expect(drops.values.find((v) => v.labels.cause === 'unwritable_row')?.value).toBe(1);
   });
 
-  it('sends db insert for a registration and retries when FreeSWITCH refuses', async () => {
+  it('retries while mod_db is not loaded (every row would fail): nothing is dropped', async () => {
     const { consumer, context } = await started(config({ sink: 'esl' }));
     let refusals = 2;
-    context.local.apiReply = async () => (refusals-- > 0 ? '-ERR not connected' : '+OK');
+    context.local.apiReply = async () => (refusals-- > 0 ? '-ERR db Command not found!' : '+OK');
     await feed(consumer, context, [register(NODE_B, '1000', Transport.Multicast)]);
     await consumer.stop();
     expect(context.local.apiCalls).toEqual(Array(3).fill('db insert/127.0.0.1/LOCATION_1000/10.99.0.2'));
+    expect(await dropsOf(context, 'unwritable_row')).toBe(0);
+  });
+
+  it('one bad row does not poison the batch: unsafe parts are refused before batching, a row FreeSWITCH refuses is isolated; both counted, the rows behind them written', async () => {
+    const { consumer, context } = await started(config({ sink: 'esl', flushMs: 50 }));
+    context.local.apiReply = async (command) => (command.includes('LOCATION_refused') ? '-ERR USAGE' : '+OK');
+    await feed(consumer, context, [
+      register(NODE_B, 'quote\'d', Transport.Multicast),
+      register(NODE_B, 'back\\slash', Transport.Multicast),
+      register(NODE_B, 'padded ', Transport.Multicast),
+      register(NODE_B, 'refused', Transport.Multicast),
+      register(NODE_B, '1000', Transport.Multicast),
+      register(NODE_B, '1001', Transport.Multicast),
+    ]);
+    expect(context.local.apiCalls).toEqual(['db insert/127.0.0.1/LOCATION_refused/10.99.0.2', 'db insert/127.0.0.1/LOCATION_1000/10.99.0.2', 'db insert/127.0.0.1/LOCATION_1001/10.99.0.2']);
+    expect(await dropsOf(context, 'unwritable_row')).toBe(4);
+    // Nothing is retried: the next write is only for new rows.
+    await feed(consumer, context, [register(NODE_B, '1002', Transport.Multicast)]);
+    expect(context.local.apiCalls).toHaveLength(4);
+    await consumer.stop();
+  });
+
+  it('an address the db API cannot carry deletes the old row instead of leaving it pointing elsewhere', async () => {
+    const { consumer, context } = await started(config({ sink: 'esl', addressOverrides: { 'fs-b': '10.0.0.1/24' } }));
+    await feed(consumer, context, [register(NODE_B, '1000', Transport.Multicast)]);
+    await consumer.stop();
+    expect(context.local.apiCalls).toEqual(['db delete/127.0.0.1/LOCATION_1000']);
+  });
+
+  it('property: no row can pin the sink (any unicode in user, realm and address; FreeSWITCH refusing rows; ESL down for a while); stop is bounded', async () => {
+    const esl = loadConfigText(defaultConfigXml({}), 'props.xml', {}).config.esl;
+    const entry = fc.record({
+      user: fc.oneof(wireText, fc.constantFrom('1000', '1001')),
+      realm: fc.oneof(wireText, fc.constant('127.0.0.1')),
+      unregister: fc.boolean(),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.array(entry, { minLength: 1, maxLength: 30 }), fc.option(wireText), fc.boolean(), fc.nat({ max: 6 }), fc.nat({ max: 3 }), async (entries, address, legacyParity, downFor, refuseMod) => {
+        vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+        try {
+          // The real client's command checks (CR/LF/NUL refused before anything is written), FreeSWITCH stubbed behind them.
+          const client = new EslClient(esl, { subscription: null, logger: silentLogger(), metrics: new Metrics(), nodeName: NODE_A.name });
+          const written: string[] = [];
+          let down = downFor;
+          let refusals = 0;
+          (client as unknown as { command: (text: string) => Promise<EslFrame> }).command = async (text) => {
+            if (down > 0) {
+              down--;
+              throw new NotConnectedError();
+            }
+            written.push(text);
+            const refuse = !text.includes('/LOCATION_sentinel') && text.length % 4 === refuseMod;
+            if (refuse) refusals++;
+            return { headers: {}, body: Buffer.from(refuse ? '-ERR refused' : '+OK') };
+          };
+          const context = fakeContext(NODE_A);
+          context.local = guardedLocalNode(client, NODE_A.name) as FakeContext['local'];
+          const consumer = new LocationConsumer(config({ sink: 'esl', legacyParity, addressOverrides: address === null ? {} : { 'fs-b': address } }));
+          await consumer.start(context);
+          for (const e of entries) context.events.emit(e.unregister ? unregister(NODE_B, e.user, Transport.Multicast, e.realm) : register(NODE_B, e.user, Transport.Multicast, 'Registered(UDP)', e.realm));
+          context.events.emit(register(NODE_B, 'sentinel', Transport.Multicast));
+          await vi.advanceTimersByTimeAsync(3_000);
+          // The row behind them is written (or, when the address cannot be carried, its old row deleted).
+          expect(written.some((text) => text.includes('/127.0.0.1/LOCATION_sentinel'))).toBe(true);
+          for (const text of written) {
+            expect(wellFormedProblem({ event: null, text })).toBeUndefined();
+            // What mod_db's separate_string reads is exactly what was meant: no quote, escape, padding or empty part.
+            for (const part of text.trimEnd().replace(/^api db (insert|delete)\//, '').split('/')) {
+              expect(part === '' || part !== part.trim() || /['\\]/.test(part)).toBe(false);
+            }
+          }
+          // Nothing is left retrying: every row was written, or refused and counted.
+          expect(await dropsOf(context, 'unwritable_row')).toBeGreaterThanOrEqual(refusals);
+          expect((await context.metrics.queueDepth.get()).values.find((v) => v.labels.component === 'location')?.value ?? 0).toBe(0);
+          const before = written.length;
+          await vi.advanceTimersByTimeAsync(5_000);
+          expect(written.length).toBe(before);
+          expect(consumer.health()).toEqual({ status: 'ok' });
+          let stopped = false;
+          const stopping = consumer.stop().then(() => (stopped = true));
+          await vi.advanceTimersByTimeAsync(7_000);
+          expect(stopped).toBe(true);
+          await stopping;
+        } finally {
+          vi.useRealTimers();
+        }
+      }),
+      { numRuns: 100 },
+    );
+  }, 120_000);
+
+  it('stop() with ESL down ends at its deadline and says how many rows were not written', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ sink: 'esl' }));
+    context.local.apiReply = async () => {
+      throw new NotConnectedError();
+    };
+    const lines: string[] = [];
+    context.logger = { ...context.logger, error: (obj: unknown, msg?: string) => lines.push(`${msg ?? ''} ${JSON.stringify(obj)}`) } as typeof context.logger;
+    for (let i = 0; i < 3; i++) context.events.emit(register(NODE_B, `u${i}`, Transport.Multicast));
+    await vi.advanceTimersByTimeAsync(100);
+    let stopped = false;
+    const stopping = consumer.stop().then(() => (stopped = true));
+    await vi.advanceTimersByTimeAsync(6_000);
+    await stopping;
+    expect(stopped).toBe(true);
+    expect(await dropsOf(context, 'unflushed_at_stop')).toBe(3);
+    expect(lines.join('\n')).toMatch(/3 rows were not written to mod_db's db API at stop \(esl_down/);
   });
 });
 
