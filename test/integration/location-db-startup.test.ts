@@ -1,15 +1,21 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultConfigXml } from '../../bridge/config/load.js';
+import { defaultConfigXml, loadConfigText } from '../../bridge/config/load.js';
+import { FsEvent } from '../../bridge/event/event.js';
+import { serializeJson } from '../../bridge/event/json.js';
+import { silentLogger } from '../../bridge/observability/logger.js';
+import { connectNats } from '../../bridge/transports/nats/connection.js';
+import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import { createModDbSchema } from '../../consumers/location/sinks.js';
 import { cliArgs } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { CHILD_START_MS, CHILD_TEST_MS, until } from '../support/wait.js';
 
 /**
  * A call_limit.db the location consumer cannot use at startup must end the process
@@ -134,4 +140,100 @@ describe('location database unusable at startup', () => {
     writeFileSync(corrupt, Buffer.alloc(4096, 0xa5));
     expectClearFailure(await exitOf(['consumer', 'location', '--config', configFile('consumer-corrupt', corrupt, true)]), corrupt, /not a SQLite database, or corrupt/);
   });
+});
+
+/**
+ * call_limit.db failing while the process runs (issue 13 #3): /health says degraded
+ * with the cause, fsb_location_rows_unwritten shows the rows waiting, and SIGTERM says
+ * how many were not written. The directory is made immutable (as root, chmod would not
+ * stop the writes): the rollback journal cannot be created.
+ */
+describe('location database failing at run time', () => {
+  /** Starts the CLI, returns its output so far, its status address (from the "started" log line) and a way to stop it. */
+  async function running(args: string[], startedMsg: string) {
+    const child = spawn(process.execPath, cliArgs(args), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let output = '';
+    child.stdout!.on('data', (d) => (output += d));
+    child.stderr!.on('data', (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const status = await until(() => {
+      for (const line of output.split('\n')) {
+        if (!line.includes(startedMsg)) continue;
+        const parsed = JSON.parse(line) as { status?: { address: string; port: number } };
+        if (parsed.status) return `http://${parsed.status.address}:${parsed.status.port}`;
+      }
+      return null;
+    }, CHILD_START_MS);
+    const stop = async () => {
+      child.kill('SIGTERM');
+      return { code: await exited, output };
+    };
+    return { status, stop, output: () => output };
+  }
+
+  const health = async (status: string) => (await (await fetch(`${status}/health`)).json()) as { ok: boolean; status: string; degraded?: Record<string, string> };
+  const unwritten = async (status: string) => Number(/^fsb_location_rows_unwritten (\d+)$/m.exec(await (await fetch(`${status}/metrics`)).text())?.[1]);
+
+  async function expectDegradedThenStop(proc: Awaited<ReturnType<typeof running>>, path: string, fire: (n: number) => Promise<void>) {
+    expect(await health(proc.status)).toMatchObject({ ok: true, status: 'ok' });
+    execFileSync('chattr', ['+i', dirname(path)]);
+    try {
+      let fired = 0;
+      const degraded = await until(async () => {
+        await fire(fired++);
+        const h = await health(proc.status);
+        return h.status === 'degraded' ? h : null;
+      }, CHILD_START_MS);
+      expect(degraded.ok).toBe(false);
+      expect(degraded.degraded?.location).toMatch(/rows not written for \d+ s \(readonly: /);
+      // Every registration fired since the directory became immutable is waiting (each is a user of its own).
+      await until(async () => (await unwritten(proc.status)) === fired, CHILD_START_MS);
+      expect(proc.output()).toMatch(new RegExp(`location: \\d+ rows waiting: ${path} refuses writes \\(readonly`));
+      const { code, output } = await proc.stop();
+      expect(code).toBe(0);
+      expect(output).toContain(`location: ${fired} rows were not written to ${path} at stop (readonly: `);
+    } finally {
+      execFileSync('chattr', ['-i', dirname(path)]);
+    }
+  }
+
+  it('run: /health degraded, rows waiting in /metrics, the count at stop', async () => {
+    const path = join(dir, 'run-failing', 'call_limit.db');
+    mkdirSync(dirname(path));
+    const proc = await running(['run', '--config', configFile('run-failing', path)], 'bridge started');
+    await until(async () => (await fetch(`${proc.status}/ready`)).ok, CHILD_START_MS);
+    await expectDegradedThenStop(proc, path, async (n) => {
+      sim.fire(FsEvent.create('CUSTOM', 'sofia::register').add('status', 'Registered(UDP)').add('from-user', `run-${n}`).add('from-host', '127.0.0.1').add('expires', '300').add('FreeSWITCH-IPv4', '192.0.2.1'));
+    });
+  }, CHILD_TEST_MS);
+
+  it('consumer location (standalone): /health degraded, rows waiting in /metrics, the count at stop', async () => {
+    const path = join(dir, 'consumer-failing', 'call_limit.db');
+    mkdirSync(dirname(path));
+    const file = configFile('consumer-failing', path, true);
+    const proc = await running(['consumer', 'location', '--config', file], 'consumer started');
+    const { nats: natsConfig, node } = loadConfigText(readFileSync(file, 'utf8'), file, {}).config;
+    const subjects = new SubjectMapper(natsConfig.subjectPrefix, node.cluster);
+    const nc = await connectNats({ servers: [nats.url], auth: {}, tls: null }, { logger: silentLogger() });
+    try {
+      await expectDegradedThenStop(proc, path, async (n) => {
+        const event = FsEvent.create('CUSTOM', 'sofia::register')
+          .add('FreeSWITCH-Hostname', 'node-b')
+          .add('FreeSWITCH-Switchname', 'fs-b')
+          .add('FreeSWITCH-IPv4', '192.0.2.2')
+          .add('Core-UUID', 'core-b')
+          .add('Event-Sequence', String(n + 1))
+          .add('Event-Date-Timestamp', String(Date.now() * 1000))
+          .add('status', 'Registered(UDP)')
+          .add('from-user', `consumer-${n}`)
+          .add('from-host', '127.0.0.1')
+          .add('expires', '300');
+        nc.publish(subjects.subject('fs-b', event.name, event.subclass), serializeJson(event));
+        await nc.flush();
+      });
+    } finally {
+      await nc.close();
+    }
+  }, CHILD_TEST_MS);
 });
