@@ -653,7 +653,7 @@ export class LocationConsumer implements Consumer, RegistrationSource {
 
   private onWriteFailure(error: unknown): void {
     const cause = writeFailureCause(error);
-    const message = error instanceof Error ? error.message : String(error);
+    const message = writeFailureMessage(error);
     const since = this.writeFailure?.since ?? Date.now();
     this.writeFailure = { cause, message, since };
     this.retries?.inc({ cause });
@@ -695,6 +695,15 @@ const TRANSIENT_FAILURES: ReadonlySet<WriteFailureCause> = new Set(['busy', 'esl
 const START_RETRIES: ReadonlySet<WriteFailureCause> = new Set(['busy', 'esl_down', 'db_api']);
 /** What stop() waits for, up to its deadline: in the bridge ESL is already closed by then. */
 const STOP_RETRIES: ReadonlySet<WriteFailureCause> = new Set(['busy']);
+
+/** The error as an operator needs it: SQLite's code with its text, and what to do when retrying cannot help. */
+function writeFailureMessage(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  // The connection still holds the old file; only a new open (a restart) reaches the one now at the path.
+  if (code === 'SQLITE_READONLY_DBMOVED') return `${code}: the file was replaced or removed while open; restart to open the one now at the path`;
+  return typeof code === 'string' && code.startsWith('SQLITE_') ? `${code}: ${message}` : message;
+}
 
 function writeFailureCause(error: unknown): WriteFailureCause {
   const code = (error as { code?: unknown } | null)?.code;
