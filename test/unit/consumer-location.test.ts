@@ -671,6 +671,22 @@ describe('ESL sink (db API)', () => {
     );
   }, 120_000);
 
+  it('stop() is bounded even when a command never returns: the rows of the batch under way are counted', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { consumer, context } = await started(config({ sink: 'esl' }));
+    context.local.apiReply = () => new Promise<string>(() => undefined);
+    for (let i = 0; i < 4; i++) context.events.emit(register(NODE_B, `u${i}`, Transport.Multicast));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(context.local.apiCalls).toHaveLength(1);
+    let stopped = false;
+    const stopping = consumer.stop().then(() => (stopped = true));
+    // The stop deadline (5 s) plus one retry delay, whatever the sink does.
+    await vi.advanceTimersByTimeAsync(7_000);
+    expect(stopped).toBe(true);
+    await stopping;
+    expect(await dropsOf(context, 'unflushed_at_stop')).toBe(4);
+  });
+
   it('stop() with ESL down ends at its deadline and says how many rows were not written', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
     const { consumer, context } = await started(config({ sink: 'esl' }));
