@@ -173,8 +173,8 @@ describe('docs/grafana/fs-event-bridge.json', () => {
 describe('docs/prometheus/alerts.yml', () => {
   const rules = (parseYaml(read('docs/prometheus/alerts.yml')) as { groups: { rules: { alert: string; expr: string; for?: string; annotations: Record<string, string> }[] }[] }).groups.flatMap((g) => g.rules);
 
-  it('pages on drops, sequence gaps, a peer down, ESL down 30 s, NATS down, remote events older than 5 s; each with its runbook entry', () => {
-    expect(rules.map((r) => r.alert)).toEqual(['FsbEventsDropped', 'FsbSequenceGap', 'FsbPeerDown', 'FsbEslDisconnected', 'FsbNatsDisconnected', 'FsbRemoteEventsLate']);
+  it('pages on drops, sequence gaps, a peer down, ESL down 30 s, NATS down, remote events older than 5 s, location rows unwritable for 2 min; each with its runbook entry', () => {
+    expect(rules.map((r) => r.alert)).toEqual(['FsbEventsDropped', 'FsbSequenceGap', 'FsbPeerDown', 'FsbEslDisconnected', 'FsbNatsDisconnected', 'FsbRemoteEventsLate', 'FsbLocationWritesFailing']);
     const runbook = read('docs/runbook.md');
     const anchors = new Set([...runbook.matchAll(/^## (.+)$/gm)].map((m) => m[1].toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-')));
     for (const rule of rules) {
@@ -195,7 +195,7 @@ describe('docs/prometheus/alerts.yml', () => {
   it('passes promtool check rules and promtool test rules (fires on loss, quiet on healthy series)', () => {
     const promtool = spawnSync('promtool', ['--version'], { encoding: 'utf8' });
     expect(promtool.status, 'promtool is missing: bash .ci/setup installs Debian\'s prometheus package').toBe(0);
-    expect(execFileSync('promtool', ['check', 'rules', join(REPO, 'docs/prometheus/alerts.yml')], { encoding: 'utf8' })).toContain('SUCCESS: 6 rules found');
+    expect(execFileSync('promtool', ['check', 'rules', join(REPO, 'docs/prometheus/alerts.yml')], { encoding: 'utf8' })).toContain('SUCCESS: 7 rules found');
     const tested = spawnSync('promtool', ['test', 'rules', join(REPO, 'test/fixtures/prometheus/alerts.test.yml')], { encoding: 'utf8' });
     expect(tested.status, tested.stdout + tested.stderr).toBe(0);
     expect(tested.stdout).toContain('SUCCESS');
