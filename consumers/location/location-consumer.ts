@@ -556,8 +556,8 @@ export class LocationConsumer implements Consumer, RegistrationSource {
 
   private enqueue(key: string, change: RowChange): void {
     for (const listener of this.changeListeners) listener();
-    // Validated before batching: a row this sink can never write must not hold a batch back.
-    const unwritable = this.sink?.unwritable(change);
+    // Validated before batching: a row this sink can never write must not hold a batch back (a slot-only change writes no row).
+    const unwritable = change.writeRow === false ? null : this.sink?.unwritable(change);
     if (unwritable) {
       this.drops?.drop('unwritable_row', unwritable.message);
       // The old row must not keep pointing somewhere: delete it when the key itself can be written.
