@@ -6,7 +6,21 @@ import { fileURLToPath } from 'node:url';
 import { LEGACY_PROVIDER_FLAG } from '../../bridge/transports/multicast/blowfish.js';
 import { createNetns } from '../support/netns.js';
 import { NATS_SERVER_BIN } from '../support/nats-server.js';
-import { errorRow, extractFindings, machine, renderMarkdown, renderTable, resultRow, toJson, type Report, type ReportRow } from './support-report.js';
+import { LabEnvError, loadLabEnv } from '../freeswitch/env.js';
+import {
+  errorRow,
+  extractFindings,
+  extractFreeswitchSection,
+  machine,
+  renderFreeswitchSection,
+  renderMarkdown,
+  renderTable,
+  replaceFreeswitchSection,
+  resultRow,
+  toJson,
+  type Report,
+  type ReportRow,
+} from './support-report.js';
 import { SLOWDOWN } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
@@ -40,11 +54,18 @@ interface CaseSpec {
   nodeArgs?: readonly string[];
 }
 
+/**
+ * A full run gives every case this many times its timeout: on a 2-core machine shared with
+ * other work (load 9-25 seen) a full esl-parse took 240 s and inject 243 s, and a case that
+ * is only slow must still give its figures.
+ */
+export const FULL_RUN_TIMEOUT_FACTOR = 3;
+
 export const CASES: readonly CaseSpec[] = [
   { name: 'esl-parse', module: './esl-parse.js', export: 'eslParse', netns: false, nats: false, timeoutMs: 120_000 },
-  { name: 'esl-to-sinks', module: './esl-to-sinks.js', export: 'eslToSinks', netns: true, nats: true, timeoutMs: 90_000 },
+  { name: 'esl-to-sinks', module: './esl-to-sinks.js', export: 'eslToSinks', netns: true, nats: true, timeoutMs: 120_000 },
   { name: 'multicast-receive', module: './multicast-receive.js', export: 'multicastReceive', netns: false, nats: false, timeoutMs: 60_000 },
-  { name: 'latency', module: './latency.js', export: 'latency', netns: true, nats: true, timeoutMs: 90_000 },
+  { name: 'latency', module: './latency.js', export: 'latency', netns: true, nats: true, timeoutMs: 120_000 },
   { name: 'location-writes', module: './location-writes.js', export: 'locationWrites', netns: false, nats: false, timeoutMs: 90_000 },
   { name: 'kv-load', module: './kv-load.js', export: 'kvLoad', netns: false, nats: true, timeoutMs: 90_000 },
   { name: 'rss', module: './rss.js', export: 'rss', netns: true, nats: true, timeoutMs: 120_000 },
@@ -52,6 +73,14 @@ export const CASES: readonly CaseSpec[] = [
   { name: 'inject', module: './inject.js', export: 'inject', netns: false, nats: false, timeoutMs: 180_000 },
   { name: 'multicast-crypto', module: './multicast-crypto.js', export: 'multicastCrypto', netns: false, nats: false, timeoutMs: 90_000, nodeArgs: [LEGACY_PROVIDER_FLAG] },
 ];
+
+/**
+ * `--freeswitch`: side by side with mod_event_multicast on two real FreeSWITCH nodes
+ * (freeswitch.ts). Not one of CASES: it needs the environment of `npm run test:freeswitch`
+ * (docs/interop.md) and runs alone, and its results replace only their own section of
+ * docs/benchmarks.md (the rest is kept), and docs/benchmarks-freeswitch.json.
+ */
+export const FREESWITCH_CASE: CaseSpec = { name: 'freeswitch', module: './freeswitch.js', export: 'freeswitch', netns: false, nats: true, timeoutMs: 120_000 };
 
 const SETUP = [
   'Each case runs in a fresh child process (clean heap and JIT); its figures sit next to a baseline measured in the same run, since absolute timings on a shared 2-core VM drift from run to run.',
@@ -69,10 +98,11 @@ interface Args {
   only: string[] | null;
   caseName: string | null;
   resultFile: string | null;
+  freeswitch: boolean;
 }
 
 export function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { quick: false, out: join(REPO, 'docs'), only: null, caseName: null, resultFile: null };
+  const args: Args = { quick: false, out: join(REPO, 'docs'), only: null, caseName: null, resultFile: null, freeswitch: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -85,10 +115,12 @@ export function parseArgs(argv: readonly string[]): Args {
     else if (arg === '--only') args.only = value().split(',').filter(Boolean);
     else if (arg === '--case') args.caseName = value();
     else if (arg === '--result') args.resultFile = value();
+    else if (arg === '--freeswitch') args.freeswitch = true;
     else throw new UsageError(`unknown option ${arg}`);
   }
   const unknown = (args.only ?? []).filter((n) => !CASES.some((c) => c.name === n));
   if (unknown.length > 0) throw new UsageError(`unknown case ${unknown.join(', ')}; cases: ${CASES.map((c) => c.name).join(', ')}`);
+  if (args.freeswitch && args.only !== null) throw new UsageError('--freeswitch runs alone: it takes no --only');
   return args;
 }
 
@@ -130,7 +162,7 @@ async function runCaseIsolated(spec: CaseSpec, quick: boolean): Promise<CaseRun>
     if (spec.netns) netns = createNetns('bench');
     const [cmd, ...args] = netns ? ['ip', 'netns', 'exec', netns.name, ...node] : node;
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-    const timeoutMs = spec.timeoutMs * SLOWDOWN;
+    const timeoutMs = spec.timeoutMs * (quick ? 1 : FULL_RUN_TIMEOUT_FACTOR) * SLOWDOWN;
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -161,9 +193,35 @@ export function writeReport(outDir: string, report: Report): { markdown: string;
   return { markdown, json };
 }
 
-function previousFindings(): string {
+function previousMarkdown(): string {
   const file = join(REPO, 'docs', 'benchmarks.md');
-  return existsSync(file) ? extractFindings(readFileSync(file, 'utf8')) : '';
+  return existsSync(file) ? readFileSync(file, 'utf8') : '';
+}
+
+/** `--freeswitch`: its own section of benchmarks.md replaced (everything else as it was), its rows in benchmarks-freeswitch.json. */
+export function writeFreeswitchReport(outDir: string, previous: string, section: string, rows: readonly ReportRow[]): { markdown: string; json: string } {
+  mkdirSync(outDir, { recursive: true });
+  const markdown = join(outDir, 'benchmarks.md');
+  const json = join(outDir, 'benchmarks-freeswitch.json');
+  writeFileSync(markdown, replaceFreeswitchSection(previous, section));
+  writeFileSync(json, toJson(rows));
+  return { markdown, json };
+}
+
+async function runFreeswitch(out: string): Promise<number> {
+  try {
+    loadLabEnv();
+  } catch (error) {
+    if (!(error instanceof LabEnvError)) throw error;
+    throw new UsageError(error.message.replace('npm run test:freeswitch needs', 'npm run bench -- --freeswitch needs'));
+  }
+  process.stderr.write('bench: freeswitch...\n');
+  const run = await runCaseIsolated(FREESWITCH_CASE, false);
+  process.stdout.write('\n' + renderTable(run.rows));
+  const section = renderFreeswitchSection(machine(false), run.rows, run.seconds);
+  const written = writeFreeswitchReport(out, previousMarkdown(), section, run.rows);
+  process.stdout.write(`\n${run.rows.filter((r) => r.met).length}/${run.rows.length} targets met in ${run.seconds.toFixed(1)} s; wrote ${written.markdown} and ${written.json}\n`);
+  return run.failed ? 1 : 0;
 }
 
 /**
@@ -180,11 +238,12 @@ async function main(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv);
   linkFixturesIntoDist();
   if (args.caseName) {
-    const spec = CASES.find((c) => c.name === args.caseName)!;
+    const spec = [...CASES, FREESWITCH_CASE].find((c) => c.name === args.caseName)!;
     if (!args.resultFile) throw new UsageError('--case needs --result FILE');
     await runCaseHere(spec, args.quick, args.resultFile);
     return 0;
   }
+  if (args.freeswitch) return runFreeswitch(args.out);
   const selected = CASES.filter((c) => args.only === null || args.only.includes(c.name));
   const rows: ReportRow[] = [];
   const durations: Record<string, number> = {};
@@ -198,7 +257,8 @@ async function main(argv: readonly string[]): Promise<number> {
     failed ||= run.failed;
     process.stderr.write(`bench: ${spec.name} done in ${run.seconds.toFixed(1)} s\n`);
   }
-  const report: Report = { machine: machine(args.quick), rows, setup: SETUP, durations, findings: previousFindings() };
+  const previous = previousMarkdown();
+  const report: Report = { machine: machine(args.quick), rows, setup: SETUP, durations, findings: extractFindings(previous), freeswitch: extractFreeswitchSection(previous) };
   process.stdout.write('\n' + renderTable(rows));
   const written = writeReport(args.out, report);
   process.stdout.write(`\n${rows.filter((r) => r.met).length}/${rows.length} targets met in ${((performance.now() - began) / 1000).toFixed(1)} s; wrote ${written.markdown} and ${written.json}\n`);

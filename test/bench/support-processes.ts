@@ -29,10 +29,17 @@ const ELD = new URL('./support-eld-preload.js', import.meta.url).href;
 const WRAP = (process.env.FSB_BENCH_WRAP ?? '').split(' ').filter(Boolean);
 export const SLOWDOWN = WRAP.length > 0 ? 50 : 1;
 
-/** Spawn `node args` (under FSB_BENCH_WRAP when set). */
-export function spawnNode(args: readonly string[], options: SpawnOptions): ChildProcess {
-  return WRAP.length > 0 ? spawn(WRAP[0], [...WRAP.slice(1), process.execPath, ...args], options) : spawn(process.execPath, args, options);
+/**
+ * Spawn `node args` (under FSB_BENCH_WRAP when set). `prefix`: commands that exec the
+ * next one (taskset, chrt, `ip netns exec`), so the child's pid is still node's.
+ */
+export function spawnNode(args: readonly string[], options: SpawnOptions, prefix: readonly string[] = []): ChildProcess {
+  const command = [...prefix, ...WRAP, process.execPath, ...args];
+  return spawn(command[0], command.slice(1), options);
 }
+
+/** The prefix that confines a process (every thread, GC and libuv helpers included) to a taskset CPU list. */
+export const onCpus = (cpus: string): string[] => ['taskset', '--cpu-list', cpus];
 
 /** USER_HZ: 100 on every Linux this runs on (getconf CLK_TCK). */
 const CLOCK_TICKS_PER_S = 100;
@@ -65,9 +72,14 @@ export interface BridgeProcess {
  * bad benchmark config fails with the loader's message, not a child's exit code).
  * Resolves once /ready answers 200 (ESL connected, consumers loaded).
  */
-export async function startBridgeProcess(sections: ConfigSections, options: { readyTimeoutMs?: number; nodeArgs?: string[] } = {}): Promise<BridgeProcess> {
+export async function startBridgeProcess(
+  sections: ConfigSections,
+  options: { readyTimeoutMs?: number; nodeArgs?: string[]; prefix?: readonly string[]; statusHost?: string } = {},
+): Promise<BridgeProcess> {
   const statusPort = await freePort();
-  const xml = defaultConfigXml({ ...sections, metrics: { enabled: 'true', host: '127.0.0.1', port: String(statusPort) }, settings: { 'log-level': 'warn', ...sections.settings } });
+  // Where this process reaches the status server: a bridge on another network (the lab's nodes) listens on that network's address.
+  const statusHost = options.statusHost ?? '127.0.0.1';
+  const xml = defaultConfigXml({ ...sections, metrics: { enabled: 'true', host: statusHost, port: String(statusPort) }, settings: { 'log-level': 'warn', ...sections.settings } });
   loadConfigText(xml, 'bench', {});
   const dir = mkdtempSync(join(tmpdir(), `fsb-bench-bridge-${process.pid}-`));
   const file = join(dir, 'event_bridge.conf.xml');
@@ -83,10 +95,10 @@ export async function startBridgeProcess(sections: ConfigSections, options: { re
     stdio: ['ignore', 'inherit', 'inherit'],
     // As deployed (config/systemd, compose/Dockerfile): the relaunch's environment, overridable from outside.
     env: { ...RELAUNCH_ENV, ...process.env, NODE_OPTIONS: '' },
-  });
+  }, options.prefix);
   const exited = once(child, 'exit');
   const status = async (path: string) => {
-    const response = await fetch(`http://127.0.0.1:${statusPort}${path}`);
+    const response = await fetch(`http://${statusHost}:${statusPort}${path}`);
     return { code: response.status, body: await response.text() };
   };
   const bridge: BridgeProcess = {

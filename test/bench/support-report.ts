@@ -38,6 +38,8 @@ export interface Report {
   durations: Record<string, number>;
   /** Markdown kept across runs (profile findings), appended as is. */
   findings: string;
+  /** The last `--freeswitch` section (its own markers included), kept as is; '' when none. */
+  freeswitch?: string;
 }
 
 export function machine(quick: boolean, now = new Date()): Machine {
@@ -108,6 +110,7 @@ export function renderMarkdown(report: Report): string {
   const took = Object.entries(report.durations).map(([name, s]) => `${name} ${s.toFixed(1)} s`);
   if (took.length > 0) out.push('', `Wall time per case: ${took.join(', ')}.`);
   out.push('');
+  if (report.freeswitch) out.push(report.freeswitch.trim(), '');
   if (report.findings.trim() !== '') out.push(FINDINGS_START, report.findings.trim(), FINDINGS_END, '');
   return out.join('\n');
 }
@@ -121,4 +124,36 @@ export function extractFindings(markdown: string): string {
   const end = markdown.indexOf(FINDINGS_END);
   if (start < 0 || end < start) return '';
   return markdown.slice(start + FINDINGS_START.length, end).trim();
+}
+
+export const FREESWITCH_START = '<!-- freeswitch:start (written by `npm run bench -- --freeswitch`, kept by the other runs) -->';
+export const FREESWITCH_END = '<!-- freeswitch:end -->';
+
+/** The last real-FreeSWITCH section of a docs/benchmarks.md, markers included ('' when none). */
+export function extractFreeswitchSection(markdown: string): string {
+  const start = markdown.indexOf(FREESWITCH_START);
+  const end = markdown.indexOf(FREESWITCH_END);
+  if (start < 0 || end < start) return '';
+  return markdown.slice(start, end + FREESWITCH_END.length);
+}
+
+/** The real-FreeSWITCH section: its own table and notes, the date and machine of that run. */
+export function renderFreeswitchSection(m: Machine, rows: readonly ReportRow[], seconds: number): string {
+  const out: string[] = [FREESWITCH_START, '## Real FreeSWITCH: side by side with mod_event_multicast', ''];
+  out.push(`Last run: ${m.date}, node ${m.node}, ${m.cpu}, ${m.cores} cores, ${Math.round(seconds)} s (\`npm run bench -- --freeswitch\`, test/bench/freeswitch.ts; the FreeSWITCH version is in the notes).`, '');
+  out.push('| case | value | unit | baseline (same run) | baseline value | ratio | target | met |', '| --- | ---: | --- | --- | ---: | ---: | ---: | --- |');
+  for (const r of rows) out.push(`| ${cell(r.case)} | ${r.error ? 'error' : cell(r.value)} | ${cell(r.unit)} | ${cell(r.baseline)} | ${cell(r.baseline_value)} | ${cell(r.ratio)} | ${cell(r.target)} | ${verdict(r)} |`);
+  out.push('');
+  for (const r of rows) out.push(`- **${cell(r.case)}**: ${r.error ? `ERROR: ${cell(r.error)}` : cell(r.notes ?? '')}`);
+  out.push(FREESWITCH_END);
+  return out.join('\n');
+}
+
+/** `markdown` with its real-FreeSWITCH section replaced by `section` (inserted before the profile findings, or at the end, when it had none). */
+export function replaceFreeswitchSection(markdown: string, section: string): string {
+  const old = extractFreeswitchSection(markdown);
+  if (old !== '') return markdown.replace(old, () => section);
+  const findings = markdown.indexOf(FINDINGS_START);
+  if (findings >= 0) return `${markdown.slice(0, findings)}${section}\n\n${markdown.slice(findings)}`;
+  return `${markdown.trimEnd()}\n\n${section}\n`;
 }

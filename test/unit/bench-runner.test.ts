@@ -2,8 +2,23 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CASES, parseArgs, writeReport } from '../bench/run.js';
-import { FINDINGS_END, FINDINGS_START, errorRow, extractFindings, machine, renderMarkdown, renderTable, resultRow, type Report } from '../bench/support-report.js';
+import { CASES, FREESWITCH_CASE, parseArgs, writeFreeswitchReport, writeReport } from '../bench/run.js';
+import {
+  FINDINGS_END,
+  FINDINGS_START,
+  FREESWITCH_END,
+  FREESWITCH_START,
+  errorRow,
+  extractFindings,
+  extractFreeswitchSection,
+  machine,
+  renderFreeswitchSection,
+  renderMarkdown,
+  renderTable,
+  replaceFreeswitchSection,
+  resultRow,
+  type Report,
+} from '../bench/support-report.js';
 import type { BenchResult } from '../bench/types.js';
 
 const met: BenchResult = { case: 'fake fast', value: 123_456, unit: 'events/s', baseline: 'fake peer', baseline_value: 1_000, ratio: 123.456, target: 100_000, met: true, notes: 'higher | better' };
@@ -60,6 +75,31 @@ describe('bench report', () => {
     expect(extractFindings(`x ${FINDINGS_END} y ${FINDINGS_START}`)).toBe('');
   });
 
+  it('replaces only its own section on a --freeswitch run and keeps that section on the other runs', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fsb-bench-test-'));
+    dirs.push(dir);
+    const full = renderMarkdown(report());
+    const section = renderFreeswitchSection(machine(false, new Date('2026-02-03T04:05:06Z')), [resultRow(met)], 42);
+    expect(section.startsWith(FREESWITCH_START) && section.endsWith(FREESWITCH_END)).toBe(true);
+    expect(section).toContain('| fake fast | 123,456 | events/s | fake peer | 1,000 | 123.46 | 100,000 | yes |');
+    expect(section).toContain('Last run: 2026-02-03T04:05:06.000Z');
+    const written = writeFreeswitchReport(dir, full, section, [resultRow(met)]);
+    const withSection = readFileSync(written.markdown, 'utf8');
+    // Everything of the full run is still there, the section sits before the findings.
+    expect(withSection.replace(section + '\n\n', '')).toBe(full);
+    expect(withSection.indexOf(FREESWITCH_START)).toBeLessThan(withSection.indexOf(FINDINGS_START));
+    expect(JSON.parse(readFileSync(written.json, 'utf8'))).toEqual([resultRow(met)]);
+    // A later --freeswitch run replaces it, a later full run keeps it.
+    const newer = renderFreeswitchSection(machine(false, new Date('2026-03-04T05:06:07Z')), [resultRow(missed)], 40);
+    const replaced = replaceFreeswitchSection(withSection, newer);
+    expect(extractFreeswitchSection(replaced)).toBe(newer);
+    expect(replaced).not.toContain('2026-02-03T04:05:06');
+    const regenerated = renderMarkdown({ ...report(), freeswitch: extractFreeswitchSection(replaced) });
+    expect(extractFreeswitchSection(regenerated)).toBe(newer);
+    expect(extractFindings(regenerated)).toBe(extractFindings(full));
+    expect(extractFreeswitchSection(full)).toBe('');
+  });
+
   it('prints a terminal table with a line per row and the error in place of the baseline', () => {
     const lines = renderTable(report().rows).trimEnd().split('\n');
     expect(lines).toHaveLength(5);
@@ -82,6 +122,10 @@ describe('bench arguments', () => {
     expect(() => parseArgs(['--only', 'nope'])).toThrow(/unknown case nope/);
     expect(() => parseArgs(['--fast'])).toThrow(/unknown option/);
     expect(() => parseArgs(['--out'])).toThrow(/needs a value/);
+    expect(parseArgs(['--freeswitch']).freeswitch).toBe(true);
+    expect(parseArgs([]).freeswitch).toBe(false);
+    expect(() => parseArgs(['--freeswitch', '--only', 'rss'])).toThrow(/runs alone/);
+    expect(CASES).not.toContain(FREESWITCH_CASE);
   });
 
   it('lists every case of the issue, each with a bounded timeout', () => {
