@@ -12,9 +12,9 @@ import type { BenchCase, BenchResult } from './types.js';
 
 /**
  * A -> B latency at 1,000 events/s: node A's simulator fires PRESENCE_IN (a new call
- * each, so B's BLF consumer lights a lamp for every one); the clock stops when B's
- * simulator receives the PRESENCE_IN that B's BLF consumer fires over ESL. Also
- * measured: the injected multicast::event on B (the bridge's own injection path).
+ * each); the clock stops when B's simulator receives the `CUSTOM multicast::event` B's
+ * bridge injects for it: what mod_sofia on B lights the remote lamp from (the BLF
+ * consumer, enabled on B, no longer fires its own PRESENCE_IN for a live remote call).
  * Both bridges are the CLI in their own processes; both simulators live in the
  * benchmark's process, so one clock times both ends.
  *
@@ -76,7 +76,6 @@ function presence(i: number): FsEvent {
 }
 
 interface Measured {
-  blf: number[];
   inject: number[];
   fired: number;
   /** 1-minute load average before and after the measured events: the tail follows it (other work on the 2 cores). */
@@ -112,23 +111,18 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     // the measured events are built up front and the times go into preallocated arrays.
     const first = 1_000_000;
     const sentAt = new Float64Array(events);
-    const blfAt = new Float64Array(events);
     const injectAt = new Float64Array(events);
-    /** [Date.now(), ms] of BLF samples over 2 ms (the target), for FSB_BENCH_ELD (lined up with the processes' stalls). */
+    /** [Date.now(), ms] of samples over 2 ms, for FSB_BENCH_ELD (lined up with the processes' stalls). */
     const slow: [number, number][] = [];
     let measuring = false;
     simB.on('sendevent', (event: FsEvent) => {
       const now = performance.now();
       if (!measuring) return;
-      if (event.name === 'PRESENCE_IN') {
-        const i = callIndex(event.get('unique-id'), first);
-        if (i < 0 || i >= events || blfAt[i] !== 0) return;
-        blfAt[i] = now;
-        if (now - sentAt[i] > 2 && slow.length < 2_000) slow.push([Date.now(), Math.round((now - sentAt[i]) * 10) / 10]);
-      } else if (event.get('Event-Subclass') === 'multicast::event') {
-        const i = callIndex(event.get('Orig-Unique-ID'), first);
-        if (i >= 0 && i < events && injectAt[i] === 0) injectAt[i] = now;
-      }
+      if (event.get('Event-Subclass') !== 'multicast::event') return;
+      const i = callIndex(event.get('Orig-Unique-ID'), first);
+      if (i < 0 || i >= events || injectAt[i] !== 0) return;
+      injectAt[i] = now;
+      if (now - sentAt[i] > 2 && slow.length < 2_000) slow.push([Date.now(), Math.round((now - sentAt[i]) * 10) / 10]);
     });
     const fireAt1k = async (batch: readonly FsEvent[], stamp: Float64Array | null) => {
       const began = performance.now();
@@ -152,14 +146,14 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     const loadBefore = loadAverage();
     const measuredFrom = Date.now();
     await fireAt1k(measured, sentAt);
-    const arrived = () => blfAt.every((t) => t !== 0) && injectAt.every((t) => t !== 0);
+    const arrived = () => injectAt.every((t) => t !== 0);
     const deadline = Date.now() + 3_000;
     while (!arrived() && Date.now() < deadline) await sleep(50);
     measuring = false;
     const latencies = (at: Float64Array) => [...at].flatMap((t, i) => (t === 0 ? [] : [t - sentAt[i]])).sort((a, b) => a - b);
-    const blf = latencies(blfAt);
-    if (process.env.FSB_BENCH_ELD) writeFileSync(join(process.env.FSB_BENCH_ELD, `slow-${transport}-${scheduling}.json`), JSON.stringify({ from: measuredFrom, to: Date.now(), slow, blf }));
-    return { blf, inject: latencies(injectAt), fired: events, load: [loadBefore, loadAverage()] };
+    const inject = latencies(injectAt);
+    if (process.env.FSB_BENCH_ELD) writeFileSync(join(process.env.FSB_BENCH_ELD, `slow-${transport}-${scheduling}.json`), JSON.stringify({ from: measuredFrom, to: Date.now(), slow, inject }));
+    return { inject, fired: events, load: [loadBefore, loadAverage()] };
   } finally {
     for (const bridge of bridges) await bridge.stop();
     await simA.stop();
@@ -236,16 +230,15 @@ async function measureScheduling(scheduling: Scheduling, quick: boolean): Promis
     const results: BenchResult[] = [];
     for (const transport of ['multicast', 'nats'] as const) {
       const m = await measure(transport, nats, events, scheduling);
-      const p99 = percentile(m.blf, 0.99);
-      const p999 = percentile(m.blf, 0.999);
-      const lost = m.fired - m.blf.length;
+      const p99 = percentile(m.inject, 0.99);
+      const p999 = percentile(m.inject, 0.999);
+      const lost = m.fired - m.inject.length;
       const notes =
-        `lower is better; ${SCHEDULING_NOTE[scheduling]}. ${m.fired} PRESENCE_IN at 1000/s on A (new call each) to the PRESENCE_IN B's BLF consumer fires into B's simulator: ${summary(m.blf)}, ${lost} missing; ` +
-        `injected multicast::event on B: ${summary(m.inject)}, ${m.fired - m.inject.length} missing; ` +
+        `lower is better; ${SCHEDULING_NOTE[scheduling]}. ${m.fired} PRESENCE_IN at 1000/s on A (new call each) to the multicast::event B's bridge injects into B's simulator: ${summary(m.inject)}, ${lost} missing; ` +
         `baseline ${ping.length} UDP pings: ${summary(ping)}; machine load average (1 min) ${m.load[0]} before / ${m.load[1]} after. Bridges: CLI processes; simulators and the clock in the benchmark process; 2 cores shared by 3 node processes${transport === 'nats' ? ' and nats-server' : ''}`;
       results.push(
         latencyRow(transport, scheduling, 'p99', p99, pingP99, p99 < P99_TARGET_MS[scheduling] && lost === 0, notes),
-        latencyRow(transport, scheduling, 'p999', p999, pingP999, p999 < P999_TARGET_MS && lost === 0, `lower is better; same measurement as the p99 row (${summary(m.blf)}); ${SCHEDULING_NOTE[scheduling]}`),
+        latencyRow(transport, scheduling, 'p999', p999, pingP999, p999 < P999_TARGET_MS && lost === 0, `lower is better; same measurement as the p99 row (${summary(m.inject)}); ${SCHEDULING_NOTE[scheduling]}`),
       );
     }
     return results;

@@ -148,6 +148,17 @@ interface CaseRun {
   failed: boolean;
 }
 
+/** Process groups of the case processes still running, killed when the runner exits (Ctrl-C included). */
+const liveGroups = new Set<number>();
+
+function killGroup(group: number): void {
+  try {
+    process.kill(-group, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
+}
+
 async function runCaseIsolated(spec: CaseSpec, quick: boolean): Promise<CaseRun> {
   const started = performance.now();
   const seconds = () => (performance.now() - started) / 1000;
@@ -161,15 +172,21 @@ async function runCaseIsolated(spec: CaseSpec, quick: boolean): Promise<CaseRun>
   try {
     if (spec.netns) netns = createNetns('bench');
     const [cmd, ...args] = netns ? ['ip', 'netns', 'exec', netns.name, ...node] : node;
-    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    // Its own process group: a case killed on timeout takes its bridges, simulators and nats-server with it.
+    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+    const group = child.pid!;
+    liveGroups.add(group);
     const timeoutMs = spec.timeoutMs * (quick ? 1 : FULL_RUN_TIMEOUT_FACTOR) * SLOWDOWN;
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      killGroup(group);
     }, timeoutMs);
     const code = await new Promise<number | null>((done) => child.once('exit', (c, signal) => done(c ?? (signal ? 128 : null))));
     clearTimeout(timer);
+    // Whatever the case left running (a crash skips its finally blocks) goes too.
+    killGroup(group);
+    liveGroups.delete(group);
     if (timedOut) return { rows: [errorRow(spec.name, `timed out after ${timeoutMs / 1000} s`)], seconds: seconds(), failed: true };
     if (!existsSync(resultFile)) return { rows: [errorRow(spec.name, `case process exited with code ${code} without a result`)], seconds: seconds(), failed: true };
     const outcome = JSON.parse(readFileSync(resultFile, 'utf8')) as ChildOutcome;
@@ -270,6 +287,9 @@ if (invokedDirectly) {
   // Ctrl-C: leave through process.exit so the namespace and child cleanup hooks run.
   process.once('SIGINT', () => process.exit(130));
   process.once('SIGTERM', () => process.exit(143));
+  process.once('exit', () => {
+    for (const group of liveGroups) killGroup(group);
+  });
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (error: Error) => {
