@@ -9,6 +9,7 @@ import { JsonLineProcess } from '../support/netns.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { onCpus, processCpuMs, round, sleep, SLOWDOWN, spawnNode, startBridgeProcess } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
+import { numberAfter } from './support-datagram-number.js';
 
 /**
  * ESL -> multicast + NATS, sustained: the ESL simulator replays the fixture mix
@@ -64,14 +65,8 @@ class SequenceListener {
 
   private onDatagram(datagram: Buffer): void {
     this.datagrams++;
-    const at = datagram.indexOf(SEQUENCE);
-    if (at < 0) return;
-    let n = 0;
-    for (let i = at + SEQUENCE.length; i < datagram.length; i++) {
-      const digit = datagram[i] - 48;
-      if (digit < 0 || digit > 9) break;
-      n = n * 10 + digit;
-    }
+    const n = numberAfter(datagram, SEQUENCE);
+    if (n < 0) return;
     const slot = n - this.first;
     if (slot >= 0 && slot < this.seen.length && this.seen[slot] === 0) {
       this.seen[slot] = 1;

@@ -12,6 +12,7 @@
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { numberAfter } from './support-datagram-number.js';
 
 const [group, portArg, iface] = process.argv.slice(2);
 const port = Number(portArg);
@@ -29,14 +30,7 @@ const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSiz
 socket.on('message', (datagram) => {
   if (marker.length === 0 || datagram.indexOf(marker) < 0) return;
   datagrams++;
-  const at = datagram.indexOf(SEQ);
-  if (at < 0) return;
-  let n = 0;
-  for (let i = at + SEQ.length; i < datagram.length; i++) {
-    const digit = datagram[i] - 48;
-    if (digit < 0 || digit > 9) break;
-    n = n * 10 + digit;
-  }
+  const n = numberAfter(datagram, SEQ);
   if (n >= 1 && n <= seen.length && seen[n - 1] === 0) {
     seen[n - 1] = 1;
     distinct++;

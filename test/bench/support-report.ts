@@ -84,6 +84,20 @@ function verdict(row: ReportRow): string {
   return row.met ? 'yes' : '**no**';
 }
 
+/** The markdown results table: a header and one line per row. */
+function tableLines(rows: readonly ReportRow[]): string[] {
+  return [
+    '| case | value | unit | baseline (same run) | baseline value | ratio | target | met |',
+    '| --- | ---: | --- | --- | ---: | ---: | ---: | --- |',
+    ...rows.map((r) => `| ${cell(r.case)} | ${r.error ? 'error' : cell(r.value)} | ${cell(r.unit)} | ${cell(r.baseline)} | ${cell(r.baseline_value)} | ${cell(r.ratio)} | ${cell(r.target)} | ${verdict(r)} |`),
+  ];
+}
+
+/** One markdown bullet per row with its notes (or its error). */
+function noteLines(rows: readonly ReportRow[]): string[] {
+  return rows.map((r) => `- **${cell(r.case)}**: ${r.error ? `ERROR: ${cell(r.error)}` : cell(r.notes ?? '')}`);
+}
+
 /** Fixed-width text table for the terminal. */
 export function renderTable(rows: readonly ReportRow[]): string {
   const header = ['case', 'value', 'unit', 'baseline', 'baseline value', 'ratio', 'target', 'met'];
@@ -101,12 +115,9 @@ export function renderMarkdown(report: Report): string {
   out.push(`- Node: ${m.node}`, `- CPU: ${m.cpu}, ${m.cores} cores`, `- Date: ${m.date}`, `- Mode: ${m.mode}${m.mode === 'quick' ? ' (CI smoke run: shorter and smaller, figures not comparable with a full run)' : ''}`, '');
   out.push('## Setup and fairness', '', ...report.setup.map((s) => `- ${s}`), '');
   out.push('## Results', '');
-  out.push('| case | value | unit | baseline (same run) | baseline value | ratio | target | met |', '| --- | ---: | --- | --- | ---: | ---: | ---: | --- |');
-  for (const r of rows) {
-    out.push(`| ${cell(r.case)} | ${r.error ? 'error' : cell(r.value)} | ${cell(r.unit)} | ${cell(r.baseline)} | ${cell(r.baseline_value)} | ${cell(r.ratio)} | ${cell(r.target)} | ${verdict(r)} |`);
-  }
+  out.push(...tableLines(rows));
   out.push('', '## Notes per case', '');
-  for (const r of rows) out.push(`- **${cell(r.case)}**: ${r.error ? `ERROR: ${cell(r.error)}` : cell(r.notes ?? '')}`);
+  out.push(...noteLines(rows));
   const took = Object.entries(report.durations).map(([name, s]) => `${name} ${s.toFixed(1)} s`);
   if (took.length > 0) out.push('', `Wall time per case: ${took.join(', ')}.`);
   out.push('');
@@ -141,10 +152,7 @@ export function extractFreeswitchSection(markdown: string): string {
 export function renderFreeswitchSection(m: Machine, rows: readonly ReportRow[], seconds: number): string {
   const out: string[] = [FREESWITCH_START, '## Real FreeSWITCH: side by side with mod_event_multicast', ''];
   out.push(`Last run: ${m.date}, node ${m.node}, ${m.cpu}, ${m.cores} cores, ${Math.round(seconds)} s (\`npm run bench -- --freeswitch\`, test/bench/freeswitch.ts; the FreeSWITCH version is in the notes).`, '');
-  out.push('| case | value | unit | baseline (same run) | baseline value | ratio | target | met |', '| --- | ---: | --- | --- | ---: | ---: | ---: | --- |');
-  for (const r of rows) out.push(`| ${cell(r.case)} | ${r.error ? 'error' : cell(r.value)} | ${cell(r.unit)} | ${cell(r.baseline)} | ${cell(r.baseline_value)} | ${cell(r.ratio)} | ${cell(r.target)} | ${verdict(r)} |`);
-  out.push('');
-  for (const r of rows) out.push(`- **${cell(r.case)}**: ${r.error ? `ERROR: ${cell(r.error)}` : cell(r.notes ?? '')}`);
+  out.push(...tableLines(rows), '', ...noteLines(rows));
   out.push(FREESWITCH_END);
   return out.join('\n');
 }
