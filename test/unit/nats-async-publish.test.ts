@@ -82,6 +82,28 @@ describe('NatsPublisher async publish (reply inbox + ack sweep)', () => {
     expect(messages[41]).toEqual({ seq: 42, msgId: 'uuid-async:42', origin: 'fs-a' });
   }, 30_000);
 
+  it('remembers the ids it got stored in a bounded window: a recent event again is a duplicate, one older than the window looks like a conflict', async () => {
+    server = await startNatsServer();
+    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'ASYNC_WINDOW' } });
+    client = new NatsClient(config, { logger });
+    const metrics = new Metrics();
+    publisher = new NatsPublisher(config, { client, node: testNode('fs-a'), metrics, logger });
+    await publisher.start();
+    // 4,096 ids are remembered (STORED_IDS_REMEMBERED): 104 more push the first 104 out.
+    const total = 4_200;
+    for (let i = 1; i <= total; i++) publisher.deliver({ event: testEvent('uuid-window', i), origin: origin() });
+    await until(() => publisher!.pending === 0, 20_000);
+    for (let i = total - 19; i <= total; i++) publisher.deliver({ event: testEvent('uuid-window', i), origin: origin() });
+    await until(() => publisher!.pending === 0, 10_000);
+    expect(await counterValue(metrics, 'fsb_nats_publish_duplicates_total')).toBe(20);
+    expect(await counterValue(metrics, 'fsb_nats_publish_msgid_conflicts_total')).toBe(0);
+    // The first one was forgotten: its duplicate answer reads as another publisher's id, so it is sent again under a fresh one.
+    publisher.deliver({ event: testEvent('uuid-window', 1), origin: origin() });
+    await until(() => publisher!.pending === 0, 10_000);
+    expect(await counterValue(metrics, 'fsb_nats_publish_msgid_conflicts_total')).toBe(1);
+    expect(await sentValue(metrics)).toBe(total + 1);
+  }, 60_000);
+
   it('an event without Core-UUID/Event-Sequence goes out without a Nats-Msg-Id (reused headers do not leak the previous id)', async () => {
     server = await startNatsServer();
     const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'ASYNC_NOID' } });
