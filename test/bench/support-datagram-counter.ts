@@ -10,9 +10,8 @@
  * answers `report` with the figures of the current run. Prints `ready` once joined.
  */
 import dgram from 'node:dgram';
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { numberAfter } from './support-datagram-number.js';
+import { numberAfter, udpDrops } from './support-datagram-number.js';
 
 const [group, portArg, iface] = process.argv.slice(2);
 const port = Number(portArg);
@@ -40,16 +39,6 @@ socket.on('message', (datagram) => {
   }
 });
 
-/** Drops the kernel counted on our socket (/proc/net/udp, last column), or -1 when not found. */
-function kernelDrops(): number {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  for (const line of readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    if (fields[1]?.endsWith(`:${hexPort}`)) return Number(fields.at(-1));
-  }
-  return -1;
-}
-
 let dropsAtArm = 0;
 createInterface({ input: process.stdin }).on('line', (line) => {
   const command = JSON.parse(line) as { run?: string; count?: number; report?: boolean };
@@ -57,10 +46,10 @@ createInterface({ input: process.stdin }).on('line', (line) => {
     marker = Buffer.from(`\nFSB-Bench-Run: ${command.run}\n`);
     seen = new Uint8Array(command.count ?? 0);
     distinct = datagrams = firstAt = lastAt = 0;
-    dropsAtArm = kernelDrops();
+    dropsAtArm = udpDrops(socket);
     out({ type: 'armed', run: command.run });
   } else if (command.report) {
-    out({ type: 'report', distinct, datagrams, firstAt, lastAt, kernelDrops: kernelDrops() - dropsAtArm, rcvbuf: socket.getRecvBufferSize() });
+    out({ type: 'report', distinct, datagrams, firstAt, lastAt, kernelDrops: udpDrops(socket) - dropsAtArm, rcvbuf: socket.getRecvBufferSize() });
   }
 });
 process.stdin.on('end', () => {
