@@ -364,7 +364,8 @@ export class Bridge {
   private inject(item: BridgeEvent, key: string): void {
     const delivery = item.delivery;
     const transport = item.origin.transport;
-    const event = this.sanitized(toMulticastEvent(item.event, item.origin.node, this.config.node.name), item.origin.node);
+    const node = item.origin.node;
+    const event = this.sanitized(toMulticastEvent(item.event, node, this.config.node.name), node);
     if (event === null) {
       delivery?.ack();
       return;
@@ -374,7 +375,8 @@ export class Bridge {
       event,
       orderKey: injectionOrderKey(item.event),
       key,
-      done: (outcome, error) => this.settle(key, item.origin.node, transport, outcome, error, delivery),
+      // Names only what it needs: a closure over `item` would keep the whole remote event while it waits in the queue.
+      done: (outcome, error) => this.settle(key, node, transport, outcome, error, delivery),
     });
     if (accepted) {
       this.pendingKeys.add(key);

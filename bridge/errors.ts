@@ -66,7 +66,12 @@ export class CommandError extends BridgeError {
 
 /** The ESL connection is not up (or went away while a command waited for its reply). */
 export class NotConnectedError extends BridgeError {
-  constructor(message = 'not connected to FreeSWITCH') {
+  /**
+   * `closedByFreeswitch`: FreeSWITCH closed the connection (it went away or killed the
+   * listener), not us. mod_event_socket answers each command right after running it, so
+   * a command it had not answered then was never read, and may be written again.
+   */
+  constructor(message = 'not connected to FreeSWITCH', readonly closedByFreeswitch = false) {
     super('FSB_ERR_NOT_CONNECTED', message);
   }
 }

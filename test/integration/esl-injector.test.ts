@@ -153,9 +153,9 @@ describe('EslInjector against the simulator', () => {
     expect(h.injector.offer({ command: sendeventCommand(remoteEvent(-1, null)), orderKey: null })).toBe(true);
   });
 
-  it('when the connection drops: what was written is unconfirmed (never written twice), what was queued goes after the reconnect', async () => {
+  it('when FreeSWITCH closes the connection with injections in flight: what it had not read is written again first, every event arrives once', async () => {
     sim = await EslSimulator.start();
-    // Slow enough that most of the burst is still queued when the connection drops.
+    // Slow enough that much of the burst is written and unread (in the simulator's socket) when it drops the connection.
     sim.setIngestRate(20_000);
     const h = start(sim.port, { connections: 1, queueMaxBytes: 8 * 1024 ** 2 }, {}, 8 * 1024);
     await h.injector.ready(5000);
@@ -166,6 +166,34 @@ describe('EslInjector against the simulator', () => {
     }
     await until(() => sim!.received.length >= 5);
     await sim.dropClients();
+    sim.setIngestRate(0);
+    await until(() => outcomes.size === total, 30_000);
+    // Sent = injected: nothing unconfirmed, nothing lost, nothing counted twice.
+    expect([...new Set(outcomes.values())]).toEqual(['injected']);
+    const seqs = sim.received.map((e) => Number(e.get('Seq')));
+    expect(new Set(seqs).size).toBe(seqs.length);
+    expect(seqs).toEqual(Array.from({ length: total }, (_, i) => i));
+    const resent = (await h.metrics.registry.getSingleMetric('fsb_inject_resent_total')!.get()).values[0].value;
+    expect(resent).toBeGreaterThan(0);
+    expect(h.logs.filter((l) => /closed the ESL connection before answering/.test(l.msg))).toHaveLength(1);
+    expect(new Set(h.written).size).toBe(total);
+    expect(h.injector.bytes).toBe(0);
+  });
+
+  it('when the bridge resets the connection itself (a broken stream): what was written is unconfirmed, never written twice, what was queued goes after the reconnect', async () => {
+    sim = await EslSimulator.start();
+    sim.setIngestRate(20_000);
+    const h = start(sim.port, { connections: 1, queueMaxBytes: 8 * 1024 ** 2 }, {}, 8 * 1024);
+    await h.injector.ready(5000);
+    const outcomes = new Map<number, InjectOutcome>();
+    const total = 400;
+    for (let i = 0; i < total; i++) {
+      h.injector.offer({ command: sendeventCommand(remoteEvent(i, null)), orderKey: null, key: `k${i}`, done: (o) => outcomes.set(i, o) });
+    }
+    await until(() => sim!.received.length >= 5);
+    // A frame the parser refuses: the client closes the connection (FreeSWITCH reads what reached its socket).
+    sim.sendRaw('Content-Length: x\n\n');
+    await until(() => h.logs.some((l) => /desynchronised/.test(l.msg)));
     sim.setIngestRate(0);
     await until(() => outcomes.size === total, 30_000);
     const byOutcome = (o: InjectOutcome) => [...outcomes].filter(([, v]) => v === o).map(([i]) => i);
@@ -179,5 +207,7 @@ describe('EslInjector against the simulator', () => {
     // Unconfirmed ones were recorded as written: after a crash, their redelivery is not injected again.
     for (const i of unconfirmed) expect(h.written).toContain(`k${i}`);
     expect(h.logs.some((l) => /written but not answered/.test(l.msg))).toBe(true);
+    expect(h.metrics.registry.getSingleMetric('fsb_inject_resent_total')).toBeDefined();
+    expect((await h.metrics.registry.getSingleMetric('fsb_inject_resent_total')!.get()).values[0]?.value ?? 0).toBe(0);
   });
 });

@@ -114,6 +114,8 @@ export class EslClient extends EventEmitter {
   private readonly loggedCauses = new Set<string>();
   private stopping = false;
   private disconnectNotice: string | null = null;
+  /** We closed the current connection ourselves (a broken stream): FreeSWITCH still reads what reached its socket. */
+  private resetByUs = false;
   private everConnected = false;
 
   private queue: FsEvent[] = [];
@@ -363,6 +365,7 @@ export class EslClient extends EventEmitter {
     this.socket = socket;
     this.parser = new EslFrameParser({ maxFrameBytes: this.config.maxFrameBytes });
     this.disconnectNotice = null;
+    this.resetByUs = false;
     socket.on('data', (chunk: Buffer) => this.onData(socket, chunk));
     socket.on('error', (err) => {
       if (this.stateValue !== EslState.Connected) this.lastErrorValue = err;
@@ -384,6 +387,7 @@ export class EslClient extends EventEmitter {
       if (this.firstOfSeries(`stream:${cause}`)) {
         this.options.logger.error({ esl: this.label, err: (err as Error).message, cause }, 'ESL stream desynchronised, reconnecting');
       }
+      this.resetByUs = true;
       socket.destroy();
       return;
     }
@@ -575,7 +579,8 @@ export class EslClient extends EventEmitter {
   private onClose(socket: net.Socket): void {
     if (socket !== this.socket) return;
     this.socket = null;
-    this.failPending(new NotConnectedError('ESL connection closed'));
+    const byFreeswitch = !this.stopping && !this.resetByUs;
+    this.failPending(new NotConnectedError(byFreeswitch ? 'ESL connection closed by FreeSWITCH' : 'ESL connection closed', byFreeswitch));
     // Frames held for the consumer were complete events: they stay deliverable.
     this.paused = false;
     if (this.stableTimer) {

@@ -9,9 +9,11 @@ import { EslClient, EslState, type PipelinedReply } from './client.js';
 /**
  * How one injection ended.
  * - `injected`: FreeSWITCH answered +OK.
- * - `unconfirmed`: written to the kernel, then the connection closed before the reply.
- *   mod_event_socket reads whatever reached its socket before it sees the close, so it
- *   was most likely fired; it is not written again, so that nothing is injected twice.
+ * - `unconfirmed`: written to the kernel, then we closed the connection (a broken
+ *   stream) before the reply. mod_event_socket reads whatever reached its socket before
+ *   it sees the close, so it was most likely fired; it is not written again, so that
+ *   nothing is injected twice. When FreeSWITCH closes the connection instead, what it had
+ *   not answered it never read: that is written again on the next connection, first.
  * - `refused`: FreeSWITCH answered -ERR.
  * - `stopped`: still queued when the injector stopped.
  */
@@ -41,12 +43,25 @@ export interface InjectorOptions {
   stableAfterMs?: number;
 }
 
+/**
+ * What a queued injection keeps: its command and how it ends, not the event it was made
+ * from (several times the command's size on the heap; queued by the hundred thousand).
+ */
 interface Queued {
-  readonly item: Injection;
+  readonly command: string;
+  readonly key: string | undefined;
+  readonly done: Injection['done'];
   readonly bytes: number;
 }
 
 const DEFAULT_WINDOW_BYTES = 64 * 1024;
+/**
+ * Heap an injection holds besides its command: its entry, the outcome callback and the
+ * context it closes over, its key, the caller's pending-key entry. Measured at about
+ * 230 bytes (50,000 queued soak-sized events, heap after a full GC); counted in the
+ * budget so that queue-max-bytes bounds memory, not only command text.
+ */
+const QUEUED_OVERHEAD_BYTES = 256;
 const STALL_CHECK_MS = 1_000;
 
 /**
@@ -67,9 +82,11 @@ const STALL_CHECK_MS = 1_000;
  *   connection kept busy with sendevents would starve its own subscription, whose
  *   queue FreeSWITCH caps at 100,000 events. Injection connections subscribe to nothing.
  *
- * Memory is bounded in bytes: `queueMaxBytes` of commands (their UTF-8 size) across
- * connections, what is queued and what is written but not yet answered. offer()
- * refuses beyond it; the caller counts the drop or, for NATS, waits on room().
+ * Memory is bounded in bytes: `queueMaxBytes` of commands (their UTF-8 size, plus
+ * QUEUED_OVERHEAD_BYTES each for what is kept beside it) across connections, what is
+ * queued and what is written but not yet answered. offer() refuses beyond it; the
+ * caller counts the drop or, for NATS, waits on room(). Only the command and its
+ * outcome callback are kept, never the event it was made from.
  *
  * A command is never timed out: behind a backlog it waits its turn, and FreeSWITCH
  * answers it late, not never. A connection whose FreeSWITCH has answered nothing for
@@ -84,6 +101,7 @@ export class EslInjector {
   private stopping = false;
   private readonly queueBytesGauge;
   private readonly queueDepthGauge;
+  private readonly resentCounter;
 
   constructor(
     esl: EslConfig,
@@ -105,6 +123,10 @@ export class EslInjector {
     }
     this.queueBytesGauge = options.metrics.queueBytes.labels({ component: 'inject' });
     this.queueDepthGauge = options.metrics.queueDepth.labels({ component: 'inject' });
+    this.resentCounter = options.metrics.counter(
+      'fsb_inject_resent_total',
+      'Injections written again because FreeSWITCH closed the ESL connection before reading them (each is then counted once more when answered)',
+    );
   }
 
   start(): void {
@@ -153,9 +175,9 @@ export class EslInjector {
   offer(item: Injection): boolean {
     if (this.stopping || !this.hasRoom()) return false;
     const bytes = Buffer.byteLength(item.command);
-    this.queuedBytes += bytes;
+    this.queuedBytes += bytes + QUEUED_OVERHEAD_BYTES;
     this.queuedCount++;
-    this.lanes[this.laneFor(item.orderKey)].push({ item, bytes });
+    this.lanes[this.laneFor(item.orderKey)].push({ command: item.command, key: item.key, done: item.done, bytes });
     this.updateGauges();
     return true;
   }
@@ -177,10 +199,14 @@ export class EslInjector {
 
   /** A lane finished with an injection (answered, closed, abandoned). */
   settled(entry: Queued): void {
-    this.queuedBytes -= entry.bytes;
+    this.queuedBytes -= entry.bytes + QUEUED_OVERHEAD_BYTES;
     this.queuedCount--;
     this.updateGauges();
     if (this.waiters.length > 0 && this.hasRoom()) this.releaseWaiters();
+  }
+
+  resent(count: number): void {
+    this.resentCounter.inc(count);
   }
 
   written(keys: string[]): void {
@@ -220,6 +246,8 @@ class Lane {
   private idleWaiters: (() => void)[] = [];
   /** Injections the last connection loss left without a reply. */
   private unconfirmed = 0;
+  /** Written, unanswered when FreeSWITCH closed the connection: they go first on the next one. */
+  private resend: Queued[] = [];
 
   constructor(
     readonly client: EslClient,
@@ -232,12 +260,15 @@ class Lane {
       if (state === EslState.Connected) {
         this.lastProgress = Date.now();
         this.pump();
-      } else if (this.unconfirmed > 0) {
-        this.logger.warn(
-          { esl: client.label, unconfirmed: this.unconfirmed, queued: this.queue.length - this.head },
-          'ESL connection lost with injections written but not answered: FreeSWITCH reads what reached its socket, so they are counted unconfirmed and not written again; the queued ones follow on the next connection',
-        );
-        this.unconfirmed = 0;
+      } else {
+        if (this.resend.length > 0) this.requeueUnanswered();
+        if (this.unconfirmed > 0) {
+          this.logger.warn(
+            { esl: client.label, unconfirmed: this.unconfirmed, queued: this.queue.length - this.head },
+            'ESL connection lost with injections written but not answered: FreeSWITCH reads what reached its socket, so they are counted unconfirmed and not written again; the queued ones follow on the next connection',
+          );
+          this.unconfirmed = 0;
+        }
       }
     });
   }
@@ -262,9 +293,9 @@ class Lane {
     const first = this.head;
     while (this.head < this.queue.length && this.inFlightBytes + bytes < this.windowBytes) {
       const entry = this.queue[this.head++];
-      commands.push(entry.item.command);
+      commands.push(entry.command);
       replies.push((error, frame) => this.onReply(entry, error, frame));
-      if (entry.item.key !== undefined) keys.push(entry.item.key);
+      if (entry.key !== undefined) keys.push(entry.key);
       bytes += entry.bytes;
     }
     if (!this.client.pipeline(commands, replies, (error) => (error ? undefined : this.injector.written(keys)))) {
@@ -281,6 +312,11 @@ class Lane {
   private onReply(entry: Queued, error: Error | null, frame: EslFrame | null): void {
     this.inFlightCount--;
     this.inFlightBytes -= entry.bytes;
+    if (error instanceof NotConnectedError && error.closedByFreeswitch) {
+      // Still waiting (bytes, budget): requeued once the connection is seen down.
+      this.resend.push(entry);
+      return;
+    }
     this.waitingBytes -= entry.bytes;
     this.lastProgress = Date.now();
     if (this.stallLogged) {
@@ -289,15 +325,34 @@ class Lane {
     }
     this.injector.settled(entry);
     if (error === null) {
-      const refused = CommandError.fromReply(entry.item.command, frame?.headers['Reply-Text'] ?? '');
-      entry.item.done?.(refused ? 'refused' : 'injected', refused);
+      const refused = CommandError.fromReply(entry.command, frame?.headers['Reply-Text'] ?? '');
+      entry.done?.(refused ? 'refused' : 'injected', refused);
     } else if (error instanceof NotConnectedError) {
       this.unconfirmed++;
-      entry.item.done?.('unconfirmed', error);
-    } else entry.item.done?.('refused', error);
+      entry.done?.('unconfirmed', error);
+    } else entry.done?.('refused', error);
     // Refill at half the window: FreeSWITCH still has half of it to read, and we write in fewer, larger pieces.
     if (this.inFlightBytes <= this.windowBytes / 2) this.pump();
     if (this.waitingBytes === 0) this.wakeIdle();
+  }
+
+  /**
+   * FreeSWITCH closed the connection with commands written and not answered. It answers
+   * each command right after running it (mod_event_socket's listener_run), so those
+   * were never read (in its socket when it closed, gone with it): they are written
+   * again, before what is queued, so their order holds. Only a FreeSWITCH that died
+   * between running a command and writing its reply gets that one twice.
+   */
+  private requeueUnanswered(): void {
+    const resend = this.resend;
+    this.resend = [];
+    this.queue = resend.concat(this.queue.slice(this.head));
+    this.head = 0;
+    this.injector.resent(resend.length);
+    this.logger.warn(
+      { esl: this.client.label, resent: resend.length, queued: this.queue.length - resend.length },
+      'FreeSWITCH closed the ESL connection before answering injections it had not read: they are written again first on the next connection',
+    );
   }
 
   /** FreeSWITCH has answered nothing for stallMs while commands wait: say so once. */
@@ -334,7 +389,7 @@ class Lane {
     for (const entry of left) {
       this.waitingBytes -= entry.bytes;
       this.injector.settled(entry);
-      entry.item.done?.('stopped');
+      entry.done?.('stopped');
     }
   }
 
