@@ -22,7 +22,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { defaultConfigXml } from '../../bridge/config/load.js';
 import { FsEvent } from '../../bridge/event/event.js';
@@ -49,6 +49,8 @@ export interface ClusterOptions {
   bindings?: string;
   /** Stream storage of the NATS stream (file by default). */
   streamStorage?: 'file' | 'memory';
+  /** Give each bridge a dedup journal (dedup/journal in its directory), as deployed with NATS: redeliveries after a kill -9 are not injected twice. */
+  dedupJournal?: boolean;
   /** Bridge log lines (JSON), prefixed with the node id. */
   onBridgeLog?: (node: NodeId, line: string) => void;
   /** Set by the caller to say why a layout was chosen (printed by the demo). */
@@ -444,7 +446,7 @@ function namespaceProblem(): string | null {
 /** The bridge config of one node (defaults from the loader, short timeouts for a local cluster). */
 export function bridgeConfigXml(
   spec: NodeSpec,
-  options: { multicast: boolean; nats: string[] | null; peerTimeoutMs?: number; peerDownGraceMs?: number; logLevel?: string; bindings?: string; streamStorage?: 'file' | 'memory' },
+  options: { multicast: boolean; nats: string[] | null; peerTimeoutMs?: number; peerDownGraceMs?: number; logLevel?: string; bindings?: string; streamStorage?: 'file' | 'memory'; dedupJournal?: boolean },
 ): string {
   const bindings = options.bindings ?? BINDINGS;
   return defaultConfigXml({
@@ -463,6 +465,7 @@ export function bridgeConfigXml(
     nats: options.nats
       ? { enabled: 'true', servers: options.nats.join(','), replicas: '3', 'stream-max-age': '1h', 'stream-storage': options.streamStorage ?? 'file' }
       : { enabled: 'false' },
+    ...(options.dedupJournal && { dedup: { journal: join(dirname(spec.configFile), 'dedup.journal') } }),
     'consumer:blf': { enabled: 'true' },
     'consumer:location': { enabled: 'true', 'db-path': spec.dbPath, 'peer-down-grace': `${options.peerDownGraceMs ?? 500}ms` },
     metrics: { enabled: 'true', host: '127.0.0.1', port: String(spec.statusPort), board: 'true' },

@@ -57,6 +57,13 @@ export type Ranges = [number, number][];
 /** What `load-stats` reports: what this node fired, and the load of other nodes its bridge injected here. */
 export interface LoadStats {
   fired: number;
+  /** [Load-Seq, Date.now()] about every 100 ms while firing: when each number was fired. */
+  firedAt: [number, number][];
+  /** Events the load should have fired by now at its rate (fired lags it when this process cannot keep up). */
+  due: number;
+  /** Events this FreeSWITCH stand-in lost because its bridge read too slowly (a listener's queue full), and listeners it killed for it. */
+  lostInFreeswitch: number;
+  killedListeners: number;
   /** Fired while no bridge was subscribed: FreeSWITCH gives such events to nobody. */
   unheard: Ranges;
   received: Record<string, { unique: number; duplicates: number; highest: number; missing: Ranges }>;
@@ -77,6 +84,8 @@ const sim = await EslSimulator.start({
   switchname: config.switchname,
   hostname: config.hostname,
   ipv4: config.ipv4,
+  // Every injection is reported or counted below; keeping them too would grow without bound under load.
+  keepReceived: false,
 });
 sim.on('sendevent', (event: FsEvent) => {
   // Injected heartbeats of the peers arrive several times a second forever, and a load
@@ -128,25 +137,39 @@ class SeenSet {
   }
 }
 
+/** A late timer tick catches up at most this much of the rate: a stalled process does not fire its backlog in one burst. */
+const CATCH_UP_MS = 1_000;
+
 const load = {
   subclass: null as string | null,
   timer: null as NodeJS.Timeout | null,
   fired: 0,
+  /** What the rate asked for so far (fractional), across start/stop. */
+  due: 0,
+  firedAt: [] as [number, number][],
   unheard: [] as Ranges,
   received: new Map<string, SeenSet>(),
   start(rate: number, subclass: string): void {
     this.stop();
     if (rate <= 0) return;
     this.subclass = subclass;
-    // Fired in small batches every 10 ms: a steady rate without a timer per event.
-    const perTick = rate / 100;
-    let due = 0;
+    // Fired in batches every 10 ms, as many as the time since the last tick asks for
+    // (timers run late on a busy machine): a steady rate without a timer per event.
+    let last = performance.now();
+    let owed = 0;
     this.timer = setInterval(() => {
-      for (due += perTick; due >= 1; due--) {
+      const now = performance.now();
+      const asked = (rate * (now - last)) / 1000;
+      this.due += asked;
+      owed = Math.min(owed + asked, (rate * CATCH_UP_MS) / 1000);
+      last = now;
+      const checkpoint = this.firedAt.at(-1);
+      if (owed >= 1 && (!checkpoint || Date.now() - checkpoint[1] >= 100)) this.firedAt.push([this.fired + 1, Date.now()]);
+      for (; owed >= 1; owed--) {
         const seq = ++this.fired;
         if (sim.subscriberCount === 0) {
-          const last = this.unheard.at(-1);
-          if (last && last[1] === seq - 1) last[1] = seq;
+          const range = this.unheard.at(-1);
+          if (range && range[1] === seq - 1) range[1] = seq;
           else this.unheard.push([seq, seq]);
         }
         sim.fire(FsEvent.create('CUSTOM', subclass).add('Load-Origin', config.switchname).add('Load-Seq', String(seq)));
@@ -165,7 +188,7 @@ const load = {
   stats(): LoadStats {
     const received: LoadStats['received'] = {};
     for (const [origin, seen] of this.received) received[origin] = { unique: seen.unique, duplicates: seen.duplicates, highest: seen.highest, missing: seen.missing(seen.highest) };
-    return { fired: this.fired, unheard: this.unheard, received };
+    return { fired: this.fired, firedAt: this.firedAt, due: Math.floor(this.due), lostInFreeswitch: sim.lostEvents, killedListeners: sim.killedListeners, unheard: this.unheard, received };
   },
 };
 

@@ -141,6 +141,12 @@ const LISTENER_QUEUE_MAX = 100_000;
 const LISTENER_MAX_LOST = 500;
 /** Unread command bytes a connection holds before it stops reading its socket (about a loopback socket buffer). */
 const UNREAD_BYTES_MAX = 256 * 1024;
+/**
+ * Event bytes written and not yet taken by a listener that reads slowly, beyond which its
+ * events wait in its queue (about a loopback socket buffer): FreeSWITCH's listener thread
+ * blocks on the write, and the event thread queues meanwhile, up to MAX_QUEUE_LEN.
+ */
+const UNSENT_BYTES_MAX = 4 * 1024 * 1024;
 
 /** Headers switch_event_prep_for_delivery owns, in the order it appends them. */
 const PREP_HEADERS = [
@@ -506,6 +512,9 @@ export class EslSimulator extends EventEmitter {
       if (conn.readTimer) clearTimeout(conn.readTimer);
     });
     socket.on('error', () => undefined);
+    socket.on('drain', () => {
+      if (conn.backlogBytes === 0) this.flushEventQueue(conn);
+    });
     socket.on('data', (chunk: Buffer) => {
       if (this.ingestBytesPerSecond === 0 && conn.backlogBytes === 0) {
         this.readCommands(conn, chunk);
@@ -567,15 +576,18 @@ export class EslSimulator extends EventEmitter {
 
   /** mod_event_socket sends a listener's queued events when its reader finds no command bytes waiting. */
   private flushEventQueue(conn: Connection): void {
-    if (conn.eventQueue.length === 0) return;
-    const frames = conn.eventQueue;
-    conn.eventQueue = [];
+    if (conn.eventQueue.length === 0 || conn.socket.writableLength >= UNSENT_BYTES_MAX) return;
+    // What a socket buffer takes now; the rest waits for 'drain'.
+    let bytes = 0;
+    let count = 0;
+    while (count < conn.eventQueue.length && bytes < UNSENT_BYTES_MAX) bytes += conn.eventQueue[count++].length;
+    const frames = conn.eventQueue.splice(0, count);
     this.write(conn, frames.join(''));
   }
 
-  /** Queue (reader busy) or write one event frame to a listener, as the event thread does. */
+  /** Queue (reader busy, or the client not reading) or write one event frame to a listener, as the event thread does. */
   private deliverTo(conn: Connection, frame: string): boolean {
-    if (conn.backlogBytes === 0) return this.write(conn, frame);
+    if (conn.backlogBytes === 0 && conn.eventQueue.length === 0 && conn.socket.writableLength < UNSENT_BYTES_MAX) return this.write(conn, frame);
     if (conn.eventQueue.length < LISTENER_QUEUE_MAX) {
       conn.eventQueue.push(frame);
       return true;
@@ -779,7 +791,7 @@ export class EslSimulator extends EventEmitter {
       if (!conn.authed || !conn.events || !matches(conn, template)) continue;
       const frame = template.frame(conn.format, seq);
       bytes += frame.length;
-      if (batch && conn.backlogBytes === 0) {
+      if (batch && conn.backlogBytes === 0 && conn.eventQueue.length === 0) {
         const list = batch.get(conn);
         if (list) list.push(frame);
         else batch.set(conn, [frame]);

@@ -81,6 +81,7 @@ export class NatsPublisher implements Sink {
   private readonly drops: DropReporter;
   private readonly out;
   private readonly depth;
+  private readonly depthBytes;
   /** The depth gauge is brought up to date once per event-loop turn, not on every deliver and ack (1.7% of the bridge's CPU at saturation). */
   private depthScheduled = false;
   private readonly duplicates;
@@ -132,6 +133,7 @@ export class NatsPublisher implements Sink {
     this.drops = new DropReporter('nats_publisher', deps.metrics, deps.logger);
     this.out = deps.metrics.eventsOut.labels({ transport: 'nats' });
     this.depth = deps.metrics.queueDepth.labels({ component: 'nats_publisher' });
+    this.depthBytes = deps.metrics.queueBytes.labels({ component: 'nats_publisher' });
     this.duplicates = deps.metrics.counter('fsb_nats_publish_duplicates_total', 'Publishes JetStream reported as duplicates (resends after a failure, or the same event delivered twice)');
     this.msgIdConflicts = deps.metrics.counter(
       'fsb_nats_publish_msgid_conflicts_total',
@@ -220,6 +222,7 @@ export class NatsPublisher implements Sink {
   private readonly updateDepth = (): void => {
     this.depthScheduled = false;
     this.depth.set(this.pending);
+    this.depthBytes.set(this.bytes);
   };
 
   private schedulePump(): void {
