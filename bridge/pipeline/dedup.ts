@@ -53,6 +53,70 @@ export class DedupCache {
 }
 
 /**
+ * Event-Sequence numbers seen per FreeSWITCH run (origin node + Core-UUID), as a sliding
+ * bitmap: the half of dedup that does not forget with time. The key cache forgets after
+ * `dedup/ttl` (and `max-entries` newer keys), and one transport can lag the other by
+ * more than that: the soak found NATS copies arriving minutes after their multicast
+ * twins (JetStream delivers at most max_ack_pending messages ahead of the bridge's acks,
+ * which wait for FreeSWITCH), each then injected a second time. A run's sequence numbers
+ * only grow, so a bit per number over the last WINDOW_BITS of them catches those copies
+ * at 1 bit an event, whatever the lag.
+ *
+ * Bounded: at most MAX_RUNS runs (the least recently seen forgotten first), each bitmap
+ * growing from 1 KB as its run's numbers spread, to WINDOW_BITS / 8 bytes (128 KB; 8 MB
+ * for 64 runs at most). A number older than its run's window is not known here, and the key
+ * cache alone decides, as before.
+ */
+export class SequenceWindow {
+  static readonly WINDOW_BITS = 1 << 20;
+  static readonly MAX_RUNS = 64;
+  private readonly runs = new Map<string, { base: number; bits: Uint8Array }>();
+
+  /** Mark `seq` of `run` seen; true when it already was. */
+  record(run: string, seq: number): boolean {
+    if (!Number.isSafeInteger(seq) || seq < 0) return false;
+    let window = this.runs.get(run);
+    if (window) this.runs.delete(run);
+    else {
+      // Room below the first number: the other transport's copies of slightly older events.
+      window = { base: Math.max(0, seq - 1024), bits: new Uint8Array(1024) };
+      if (this.runs.size >= SequenceWindow.MAX_RUNS) this.runs.delete(this.runs.keys().next().value!);
+    }
+    this.runs.set(run, window);
+    if (seq < window.base) return false;
+    let offset = seq - window.base;
+    if (offset >= window.bits.length * 8) {
+      const needed = Math.min(SequenceWindow.WINDOW_BITS / 8, 2 ** Math.ceil(Math.log2(Math.floor(offset / 8) + 1)));
+      if (needed > window.bits.length) {
+        const grown = new Uint8Array(needed);
+        grown.set(window.bits);
+        window.bits = grown;
+      }
+      if (offset >= window.bits.length * 8) {
+        // Slide: keep the newest three quarters of the window below seq.
+        const shiftBytes = Math.floor((offset - window.bits.length * 6) / 8);
+        if (shiftBytes >= window.bits.length) window.bits.fill(0);
+        else {
+          window.bits.copyWithin(0, shiftBytes);
+          window.bits.fill(0, window.bits.length - shiftBytes);
+        }
+        window.base += shiftBytes * 8;
+        offset = seq - window.base;
+      }
+    }
+    const mask = 1 << (offset & 7);
+    const at = offset >> 3;
+    const seen = (window.bits[at] & mask) !== 0;
+    window.bits[at] |= mask;
+    return seen;
+  }
+
+  get size(): number {
+    return this.runs.size;
+  }
+}
+
+/**
  * The form a dedup key is remembered in: as it is when it looks like what FreeSWITCH
  * makes (`<Core-UUID>:<Event-Sequence>`, printable ASCII, short), else a SHA-256 of
  * it, so that a hostile 64 KB Core-UUID or a key holding a newline costs the cache and

@@ -3,7 +3,7 @@ import { MulticastSubclass } from '../event/names.js';
 import type { EventStream } from '../consumer.js';
 import type { Logger } from '../observability/logger.js';
 import { DropReporter, type Metrics } from '../observability/metrics.js';
-import { DedupCache, dedupKey } from './dedup.js';
+import { DedupCache, SequenceWindow, dedupKey } from './dedup.js';
 import { fromMulticastEvent } from './inject.js';
 import { isSubscriptionAnswer } from './presence-scope.js';
 import { nodeNameProblem } from './peers.js';
@@ -31,6 +31,7 @@ export interface PipelineOptions {
 export class Pipeline implements EventStream {
   private readonly listeners = new Set<(item: BridgeEvent) => void>();
   private readonly dedup: DedupCache;
+  private readonly sequences = new SequenceWindow();
   /** Keys whose injection was refused for room: a later copy is injected (not handed to consumers again). */
   private readonly retryInjection = new Set<string>();
   private readonly drops: DropReporter;
@@ -95,7 +96,10 @@ export class Pipeline implements EventStream {
     // a bridge by its node name, so the two copies of one event still meet. The length
     // prefix keeps node and key apart without a separator a name could contain.
     const key = dedupKey(`${item.origin.node.length}:${item.origin.node}:${raw}`);
-    if (!this.dedup.firstSighting(key)) {
+    // Both asked every time: each remembers what the other may have forgotten.
+    const first = this.dedup.firstSighting(key);
+    const seenInRun = this.recordSequence(item.origin.node, raw);
+    if (!first || seenInRun) {
       if (this.retryInjection.delete(key)) {
         this.options.inject(item, key);
         return;
@@ -117,7 +121,24 @@ export class Pipeline implements EventStream {
 
   /** Keys read back from the dedup journal: events injected before a restart count as seen. */
   preload(keys: Iterable<string>): void {
-    this.dedup.preload(keys);
+    const list = [...keys];
+    this.dedup.preload(list);
+    for (const key of list) {
+      // The journal holds dedupKey forms: `<length>:<node>:<Core-UUID>:<Event-Sequence>` (hashed ones carry no sequence).
+      const length = /^(\d+):/.exec(key);
+      if (!length) continue;
+      const start = length[0].length;
+      const node = key.slice(start, start + Number(length[1]));
+      if (key[start + node.length] === ':') this.recordSequence(node, key.slice(start + node.length + 1));
+    }
+  }
+
+  /** Marks an event's `<Core-UUID>:<Event-Sequence>` seen in its run; true when it already was. */
+  private recordSequence(node: string, raw: string): boolean {
+    const colon = raw.lastIndexOf(':');
+    const digits = raw.slice(colon + 1);
+    if (colon <= 0 || !/^\d{1,15}$/.test(digits)) return false;
+    return this.sequences.record(dedupKey(`${node.length}:${node}:${raw.slice(0, colon)}`), Number(digits));
   }
 
   /**

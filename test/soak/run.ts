@@ -150,7 +150,8 @@ async function main(): Promise<void> {
             return;
           }
           if (Date.now() > deadline) {
-            fault.note = `the restarted bridge was not ready within ${seconds(RESTART_READY_MS)} s`;
+            const health = await node.status('/health');
+            fault.note = `the restarted bridge was not ready within ${seconds(RESTART_READY_MS)} s; /health: ${health.body.replace(/\s+/g, ' ').slice(0, 600)}`;
             return;
           }
           await sleep(200);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { FsEvent } from '../../bridge/event/event.js';
 import { Bindings } from '../../bridge/pipeline/bindings.js';
-import { DedupCache } from '../../bridge/pipeline/dedup.js';
+import { DedupCache, SequenceWindow } from '../../bridge/pipeline/dedup.js';
 import { toMulticastEvent } from '../../bridge/pipeline/inject.js';
 import { Pipeline } from '../../bridge/pipeline/pipeline.js';
 import { LOOP_GUARD_HEADER, type BridgeEvent, type Sink } from '../../bridge/pipeline/types.js';
@@ -30,7 +30,7 @@ async function filteredOnly(metrics: Metrics, cause: string): Promise<number> {
   return count(metrics.filtered, cause);
 }
 
-function setup() {
+function setup(dedup = { maxEntries: 1000, ttlMs: 60_000 }) {
   const metrics = new Metrics();
   const multicast = recordingSink('multicast', Bindings.parse('PRESENCE_IN CUSTOM sofia::register'));
   const nats = recordingSink('nats', Bindings.parse('ALL'));
@@ -39,7 +39,7 @@ function setup() {
   const pipeline = new Pipeline({
     nodeName: 'fs-a',
     sinks: [multicast, nats],
-    dedup: { maxEntries: 1000, ttlMs: 60_000 },
+    dedup,
     inject: (item) => injected.push(item),
     metrics,
     logger: silentLogger(),
@@ -78,6 +78,29 @@ describe('pipeline', () => {
     expect(injected).toHaveLength(1);
     expect(seen).toHaveLength(1);
     expect(multicast.got).toHaveLength(0); // remote events are never re-sent
+    expect(await filteredOnly(metrics, 'duplicate_nats')).toBe(1);
+  });
+
+  it('injects once a copy that arrives after the key cache forgot its twin (a transport lagging more than ttl / max-entries)', async () => {
+    // The soak: NATS copies minutes behind their multicast twins were injected again.
+    const { pipeline, metrics, injected } = setup({ maxEntries: 100, ttlMs: 60_000 });
+    const late = event('CUSTOM', 5, 'run-b', 'fsb::soak');
+    pipeline.remote({ event: late, origin: { transport: 'multicast', node: 'fs-b', receivedAt: 1 } });
+    for (let seq = 6; seq < 500; seq++) pipeline.remote({ event: event('CUSTOM', seq, 'run-b', 'fsb::soak'), origin: { transport: 'multicast', node: 'fs-b', receivedAt: 1 } });
+    pipeline.remote({ event: late.clone(), origin: { transport: 'nats', node: 'fs-b', receivedAt: 2 } });
+    expect(injected).toHaveLength(495);
+    expect(await filteredOnly(metrics, 'duplicate_nats')).toBe(1);
+    // Another run of the same node (FreeSWITCH restarted: new Core-UUID), same sequence: a new event.
+    pipeline.remote({ event: event('CUSTOM', 5, 'run-b2', 'fsb::soak'), origin: { transport: 'nats', node: 'fs-b', receivedAt: 3 } });
+    expect(injected).toHaveLength(496);
+  });
+
+  it('recognises journal keys by their run and sequence after the key cache forgot them (restart after kill -9)', async () => {
+    const { pipeline, metrics, injected } = setup({ maxEntries: 100, ttlMs: 60_000 });
+    pipeline.preload(['4:fs-b:run-b:7', 'sha256:not-a-sequence', '4:fs-b:run-b:x', 'garbage']);
+    for (let seq = 8; seq < 300; seq++) pipeline.remote({ event: event('CUSTOM', seq, 'run-b', 'fsb::soak'), origin: { transport: 'multicast', node: 'fs-b', receivedAt: 1 } });
+    pipeline.remote({ event: event('CUSTOM', 7, 'run-b', 'fsb::soak'), origin: { transport: 'nats', node: 'fs-b', receivedAt: 2 } });
+    expect(injected).toHaveLength(292);
     expect(await filteredOnly(metrics, 'duplicate_nats')).toBe(1);
   });
 
@@ -137,6 +160,37 @@ describe('dedup cache', () => {
     now = 500;
     expect(cache.firstSighting('b')).toBe(true); // expired
     expect(cache.size).toBe(1);
+  });
+});
+
+describe('sequence window', () => {
+  it('remembers each number of a run once, out of order, across growth and slides, and forgets runs beyond its bound', () => {
+    const window = new SequenceWindow();
+    expect(window.record('a', 100)).toBe(false);
+    expect(window.record('a', 100)).toBe(true);
+    // Older than the first number seen, within the room kept below it.
+    expect(window.record('a', 90)).toBe(false);
+    expect(window.record('a', 90)).toBe(true);
+    // Far ahead: the bitmap grows, what it held stays.
+    expect(window.record('a', 500_000)).toBe(false);
+    expect(window.record('a', 100)).toBe(true);
+    expect(window.record('a', 500_000)).toBe(true);
+    // Beyond the window: it slides; the newest numbers stay known, the oldest become unknown (false, the key cache decides).
+    const far = 100 + SequenceWindow.WINDOW_BITS * 2;
+    expect(window.record('a', far)).toBe(false);
+    expect(window.record('a', far)).toBe(true);
+    expect(window.record('a', 100)).toBe(false);
+    expect(window.record('a', far - 1000)).toBe(false);
+    expect(window.record('a', far - 1000)).toBe(true);
+    // Hostile numbers neither throw nor count.
+    expect(window.record('a', Number.MAX_SAFE_INTEGER)).toBe(false);
+    expect(window.record('a', -1)).toBe(false);
+    expect(window.record('a', Number.NaN)).toBe(false);
+    // Bounded in runs: the least recently seen is forgotten first.
+    for (let run = 0; run < SequenceWindow.MAX_RUNS; run++) window.record(`r${run}`, 1);
+    expect(window.size).toBe(SequenceWindow.MAX_RUNS);
+    expect(window.record('a', Number.MAX_SAFE_INTEGER)).toBe(false);
+    expect(window.record('r1', 1)).toBe(true);
   });
 });
 
