@@ -99,7 +99,8 @@ function expectClearFailure(result: { code: number | null; stderr: string }, pat
   expect(result.stderr).not.toMatch(/^\s+at /m);
 }
 
-describe('location database unusable at startup', () => {
+// Each case starts the CLI (twice when it runs in a mount namespace): a child's start-up on a loaded machine.
+describe('location database unusable at startup', { timeout: CHILD_TEST_MS }, () => {
   it('run: a missing directory exits 1 naming db-path and the path', async () => {
     const path = join(dir, 'no-such-dir', 'call_limit.db');
     expectClearFailure(await exitOf(['run', '--config', configFile('missing', path)]), path, /directory does not exist/);
