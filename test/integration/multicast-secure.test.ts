@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { createLan, JsonLineProcess, nodeInNetns, type Lan } from '../support/netns.js';
 import { datagramFixtures } from '../support/fixtures.js';
-import { until } from '../support/wait.js';
+import { CHILD_START_MS, until } from '../support/wait.js';
 import type { NodeProcessConfig, SecureNodeConfig } from './multicast-node.js';
 
 /**
@@ -25,9 +25,10 @@ let lan: Lan;
 const running: JsonLineProcess<Report>[] = [];
 const port = 15000 + (process.pid % 1000);
 
+// ip(8) waits for the kernel's rtnl lock, which every namespace of every suite on the machine takes.
 beforeAll(() => {
   lan = createLan('sec', 5);
-});
+}, CHILD_START_MS);
 afterAll(async () => {
   await Promise.all(running.splice(0).map((p) => p.stop()));
   lan?.cleanup();

@@ -21,9 +21,10 @@ let lan: Lan;
 const running: JsonLineProcess<Report>[] = [];
 let port = 14000 + (process.pid % 1000);
 
+// ip(8) waits for the kernel's rtnl lock, which every namespace of every suite on the machine takes.
 beforeAll(() => {
   lan = createLan('mc', 3);
-});
+}, CHILD_START_MS);
 afterAll(() => lan?.cleanup());
 afterEach(async () => {
   await Promise.all(running.splice(0).map((p) => p.stop()));
