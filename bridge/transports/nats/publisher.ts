@@ -451,6 +451,7 @@ export class NatsPublisher implements Sink {
       this.items = [];
       this.head = this.next = this.bytes = 0;
       this.depth.set(0);
+      this.depthBytes.set(0);
     }
   }
 }
