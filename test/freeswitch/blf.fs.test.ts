@@ -3,38 +3,15 @@
  * phone on the call's own node sees; a phone on the other node must see the same
  * dialog states, directions and presence notes, each once.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsServer } from '../support/nats-server.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { SipUa, Subscription } from '../support/sip-ua.js';
-import { BridgeProcess, closePhones, connectNodes, phone, startLabNats, users, type FsNode } from './lab.js';
+import { phone, users, type FsNode, useBridgedPair } from './lab.js';
 import { compare, report, sequence, settle, summarize } from './notify-sequence.js';
 
+const lab = useBridgedPair({ subscription: 'PRESENCE_IN PRESENCE_PROBE CUSTOM multicast::event', bridge: { location: false } });
 let a: FsNode;
 let b: FsNode;
-let closeNodes: () => Promise<void>;
-let nats: NatsServer;
-let bridgeA: BridgeProcess;
-let bridgeB: BridgeProcess;
-
-beforeAll(async () => {
-  // The suite watches the channel's PRESENCE_IN on A and the bridge's injection on B, to split the delay.
-  ({ a, b, close: closeNodes } = await connectNodes('PRESENCE_IN PRESENCE_PROBE CUSTOM multicast::event'));
-  nats = await startLabNats();
-  bridgeA = await BridgeProcess.start(a, { nats, location: false });
-  bridgeB = await BridgeProcess.start(b, { nats, location: false });
-});
-
-afterAll(async () => {
-  await closePhones();
-  await bridgeA?.cleanup();
-  await bridgeB?.cleanup();
-  await nats?.stop();
-  await closeNodes?.();
-});
-
-afterEach(async () => {
-  await closePhones();
-});
+beforeAll(() => void ({ a, b } = lab));
 
 interface Watchers {
   /** By `<node>-<event>-<target>`, e.g. `a-dialog-1000`. */
@@ -86,7 +63,7 @@ describe('a call on A, watched from A and from B', () => {
     const callerPhone = await phone(caller, a);
     await callerPhone.register(120);
     const watchers = await watch([caller, callee], [watcherA, watcherB]);
-    const firedBefore = await bridgeB.metric('fsb_blf_presence_fired_total');
+    const firedBefore = await lab.bridgeB.metric('fsb_blf_presence_fired_total');
 
     const callStartedAt = Date.now();
     const call = await callerPhone.call(callee);
@@ -117,7 +94,7 @@ describe('a call on A, watched from A and from B', () => {
     expect(byWhat.get(`dialog ${callee}`)?.slice(0, 3)).toEqual(['early/recipient', 'confirmed/recipient', 'terminated/recipient']);
     expect(byWhat.get(`presence ${caller}`)).toEqual([`open "Call ${callee}"`, `open "Talk ${callee}"`, 'open "Available"']);
     // mod_sofia does it all from the injected multicast::event: the consumer fires nothing for a live call.
-    expect(await bridgeB.metric('fsb_blf_presence_fired_total')).toBe(firedBefore);
+    expect(await lab.bridgeB.metric('fsb_blf_presence_fired_total')).toBe(firedBefore);
   });
 
   it('a phone on B that subscribes during the call sees the current state at once', async () => {

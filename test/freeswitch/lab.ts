@@ -14,6 +14,7 @@ import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { EslFrameParser } from '../../bridge/esl/frame-parser.js';
 import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
 import { EslClient } from '../../bridge/sources/esl/client.js';
@@ -372,4 +373,41 @@ export async function connectNodes(subscription?: string): Promise<{ a: FsNode; 
   const a = await FsNode.connect(env.a, subscription);
   const b = await FsNode.connect(env.b, subscription);
   return { a, b, close: async () => void (await Promise.all([a.close(), b.close()])) };
+}
+
+/** Both nodes, a NATS server, a bridge on each node and the phones, as most files use them. */
+export interface BridgedPair {
+  a: FsNode;
+  b: FsNode;
+  nats: NatsServer;
+  bridgeA: BridgeProcess;
+  bridgeB: BridgeProcess;
+}
+
+/**
+ * Registers the hooks of a file that runs against two bridged nodes: started before its
+ * tests (with B seeing A up when `waitPeerUp`), phones closed after each test, all of it
+ * stopped after the file. The fields are set once the file's first beforeAll has run.
+ */
+export function useBridgedPair(options: { subscription?: string; bridge?: Omit<BridgeOptions, 'nats'>; waitPeerUp?: boolean } = {}): BridgedPair {
+  const pair = {} as BridgedPair;
+  let closeNodes: (() => Promise<void>) | null = null;
+  beforeAll(async () => {
+    const nodes = await connectNodes(options.subscription);
+    closeNodes = nodes.close;
+    Object.assign(pair, { a: nodes.a, b: nodes.b, nats: await startLabNats() });
+    pair.bridgeA = await BridgeProcess.start(pair.a, { ...options.bridge, nats: pair.nats });
+    pair.bridgeB = await BridgeProcess.start(pair.b, { ...options.bridge, nats: pair.nats });
+    // A node can only be seen dying once it was seen alive.
+    if (options.waitPeerUp) await pair.bridgeB.waitPeerUp(pair.a.name);
+  });
+  afterEach(closePhones);
+  afterAll(async () => {
+    await closePhones();
+    await pair.bridgeA?.cleanup();
+    await pair.bridgeB?.cleanup();
+    await pair.nats?.stop();
+    await closeNodes?.();
+  });
+  return pair;
 }

@@ -4,42 +4,19 @@
  * A dies (peerdown, then the purge after the grace); a bridge that joins late loads
  * every registration at once.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsServer } from '../support/nats-server.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { SipUa } from '../support/sip-ua.js';
 import { until } from '../support/wait.js';
-import { BridgeProcess, closePhones, connectNodes, labEnv, phone, startLabNats, users, type FsNode } from './lab.js';
+import { labEnv, phone, users, type FsNode, useBridgedPair } from './lab.js';
 import { report } from './notify-sequence.js';
 
 const PEER_TIMEOUT_MS = 25_000;
 const PEER_DOWN_GRACE_MS = 3_000;
 
+const lab = useBridgedPair({ bridge: { blf: false, peerTimeoutMs: PEER_TIMEOUT_MS, location: { peerDownGraceMs: PEER_DOWN_GRACE_MS } }, waitPeerUp: true });
 let a: FsNode;
 let b: FsNode;
-let closeNodes: () => Promise<void>;
-let nats: NatsServer;
-let bridgeA: BridgeProcess;
-let bridgeB: BridgeProcess;
-
-const options = () => ({ nats, blf: false as const, peerTimeoutMs: PEER_TIMEOUT_MS, location: { peerDownGraceMs: PEER_DOWN_GRACE_MS } });
-
-beforeAll(async () => {
-  ({ a, b, close: closeNodes } = await connectNodes());
-  nats = await startLabNats();
-  bridgeA = await BridgeProcess.start(a, options());
-  bridgeB = await BridgeProcess.start(b, options());
-  await bridgeB.waitPeerUp(a.name);
-});
-
-afterAll(async () => {
-  await closePhones();
-  await bridgeA?.cleanup();
-  await bridgeB?.cleanup();
-  await nats?.stop();
-  await closeNodes?.();
-});
-
-afterEach(closePhones);
+beforeAll(() => void ({ a, b } = lab));
 
 const row = (node: FsNode, user: string) => node.dbSelect(labEnv().domain, `LOCATION_${user}`);
 
@@ -82,16 +59,16 @@ describe('location rows from real registrations', () => {
     await ua.register(300);
     await rowAfter(b, user, a.info.ipv4);
     const killedAt = Date.now();
-    await bridgeA.kill();
+    await lab.bridgeA.kill();
     const goneAfterMs = await rowAfter(b, user, '', PEER_TIMEOUT_MS + PEER_DOWN_GRACE_MS + 25_000);
     report('location-peerdown-purge', { user, peerTimeoutMs: PEER_TIMEOUT_MS, graceMs: PEER_DOWN_GRACE_MS, rowGoneAfterKillMs: goneAfterMs, killedAt });
     expect(goneAfterMs).toBeGreaterThan(PEER_DOWN_GRACE_MS);
-    await bridgeA.start();
-    await bridgeB.waitPeerUp(a.name);
+    await lab.bridgeA.start();
+    await lab.bridgeB.waitPeerUp(a.name);
   });
 
   it('a bridge that joins late loads every registration of the cluster at once', async () => {
-    await bridgeB.stop();
+    await lab.bridgeB.stop();
     const all = users(labEnv().users.length);
     const phones: SipUa[] = [];
     for (const user of all) {
@@ -102,7 +79,7 @@ describe('location rows from real registrations', () => {
     // A's bridge has written them all to the cluster state before B joins.
     await until(async () => (await Promise.all(all.map((u) => row(a, u)))).every((r) => r === a.info.ipv4), 20_000);
     const startedAt = Date.now();
-    await bridgeB.start();
+    await lab.bridgeB.start();
     const readyAt = Date.now();
     await until(async () => (await Promise.all(all.map((u) => row(b, u)))).every((r) => r === a.info.ipv4), 20_000);
     const allRowsAfterMs = Date.now() - startedAt;

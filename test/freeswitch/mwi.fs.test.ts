@@ -2,35 +2,15 @@
  * MWI across nodes: a MESSAGE_WAITING fired on A (as mod_voicemail fires it) reaches a
  * phone on B subscribed to that account's message-summary, as it reaches one on A.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { FsEvent } from '../../bridge/event/event.js';
-import type { NatsServer } from '../support/nats-server.js';
-import { BridgeProcess, closePhones, connectNodes, labEnv, phone, startLabNats, users, type FsNode } from './lab.js';
+import { labEnv, phone, users, type FsNode, useBridgedPair } from './lab.js';
 import { report, sequence, settle, summarize } from './notify-sequence.js';
 
+const lab = useBridgedPair({ bridge: { location: false } });
 let a: FsNode;
 let b: FsNode;
-let closeNodes: () => Promise<void>;
-let nats: NatsServer;
-let bridgeA: BridgeProcess;
-let bridgeB: BridgeProcess;
-
-beforeAll(async () => {
-  ({ a, b, close: closeNodes } = await connectNodes());
-  nats = await startLabNats();
-  bridgeA = await BridgeProcess.start(a, { nats, location: false });
-  bridgeB = await BridgeProcess.start(b, { nats, location: false });
-});
-
-afterAll(async () => {
-  await closePhones();
-  await bridgeA?.cleanup();
-  await bridgeB?.cleanup();
-  await nats?.stop();
-  await closeNodes?.();
-});
-
-afterEach(closePhones);
+beforeAll(() => void ({ a, b } = lab));
 
 function messageWaiting(account: string, waiting: boolean, counts: string): FsEvent {
   return FsEvent.create('MESSAGE_WAITING').add('MWI-Messages-Waiting', waiting ? 'yes' : 'no').add('MWI-Message-Account', `sip:${account}@${labEnv().domain}`).add('MWI-Voice-Message', counts);

@@ -4,10 +4,9 @@
  * the peer timeout; the node comes back with the call still up, the lamp comes back;
  * a bridge that starts while a call is up elsewhere lights its lamp.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsServer } from '../support/nats-server.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { SipUa } from '../support/sip-ua.js';
-import { BridgeProcess, closePhones, connectNodes, phone, startLabNats, users, type FsNode } from './lab.js';
+import { phone, users, type FsNode, useBridgedPair } from './lab.js';
 import { report, sequence, settle, summarize } from './notify-sequence.js';
 
 /** FreeSWITCH sends a HEARTBEAT every 20 s (event-heartbeat-interval): the timeout must exceed it. */
@@ -15,31 +14,10 @@ const PEER_TIMEOUT_MS = 25_000;
 /** Peer silence is checked every timeout/4, at most 5 s: the lamp goes out within this of the last heartbeat. */
 const LAMP_OUT_WITHIN_MS = PEER_TIMEOUT_MS + 5_000 + 20_000;
 
+const lab = useBridgedPair({ bridge: { location: false, peerTimeoutMs: PEER_TIMEOUT_MS }, waitPeerUp: true });
 let a: FsNode;
 let b: FsNode;
-let closeNodes: () => Promise<void>;
-let nats: NatsServer;
-let bridgeA: BridgeProcess;
-let bridgeB: BridgeProcess;
-
-beforeAll(async () => {
-  ({ a, b, close: closeNodes } = await connectNodes());
-  nats = await startLabNats();
-  bridgeA = await BridgeProcess.start(a, { nats, location: false, peerTimeoutMs: PEER_TIMEOUT_MS });
-  bridgeB = await BridgeProcess.start(b, { nats, location: false, peerTimeoutMs: PEER_TIMEOUT_MS });
-  // A node can only be seen dying once it was seen alive.
-  await bridgeB.waitPeerUp(a.name);
-});
-
-afterAll(async () => {
-  await closePhones();
-  await bridgeA?.cleanup();
-  await bridgeB?.cleanup();
-  await nats?.stop();
-  await closeNodes?.();
-});
-
-afterEach(closePhones);
+beforeAll(() => void ({ a, b } = lab));
 
 async function callOnA(): Promise<{ caller: string; callee: string; hangup: () => Promise<void>; callerPhone: SipUa }> {
   const [caller, callee] = users(2);
@@ -64,7 +42,7 @@ describe('node death and restart', () => {
     const marks = { dialog: dialog.received.length, presence: presence.received.length };
 
     const killedAt = Date.now();
-    await bridgeA.kill();
+    await lab.bridgeA.kill();
     const out = await dialog.waitFor((n) => n.dialogs.some((d) => d.state === 'terminated'), LAMP_OUT_WITHIN_MS, marks.dialog);
     const lampOutAfterMs = out.at - killedAt;
     await settle([dialog, presence]);
@@ -73,7 +51,7 @@ describe('node death and restart', () => {
 
     // The node comes back (its bridge restarts; FreeSWITCH and the call never went away).
     const restartedAt = Date.now();
-    await bridgeA.start();
+    await lab.bridgeA.start();
     const back = await dialog.waitFor((n) => n.dialogs.some((d) => d.state === 'confirmed'), LAMP_OUT_WITHIN_MS, downMarks.dialog);
     const relitAfterMs = back.at - restartedAt;
     await settle([dialog, presence]);
@@ -95,7 +73,7 @@ describe('node death and restart', () => {
 
   it('a bridge that starts while a call is up on another node lights the lamp of that call', async () => {
     const [watcher] = users(1);
-    await bridgeB.stop();
+    await lab.bridgeB.stop();
     const { callee, hangup } = await callOnA();
     const onB = await phone(watcher, b);
     const dialog = await onB.subscribe(callee, 'dialog');
@@ -104,7 +82,7 @@ describe('node death and restart', () => {
     expect(sequence(dialog).map(summarize).every((s) => s === 'idle')).toBe(true);
     const mark = dialog.received.length;
     const startedAt = Date.now();
-    await bridgeB.start();
+    await lab.bridgeB.start();
     const lit = await dialog.waitFor((n) => n.dialogs.some((d) => d.state === 'confirmed'), 30_000, mark);
     await settle([dialog]);
     const afterStart = sequence(dialog, mark).map(summarize);
