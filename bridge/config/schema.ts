@@ -75,6 +75,20 @@ export const FORMATS = {
     description: 'an IPv4 or IPv6 address or a host name',
     check: (value) => (isIP(value) !== 0 || HOSTNAME.test(value) ? undefined : 'is not an IP address or a host name'),
   },
+  /** db_data.data is what the dialplan dials (sofia/internal/1000@<data>): a node whose profile is not on 5060 needs its port there. */
+  'host-port': {
+    description: 'an IPv4 address or a host name, optionally with :port (1 to 65535), or an IPv6 address, [bracketed] with a port',
+    check: (value) => {
+      if (isIP(value) !== 0 || HOSTNAME.test(value)) return undefined;
+      const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+      if (!match) return 'is not an IP address or a host name, with an optional :port';
+      const host = match[1] ?? match[2];
+      const valid = match[1] !== undefined ? isIP(host) === 6 : isIPv4(host) || HOSTNAME.test(host);
+      if (!valid) return `has no valid host (${JSON.stringify(host)})`;
+      const port = Number(match[3]);
+      return port >= 1 && port <= 65535 ? undefined : `has port ${match[3]}, outside 1 to 65535`;
+    },
+  },
   'nats-url': {
     description: 'nats://host:port or tls://host:port (scheme and port optional, user:pass@ allowed)',
     check: (value) => {
@@ -212,7 +226,7 @@ export const PARAMS: readonly ParamSpec[] = [
   { section: 'consumer:location', name: 'sink', type: 'enum', default: 'sqlite', values: ['sqlite', 'esl'], description: "sqlite: write call_limit.db directly; esl: use the 'db insert/delete' API when the file is not reachable.", appliesTo: 'location enabled' },
   { section: 'consumer:location', name: 'db-path', type: 'string', format: 'path', default: '/var/lib/freeswitch/db/call_limit.db', description: "mod_db's sqlite file (call_limit.db in FreeSWITCH's db dir).", appliesTo: 'sink sqlite' },
   { section: 'consumer:location', name: 'legacy-parity', type: 'bool', default: 'false', description: 'Behave exactly like locationlocal.lua + locationforeign.lua (Registered(...) only, rows replaced, never removed).', appliesTo: 'location enabled' },
-  { section: 'consumer:location', name: 'address-overrides', type: 'map', format: 'host', default: '', description: "db_data.data per node, as name=address pairs keyed by switchname or hostname; nodes not listed use the FreeSWITCH-IPv4 of their events.", example: 'fs-a=192.0.2.10,fs-b=192.0.2.11', appliesTo: 'location enabled' },
+  { section: 'consumer:location', name: 'address-overrides', type: 'map', format: 'host-port', default: '', description: "db_data.data per node, as name=address pairs keyed by switchname or hostname, with :port when the node's SIP profile is not on 5060 (config/dialplan/); nodes not listed use the FreeSWITCH-IPv4 of their events.", example: 'fs-a=192.0.2.10,fs-b=192.0.2.11:5070', appliesTo: 'location enabled' },
   { section: 'consumer:location', name: 'expiry-margin', type: 'duration', min: 0, max: DAY_MS, default: '60s', unit: 'ms', description: 'A registration whose unregister/expire event was missed is removed this long after its own expiry.', appliesTo: 'location enabled' },
   { section: 'consumer:location', name: 'flush-interval', type: 'duration', min: 1, max: 10_000, default: '20ms', unit: 'ms', description: 'Writes are batched into one short transaction at most this often.', appliesTo: 'sink sqlite' },
   { section: 'consumer:location', name: 'flush-max-rows', type: 'int', min: 1, max: 100_000, default: '2000', description: 'A batch is written as soon as it holds this many rows.', appliesTo: 'sink sqlite' },

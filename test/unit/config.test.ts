@@ -105,5 +105,18 @@ describe('config loader', () => {
     expect(loadConfigText(text, 'f.xml', {}).config.consumers.location.addressOverrides).toEqual({ 'fs-a': '192.0.2.1', 'node-b': '192.0.2.2' });
     const bad = defaultConfigXml({ 'consumer:location': { 'address-overrides': 'fs-a' } });
     expect(() => loadConfigText(bad, 'f.xml', {})).toThrow(/param "address-overrides": "fs-a" is not a name=value pair/);
+    // The dialplan dials db_data.data: a node whose profile is on another port than 5060 is written with it (config/dialplan/).
+    const withPorts = defaultConfigXml({ 'consumer:location': { 'address-overrides': 'fs-a=10.99.0.1:5060,fs-b=node-b.example:5070,fs-c=[2001:db8::1]:5080,fs-d=2001:db8::2' } });
+    expect(loadConfigText(withPorts, 'f.xml', {}).config.consumers.location.addressOverrides).toEqual({ 'fs-a': '10.99.0.1:5060', 'fs-b': 'node-b.example:5070', 'fs-c': '[2001:db8::1]:5080', 'fs-d': '2001:db8::2' });
+    for (const [value, problem] of [
+      ['10.99.0.1:0', /has port 0, outside 1 to 65535/],
+      ['10.99.0.1:65536', /has port 65536/],
+      ['10.99.0.1:', /is not an IP address or a host name, with an optional :port/],
+      ['[::ffff:1.2.3]:5070', /has no valid host/],
+      ['bad host:5070', /has no valid host/],
+    ] as const) {
+      const refused = defaultConfigXml({ 'consumer:location': { 'address-overrides': `fs-a=${value}` } });
+      expect(() => loadConfigText(refused, 'f.xml', {})).toThrow(problem);
+    }
   });
 });
