@@ -35,6 +35,11 @@ export interface LabEnv {
   multicast: HostPort;
   /** Set when the nodes' legacy mod_event_multicast uses a psk: every bridge then uses it too. */
   psk: string | null;
+  /**
+   * Set: the bridges talk secure multicast (AES-256-GCM, `<id>:<key>`) to each other, and
+   * the legacy tests check instead that a legacy node and a secure bridge ignore each other.
+   */
+  secureKey: string | null;
   /** The node where mod_event_multicast may be loaded for the legacy tests (its event_multicast.conf.xml uses the same group and psk). */
   legacyNode: 'a' | 'b';
 }
@@ -59,6 +64,7 @@ export const LAB_VARIABLES: Record<string, string> = {
 
 const OPTIONAL: Record<string, string> = {
   FSB_FS_PSK: 'psk of the legacy mod_event_multicast; when set, every bridge of the suite uses it too',
+  FSB_FS_SECURE_KEY: "the bridges' multicast secure-key (<id>:<64 hex digits>), not with FSB_FS_PSK: bridges talk secure multicast, and the legacy node must ignore them",
 };
 
 export class LabEnvError extends Error {
@@ -137,8 +143,10 @@ export function loadLabEnv(env: NodeJS.ProcessEnv = process.env): LabEnv {
     b: node('b'),
     multicast: parsed('FSB_FS_MULTICAST', hostPort, none),
     psk: env.FSB_FS_PSK?.trim() || null,
+    secureKey: env.FSB_FS_SECURE_KEY?.trim() || null,
     legacyNode: parsed('FSB_FS_LEGACY_NODE', (v) => (v === 'a' || v === 'b' ? v : null), 'a' as 'a' | 'b'),
   };
+  if (result.psk && result.secureKey) problems.push('FSB_FS_PSK and FSB_FS_SECURE_KEY are both set: a bridge runs either the legacy psk or secure multicast');
   if (problems.length > 0) throw new LabEnvError(problems);
   return result;
 }

@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { EslFrameParser } from '../../bridge/esl/frame-parser.js';
+import { EslFrameParser, type EslFrame } from '../../bridge/esl/frame-parser.js';
 import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
 import { EslClient } from '../../bridge/sources/esl/client.js';
 import type { FsEvent } from '../../bridge/event/event.js';
@@ -133,21 +133,13 @@ export class FsNode {
     await this.esl.stop();
   }
 
-  /** A plain ESL listener (auth, `event plain`), every event kept with its arrival time; it does not reconnect. */
+  /** A plain ESL listener (`event plain`), every event kept with its arrival time; it does not reconnect. */
   private observe(subscription: string): void {
-    const parser = new EslFrameParser({ maxFrameBytes: 16 * 1024 * 1024 });
-    const socket = net.connect(this.env.esl.port, this.env.esl.host);
-    this.observer = socket;
-    socket.on('error', () => undefined);
-    socket.on('data', (chunk) => {
-      const at = Date.now();
-      for (const frame of parser.push(chunk)) {
-        const type = frame.headers['Content-Type'];
-        if (type === 'auth/request') socket.write(`auth ${this.env.eslPassword}\n\n`);
-        else if (type === 'command/reply' && /accepted/.test(frame.headers['Reply-Text'] ?? '')) socket.write(`event plain ${subscription}\n\n`);
-        else if (isEventFrame(frame)) this.collect(eventFromFrame(frame), at);
-      }
+    const raw = openRawEsl(this.env, `event plain ${subscription}`, (frame, at) => {
+      if (isEventFrame(frame)) this.collect(eventFromFrame(frame), at);
     });
+    this.observer = raw.socket;
+    raw.ready.catch(() => undefined);
   }
 
   private collect(event: FsEvent, at: number): void {
@@ -162,13 +154,74 @@ export class FsNode {
   }
 }
 
+/**
+ * A bare ESL connection that authenticates, sends one `command` (`event plain ...`, `log
+ * warning`) and hands every later frame to `onFrame` with its arrival time. The suite
+ * needs it besides EslClient, which drops what carries the bridge's loop guard: exactly
+ * what the suite must see a bridge inject. `ready` resolves on the command's +OK.
+ */
+export function openRawEsl(node: NodeEnv, command: string, onFrame: (frame: EslFrame, at: number) => void): { socket: net.Socket; ready: Promise<void> } {
+  const parser = new EslFrameParser({ maxFrameBytes: 64 * 1024 * 1024 });
+  const socket = net.connect(node.esl.port, node.esl.host);
+  let authenticated = false;
+  let commanded = false;
+  const ready = new Promise<void>((resolve, reject) => {
+    socket.on('error', reject);
+    socket.on('data', (chunk) => {
+      const at = Date.now();
+      for (const frame of parser.push(chunk)) {
+        const type = frame.headers['Content-Type'];
+        const reply = frame.headers['Reply-Text'] ?? '';
+        if (type === 'auth/request') socket.write(`auth ${node.eslPassword}\n\n`);
+        else if (type === 'command/reply' && !commanded) {
+          if (!reply.startsWith('+OK')) {
+            reject(new Error(`ESL ${node.esl.host}:${node.esl.port}: ${authenticated ? command : 'auth'}: ${reply}`));
+          } else if (!authenticated) {
+            authenticated = true;
+            socket.write(`${command}\n\n`);
+          } else {
+            commanded = true;
+            resolve();
+          }
+        } else onFrame(frame, at);
+      }
+    });
+  });
+  return { socket, ready };
+}
+
+/** What FreeSWITCH logs at `level` and above (ESL `log`), each line's text kept for counting. */
+export class LogWatcher {
+  private constructor(
+    private readonly socket: net.Socket,
+    readonly lines: string[],
+  ) {}
+
+  static async open(node: FsNode, level = 'warning'): Promise<LogWatcher> {
+    const lines: string[] = [];
+    const raw = openRawEsl(node.env, `log ${level}`, (frame) => {
+      if (frame.headers['Content-Type'] === 'log/data' && frame.body) lines.push(frame.body.toString('utf8'));
+    });
+    await raw.ready;
+    return new LogWatcher(raw.socket, lines);
+  }
+
+  count(match: RegExp): number {
+    return this.lines.filter((line) => match.test(line)).length;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
 export interface BridgeOptions {
   nats?: NatsServer | null;
   multicast?: boolean;
   blf?: false | { legacyParity?: boolean };
   location?: false | { peerDownGraceMs?: number; legacyParity?: boolean; addressOverrides?: string };
   peerTimeoutMs?: number;
-  /** Extra bindings for both transports (appended to the defaults below). */
+  /** Extra bindings for both transports (event names, put before the defaults below: after CUSTOM a name is a subclass). */
   bindings?: string;
   logLevel?: string;
 }
@@ -182,7 +235,7 @@ function xmlAttr(value: string): string {
 /** The config a bridge on `node` gets: everything from the node itself, nothing from the operator's files. */
 export function bridgeConfigXml(node: FsNode, env: LabEnv, options: BridgeOptions): string {
   const param = (name: string, value: string) => `<param name="${name}" value="${xmlAttr(value)}"/>`;
-  const bindings = options.bindings ? `${BASE_BINDINGS} ${options.bindings}` : BASE_BINDINGS;
+  const bindings = options.bindings ? `${options.bindings} ${BASE_BINDINGS}` : BASE_BINDINGS;
   const nats = options.nats ?? null;
   const blf = options.blf === undefined ? {} : options.blf;
   const location = options.location === undefined ? {} : options.location;
@@ -191,7 +244,7 @@ export function bridgeConfigXml(node: FsNode, env: LabEnv, options: BridgeOption
     `<settings>${param('node-name', node.info.switchname)}${param('hostname', node.info.hostname)}${param('ipv4', node.info.ipv4)}${param('cluster', 'fslab')}${param('log-level', options.logLevel ?? 'info')}${param('stats-interval', '0')}</settings>`,
     `<esl>${param('host', node.env.esl.host)}${param('port', String(node.env.esl.port))}${param('password', node.env.eslPassword)}</esl>`,
     `<bindings>${param('multicast', bindings)}${param('nats', bindings)}</bindings>`,
-    `<multicast>${param('enabled', String(options.multicast !== false))}${param('address', env.multicast.host)}${param('port', String(env.multicast.port))}${param('interface', node.info.ipv4)}${param('ttl', '1')}${param('loopback', 'false')}${env.psk ? param('psk', env.psk) : ''}${param('peer-timeout', `${options.peerTimeoutMs ?? 60_000}ms`)}</multicast>`,
+    `<multicast>${param('enabled', String(options.multicast !== false))}${param('address', env.multicast.host)}${param('port', String(env.multicast.port))}${param('interface', node.info.ipv4)}${param('ttl', '1')}${param('loopback', 'false')}${env.psk ? param('psk', env.psk) : ''}${env.secureKey ? param('secure-key', env.secureKey) : ''}${param('peer-timeout', `${options.peerTimeoutMs ?? 60_000}ms`)}</multicast>`,
     nats
       ? `<nats>${param('enabled', 'true')}${param('servers', nats.url)}${param('stream-name', 'FSLAB')}${param('stream-storage', 'memory')}${param('stream-max-bytes', '64MB')}${param('replicas', '1')}</nats>`
       : `<nats>${param('enabled', 'false')}</nats>`,

@@ -1,6 +1,8 @@
 /**
  * Interop with a legacy node (mod_event_multicast + the seed location Lua), both ways,
- * plain or with FSB_FS_PSK; then FreeSWITCH restarted under a running bridge.
+ * plain or with FSB_FS_PSK; with FSB_FS_SECURE_KEY, that a legacy node and a secure
+ * bridge ignore each other (docs/security.md); then FreeSWITCH restarted under a
+ * running bridge.
  *
  * Runs last (see vitest.config.ts): the seed Lua cannot be stopped, so the file ends by
  * restarting the legacy node's FreeSWITCH (`fsctl shutdown restart`), which is what the
@@ -9,7 +11,7 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../support/wait.js';
-import { BridgeProcess, closePhones, connectNodes, labEnv, phone, users, type FsNode } from './lab.js';
+import { BridgeProcess, closePhones, connectNodes, labEnv, LogWatcher, phone, users, type FsNode } from './lab.js';
 import { report } from './notify-sequence.js';
 
 const LUA = (name: string) => fileURLToPath(new URL(`../fixtures/reference/lua-scripts/${name}`, import.meta.url));
@@ -62,7 +64,52 @@ afterEach(closePhones);
 
 const row = (node: FsNode, user: string) => node.dbSelect(labEnv().domain, `LOCATION_${user}`);
 
-describe(`legacy node (mod_event_multicast + seed Lua)${labEnv().psk ? ' with psk' : ', plain'}`, () => {
+/** The bridges talk secure multicast: the legacy node cannot hear them, nor they it. */
+const SECURE = labEnv().secureKey !== null;
+/** mod_event_multicast's warning for a datagram it cannot read (mod_event_multicast.c, 1.10.12). */
+const UNREADABLE = /Failed to validate inbound event packet/;
+
+if (SECURE) describe('legacy node (mod_event_multicast + seed Lua) beside secure bridges', () => {
+  it('the legacy node drops every secure datagram (a warning each) and keeps running; the bridge refuses the legacy datagrams', async () => {
+    const log = await LogWatcher.open(legacy);
+    try {
+      const startedBefore = Date.now() - uptimeMs(await legacy.api('status'));
+      const sentBefore = await bridge!.metric('fsb_events_out_total', { transport: 'multicast' });
+      const refusedBefore = await bridge!.metric('fsb_drops_total', { cause: 'not_secure' });
+      const [onBridged, onLegacy] = users(2);
+      for (const node of [legacy, bridged]) for (const user of [onBridged, onLegacy]) await node.api(`db delete/${labEnv().domain}/LOCATION_${user}`);
+      await (await phone(onBridged, bridged)).register(120);
+      await (await phone(onLegacy, legacy)).register(120);
+      // The registration on the bridged node, then its HEARTBEAT: a few secure datagrams, each a warning on the legacy node.
+      await until(async () => (await bridge!.metric('fsb_events_out_total', { transport: 'multicast' })) - sentBefore >= 2, 45_000);
+      const sent = (await bridge!.metric('fsb_events_out_total', { transport: 'multicast' })) - sentBefore;
+      await until(() => log.count(UNREADABLE) >= sent, 15_000);
+      // The legacy node's sofia::register (plain or psk) reached the bridge and was refused.
+      await until(async () => (await bridge!.metric('fsb_drops_total', { cause: 'not_secure' })) > refusedBefore, 45_000);
+      const status = await legacy.api('status');
+      const figures = {
+        secureDatagramsSent: sent,
+        legacyWarnings: log.count(UNREADABLE),
+        refusedByBridge: (await bridge!.metric('fsb_drops_total', { cause: 'not_secure' })) - refusedBefore,
+        legacyPeers: await legacy.api('multicast_peers'),
+        legacyRestarted: Math.abs(Date.now() - uptimeMs(status) - startedBefore) > 2_000,
+      };
+      report('legacy-secure', figures);
+      expect(status).toMatch(/is ready/);
+      expect(figures.legacyRestarted).toBe(false);
+      expect(figures.legacyPeers).not.toContain(`Peer ${bridged.name}`);
+      // Neither side wrote the other's registration: the Lua never saw it, nor did the location consumer.
+      expect(await row(legacy, onBridged)).toBe('');
+      expect(await row(bridged, onLegacy)).toBe('');
+      const peers = JSON.parse((await bridge!.http('/peers')).body) as { name: string }[];
+      expect(peers.map((p) => p.name)).not.toContain(legacy.name);
+    } finally {
+      log.close();
+    }
+  });
+});
+
+if (!SECURE) describe(`legacy node (mod_event_multicast + seed Lua)${labEnv().psk ? ' with psk' : ', plain'}`, () => {
   it('the legacy node lists the bridge as a peer, and the bridge lists the legacy node', async () => {
     await bridge!.waitPeerUp(legacy.name);
     const peers = await until(async () => {

@@ -27,6 +27,12 @@ describe('npm run test:freeswitch environment', () => {
     expect(env.multicast).toEqual({ host: '225.1.1.1', port: 4242 });
     expect(env.psk).toBeNull();
     expect(loadLabEnv({ ...LAB, FSB_FS_PSK: 'fixture-psk' }).psk).toBe('fixture-psk');
+    expect(env.secureKey).toBeNull();
+    expect(loadLabEnv({ ...LAB, FSB_FS_SECURE_KEY: `1:${'ab'.repeat(32)}` }).secureKey).toBe(`1:${'ab'.repeat(32)}`);
+  });
+
+  it('refuses the legacy psk and secure multicast together (a bridge runs one or the other)', () => {
+    expect(() => loadLabEnv({ ...LAB, FSB_FS_PSK: 'fixture-psk', FSB_FS_SECURE_KEY: `1:${'ab'.repeat(32)}` })).toThrow('FSB_FS_PSK and FSB_FS_SECURE_KEY are both set');
   });
 
   it('refuses to start with every missing variable named and explained', () => {
