@@ -66,11 +66,16 @@ const row = (node: FsNode, user: string) => node.dbSelect(labEnv().domain, `LOCA
 
 /** The bridges talk secure multicast: the legacy node cannot hear them, nor they it. */
 const SECURE = labEnv().secureKey !== null;
-/** mod_event_multicast's warning for a datagram it cannot read (mod_event_multicast.c, 1.10.12). */
-const UNREADABLE = /Failed to validate inbound event packet/;
+/**
+ * What mod_event_multicast logs for a datagram it cannot read (mod_event_multicast.c,
+ * 1.10.12): the warning when no MAGIC byte comes before a NUL, the error when one does but
+ * the rest of MAGIC does not follow, which with a psk is about half of the secure
+ * datagrams (Blowfish turns them into noise; seen on the lab: 1 error, then 1 warning).
+ */
+const UNREADABLE = /Failed to validate inbound event packet|Inbound event packet is missing the complete validation string/;
 
 if (SECURE) describe('legacy node (mod_event_multicast + seed Lua) beside secure bridges', () => {
-  it('the legacy node drops every secure datagram (a warning each) and keeps running; the bridge refuses the legacy datagrams', async () => {
+  it('the legacy node drops every secure datagram (a log line each) and keeps running; the bridge refuses the legacy datagrams', async () => {
     const log = await LogWatcher.open(legacy);
     try {
       const startedBefore = Date.now() - uptimeMs(await legacy.api('status'));
@@ -80,7 +85,7 @@ if (SECURE) describe('legacy node (mod_event_multicast + seed Lua) beside secure
       for (const node of [legacy, bridged]) for (const user of [onBridged, onLegacy]) await node.api(`db delete/${labEnv().domain}/LOCATION_${user}`);
       await (await phone(onBridged, bridged)).register(120);
       await (await phone(onLegacy, legacy)).register(120);
-      // The registration on the bridged node, then its HEARTBEAT: a few secure datagrams, each a warning on the legacy node.
+      // The registration on the bridged node, then its HEARTBEAT: a few secure datagrams, each a log line on the legacy node.
       await until(async () => (await bridge!.metric('fsb_events_out_total', { transport: 'multicast' })) - sentBefore >= 2, 45_000);
       const sent = (await bridge!.metric('fsb_events_out_total', { transport: 'multicast' })) - sentBefore;
       await until(() => log.count(UNREADABLE) >= sent, 15_000);
