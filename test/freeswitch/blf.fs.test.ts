@@ -5,7 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { SipUa, Subscription } from '../support/sip-ua.js';
-import { phone, users, type FsNode, useBridgedPair } from './lab.js';
+import { phone, users, type BridgeProcess, type FsNode, useBridgedPair } from './lab.js';
 import { compare, report, sequence, settle, summarize } from './notify-sequence.js';
 
 const lab = useBridgedPair({ subscription: 'PRESENCE_IN PRESENCE_PROBE CUSTOM multicast::event', bridge: { location: false } });
@@ -95,6 +95,16 @@ describe('a call on A, watched from A and from B', () => {
     expect(byWhat.get(`presence ${caller}`)).toEqual([`open "Call ${callee}"`, `open "Talk ${callee}"`, 'open "Available"']);
     // mod_sofia does it all from the injected multicast::event: the consumer fires nothing for a live call.
     expect(await lab.bridgeB.metric('fsb_blf_presence_fired_total')).toBe(firedBefore);
+
+    // Metrics an operator pages on mean loss (issue 12 item 7): a healthy call drops nothing on either
+    // bridge (what is left out by design, CR/LF headers among it, is filtered), and B knows A's loss exactly.
+    const filtered = async (bridge: BridgeProcess) => (await bridge.http('/metrics')).body.split('\n').filter((line) => line.startsWith('fsb_filtered_total{'));
+    const peerA = (JSON.parse((await lab.bridgeB.http('/peers')).body) as { name: string; lossKnown: boolean; gapsLost: number }[]).find((p) => p.name === a.name);
+    const health = { dropsA: await lab.bridgeA.metric('fsb_drops_total'), dropsB: await lab.bridgeB.metric('fsb_drops_total'), filteredA: await filtered(lab.bridgeA), filteredB: await filtered(lab.bridgeB), peerAOnB: peerA };
+    report('blf-health', health);
+    expect(health.dropsA).toBe(0);
+    expect(health.dropsB).toBe(0);
+    expect(peerA).toMatchObject({ lossKnown: true, gapsLost: 0 });
   });
 
   it('a phone on B that subscribes during the call sees the current state at once', async () => {

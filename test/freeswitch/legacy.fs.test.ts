@@ -10,6 +10,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../support/cli.js';
 import { until } from '../support/wait.js';
 import { BridgeProcess, closePhones, connectNodes, labEnv, LogWatcher, phone, users, type FsNode } from './lab.js';
 import { report } from './notify-sequence.js';
@@ -121,8 +122,11 @@ if (!SECURE) describe(`legacy node (mod_event_multicast + seed Lua)${labEnv().ps
       const text = await legacy.api('multicast_peers');
       return new RegExp(`Peer ${bridged.name} UP`).test(text) ? text : '';
     }, 45_000);
-    report('legacy-peers', { psk: labEnv().psk !== null, legacyMulticastPeers: peers });
+    // A legacy sender's Event-Sequence skips every event outside its bindings: its loss is unknown, never a guess (issue 12 item 7).
+    const listed = await runCli(['peers', '--url', `http://${bridge!.status!.address}:${bridge!.status!.port}`]);
+    report('legacy-peers', { psk: labEnv().psk !== null, legacyMulticastPeers: peers, bridgePeers: listed.stdout });
     expect(peers).toContain(`Peer ${bridged.name} UP`);
+    expect(listed.stdout).toMatch(new RegExp(`Peer ${legacy.name} UP; .*loss unknown`));
   });
 
   it("the legacy node's Lua writes the bridged node's registrations; the bridge writes the legacy node's", async () => {
