@@ -12,17 +12,6 @@ import { sleep, until } from '../support/wait.js';
 
 const logger = silentLogger();
 
-async function retry<T>(call: () => Promise<T>, attempts = 5): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await call();
-    } catch (err) {
-      if (i >= attempts) throw err;
-      await sleep(500);
-    }
-  }
-}
-
 describe('NATS 3-server cluster on loopback', () => {
   let cluster: NatsCluster | undefined;
   afterAll(async () => {
@@ -74,7 +63,7 @@ describe('NATS 3-server cluster on loopback', () => {
       const nc = await connectNats({ servers: [survivor.url], auth: {}, tls: null }, { logger });
       try {
         // Right after the kill the survivors may still be electing a JetStream meta leader.
-        const info = await retry(async () => (await jetstreamManager(nc)).streams.info('CLUSTER'));
+        const info = await until(async () => (await jetstreamManager(nc)).streams.info('CLUSTER'), 30_000);
         expect(info.state.messages).toBe(seq);
         const stored: number[] = [];
         for await (const item of readStored(nc, 'CLUSTER', new SubjectMapper('fs', 'test'), { since: new Date(0) })) stored.push(item.event.sequence!);
