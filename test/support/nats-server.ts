@@ -9,7 +9,7 @@
  * fails before its cleanup runs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,8 +64,19 @@ function installExitHook(): void {
   });
 }
 
-/** A port the kernel just handed out on loopback (free at the time of the call). */
+/**
+ * A loopback port free at the time of the call, picked below the kernel's ephemeral
+ * range: a port listen(0) hands out is an ephemeral one, which any outgoing connection
+ * of a parallel test may take as its local port before nats-server binds it (seen as
+ * "address already in use" in a full run). Below that range only listeners compete, and
+ * the bind below sees those.
+ */
 export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  for (let attempt = 0; attempt < 50 && low > 20_000; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * (low - 20_000));
+    if (await bindable(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -75,6 +86,23 @@ export async function freePort(): Promise<number> {
       const port = typeof address === 'object' && address ? address.port : 0;
       srv.close(() => resolve(port));
     });
+  });
+}
+
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
