@@ -153,18 +153,23 @@ describe('EslInjector against the simulator', () => {
     expect(h.injector.offer({ command: sendeventCommand(remoteEvent(-1, null)), orderKey: null })).toBe(true);
   });
 
-  it('when FreeSWITCH closes the connection with injections in flight: what it had not read is written again first, every event arrives once', async () => {
-    sim = await EslSimulator.start();
-    // Slow enough that much of the burst is written and unread (in the simulator's socket) when it drops the connection.
-    sim.setIngestRate(20_000);
-    const h = start(sim.port, { connections: 1, queueMaxBytes: 8 * 1024 ** 2 }, {}, 8 * 1024);
+  /** 400 injections on one connection, the simulator slow enough that much of the burst is written and unread (in its socket) when the connection ends. */
+  async function burstInFlight(simulator: EslSimulator) {
+    simulator.setIngestRate(20_000);
+    const h = start(simulator.port, { connections: 1, queueMaxBytes: 8 * 1024 ** 2 }, {}, 8 * 1024);
     await h.injector.ready(5000);
     const outcomes = new Map<number, InjectOutcome>();
     const total = 400;
     for (let i = 0; i < total; i++) {
       h.injector.offer({ command: sendeventCommand(remoteEvent(i, null)), orderKey: null, key: `k${i}`, done: (o) => outcomes.set(i, o) });
     }
-    await until(() => sim!.received.length >= 5);
+    await until(() => simulator.received.length >= 5);
+    return { h, outcomes, total };
+  }
+
+  it('when FreeSWITCH closes the connection with injections in flight: what it had not read is written again first, every event arrives once', async () => {
+    sim = await EslSimulator.start();
+    const { h, outcomes, total } = await burstInFlight(sim);
     await sim.dropClients();
     sim.setIngestRate(0);
     await until(() => outcomes.size === total, 30_000);
@@ -182,15 +187,7 @@ describe('EslInjector against the simulator', () => {
 
   it('when the bridge resets the connection itself (a broken stream): what was written is unconfirmed, never written twice, what was queued goes after the reconnect', async () => {
     sim = await EslSimulator.start();
-    sim.setIngestRate(20_000);
-    const h = start(sim.port, { connections: 1, queueMaxBytes: 8 * 1024 ** 2 }, {}, 8 * 1024);
-    await h.injector.ready(5000);
-    const outcomes = new Map<number, InjectOutcome>();
-    const total = 400;
-    for (let i = 0; i < total; i++) {
-      h.injector.offer({ command: sendeventCommand(remoteEvent(i, null)), orderKey: null, key: `k${i}`, done: (o) => outcomes.set(i, o) });
-    }
-    await until(() => sim!.received.length >= 5);
+    const { h, outcomes, total } = await burstInFlight(sim);
     // A frame the parser refuses: the client closes the connection (FreeSWITCH reads what reached its socket).
     sim.sendRaw('Content-Length: x\n\n');
     await until(() => h.logs.some((l) => /desynchronised/.test(l.msg)));
