@@ -20,6 +20,7 @@ import { defaultConfigXml } from '../../bridge/config/load.js';
 import { FsEvent } from '../../bridge/event/event.js';
 import { encodeDatagram } from '../../bridge/transports/multicast/codec.js';
 import { launch, stopChild } from '../../compose/local/launcher.js';
+import { isPositive, numberOption } from '../support/cli-options.js';
 import { createNetns } from '../support/netns.js';
 
 const GROUP = '239.1.7.7';
@@ -27,11 +28,7 @@ const PORT = 14242;
 const ESL_PORT = 8021;
 const STATUS_PORT = 9464;
 const PEER_TIMEOUT_MS = 5_000;
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
+const arg = (name: string, fallback: number) => numberOption('peer-flood', name, fallback, isPositive, 'a positive number');
 
 /** The flooder, run inside the namespace: one HEARTBEAT from each invented sender, paced. */
 async function flood(senders: number, rate: number, distinct: boolean): Promise<void> {

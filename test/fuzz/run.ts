@@ -3,20 +3,11 @@
  * NATS messages through the whole bridge in one process (fuzz.ts). Prints the report
  * and exits 1 when anything crashed or an ESL command came out malformed.
  */
+import { numberOption } from '../support/cli-options.js';
 import { formatReport, runFuzz } from './fuzz.js';
 
 const MAX_COUNT = 10_000_000;
-
-function option(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const value = Number(process.argv[i + 1]);
-  if (!Number.isSafeInteger(value) || value < 0) {
-    process.stderr.write(`fuzz: --${name} needs a whole number, got ${JSON.stringify(process.argv[i + 1])}\n`);
-    process.exit(2);
-  }
-  return value;
-}
+const option = (name: string, fallback: number) => numberOption('fuzz', name, fallback, (n) => Number.isSafeInteger(n) && n >= 0, 'a whole number');
 
 const count = option('count', 1_000);
 if (count < 1 || count > MAX_COUNT) {

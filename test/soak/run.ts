@@ -23,6 +23,7 @@
  * needs root (namespaces).
  */
 import { readFileSync } from 'node:fs';
+import { isPositive, numberOption } from '../support/cli-options.js';
 import { BINDINGS, LocalCluster, NODE_IDS, type ClusterNode, type NodeId } from '../../compose/local/cluster.js';
 import type { LoadStats, Ranges } from '../../compose/local/node-agent.js';
 
@@ -37,17 +38,7 @@ const RESTART_READY_MS = 120_000;
 /** How long the end waits for the receivers' counts to stop moving (a backlog under overload may take longer: reported). */
 const SETTLE_MAX_MS = 180_000;
 
-function option(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const value = Number(process.argv[i + 1]);
-  if (!Number.isFinite(value) || value <= 0) {
-    process.stderr.write(`soak: --${name} needs a positive number\n`);
-    process.exit(2);
-  }
-  return value;
-}
-
+const option = (name: string, fallback: number) => numberOption('soak', name, fallback, isPositive, 'a positive number');
 const say = (line: string) => process.stdout.write(line + '\n');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const count = (ranges: Ranges) => ranges.reduce((n, [a, b]) => n + b - a + 1, 0);
