@@ -3,11 +3,15 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from '@nats-io/transport-node';
+import { PARAMS } from '../../bridge/config/schema.js';
 import { FsEvent } from '../../bridge/event/event.js';
+import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { watchLoop } from './support-eld.js';
-import { percentile, round, sleep, startBridgeProcess, type BridgeProcess, type ConfigSections } from './support-processes.js';
+import { describeNeighbours, describeStalls, realtimeNeighbours, startStallObserver, type StallReport } from './support-machine.js';
+import { percentile, processCpuMs, round, sleep, startBridgeProcess, type BridgeProcess, type ConfigSections } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
 /**
@@ -30,6 +34,13 @@ import type { BenchCase, BenchResult } from './types.js';
  * Baseline (same run): UDP ping-pong on loopback between this process and a child
  * echo process, 1 ping per ms, round-trip time: the floor of any two-process path
  * (A -> B here crosses four processes and three sockets).
+ *
+ * Beside each measurement, so that a figure says whether it measured the bridges or the
+ * machine (support-machine.ts): the stalls of an idle probe process scheduled like the
+ * measured ones, the real-time threads of other processes on the machine (a FreeSWITCH
+ * lab's threads at SCHED_FIFO 99 preempt everything here), and the CPU per event of the
+ * benchmark process and of each bridge (at 1,000 events/s the five processes together
+ * come near the 2 cores, and the tail follows that).
  */
 const PING_COUNT = 2_000;
 
@@ -80,6 +91,14 @@ interface Measured {
   fired: number;
   /** 1-minute load average before and after the measured events: the tail follows it (other work on the 2 cores). */
   load: [number, number];
+  /** CPU ms over the measurement: this process (clock and simulators), bridge A, bridge B. */
+  cpuUsed: number[];
+  /** What an idle process scheduled like the measured ones saw meanwhile (support-machine.ts). */
+  stalls: StallReport;
+  /** Real-time threads of other processes on the machine, before and after. */
+  neighbours: string;
+  /** FSB_BENCH_ELD, NATS only: the path split at nats-server. */
+  hops: string | null;
 }
 
 const loadAverage = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
@@ -115,6 +134,24 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     /** [Date.now(), ms] of samples over 2 ms, for FSB_BENCH_ELD (lined up with the processes' stalls). */
     const slow: [number, number][] = [];
     let measuring = false;
+    // FSB_BENCH_ELD: also when each event reached nats-server (a core subscription on A's
+    // subjects, in this process: nats-server hands a message to core subscribers as it reads
+    // it, before the stream stores it), splitting the NATS path into A's half (ESL read,
+    // pipeline, publish) and the rest (JetStream store, pull delivery to B, B's injection).
+    // Off by default: it adds 1,000 messages/s to this process, which is also the clock.
+    const atServer = new Float64Array(events);
+    const probe = process.env.FSB_BENCH_ELD && transport === 'nats' && nats ? await connect({ servers: nats.url }) : null;
+    probe?.subscribe(new SubjectMapper(shippedDefault('subject-prefix'), 'bench').filter({ node: 'bench-a' }), {
+      callback: (_err, msg) => {
+        const now = performance.now();
+        if (!measuring) return;
+        const text = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength).toString('latin1');
+        const at = text.indexOf('Unique-ID: bench-call-');
+        const i = at < 0 ? -1 : Number(text.slice(at + 22, text.indexOf('\n', at))) - first;
+        if (i >= 0 && i < events && atServer[i] === 0) atServer[i] = now;
+      },
+    });
+    if (probe) await probe.flush();
     simB.on('sendevent', (event: FsEvent) => {
       const now = performance.now();
       if (!measuring) return;
@@ -142,6 +179,13 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     const measured = Array.from({ length: events }, (_, i) => presence(first + i));
     // Runs with --expose-gc (npm run bench): start the clock on a clean heap.
     (globalThis as { gc?: () => void }).gc?.();
+    const neighboursBefore = realtimeNeighbours();
+    const observer = await startStallObserver();
+    // CPU time of each process over the measurement: at 1,000 events/s the tail follows how
+    // close the five processes together come to the 2 cores, and unlike latency it barely
+    // moves with the machine's other load, so A/B comparisons can use it.
+    const cpuOf = () => [processCpuMs(process.pid), ...bridges.map((b) => b.cpuMs())];
+    const cpuBefore = cpuOf();
     measuring = true;
     const loadBefore = loadAverage();
     const measuredFrom = Date.now();
@@ -150,16 +194,28 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     const deadline = Date.now() + 3_000;
     while (!arrived() && Date.now() < deadline) await sleep(50);
     measuring = false;
+    const cpuUsed = cpuOf().map((ms, i) => ms - cpuBefore[i]);
+    const stalls = await observer.stop();
     const latencies = (at: Float64Array) => [...at].flatMap((t, i) => (t === 0 ? [] : [t - sentAt[i]])).sort((a, b) => a - b);
     const inject = latencies(injectAt);
-    if (process.env.FSB_BENCH_ELD) writeFileSync(join(process.env.FSB_BENCH_ELD, `slow-${transport}-${scheduling}.json`), JSON.stringify({ from: measuredFrom, to: Date.now(), slow, inject }));
-    return { inject, fired: events, load: [loadBefore, loadAverage()] };
+    await probe?.close();
+    const hops = probe
+      ? `FSB_BENCH_ELD hop split: A -> nats-server ${summary(latencies(atServer))}, nats-server -> injected on B ${summary([...injectAt].flatMap((t, i) => (t === 0 || atServer[i] === 0 ? [] : [t - atServer[i]])).sort((a, b) => a - b))}`
+      : null;
+    if (process.env.FSB_BENCH_ELD) {
+      // Every time stamp, so the slow samples can be lined up with the processes' stalls and a perf sched trace.
+      const times = { timeOrigin: performance.timeOrigin, sentAt: [...sentAt], atServer: probe ? [...atServer] : null, injectAt: [...injectAt] };
+      writeFileSync(join(process.env.FSB_BENCH_ELD, `slow-${transport}-${scheduling}.json`), JSON.stringify({ from: measuredFrom, to: Date.now(), slow, inject, hops, times }));
+    }
+    return { inject, fired: events, load: [loadBefore, loadAverage()], cpuUsed, stalls, neighbours: describeNeighbours(neighboursBefore, realtimeNeighbours()), hops };
   } finally {
     for (const bridge of bridges) await bridge.stop();
     await simA.stop();
     await simB.stop();
   }
 }
+
+const perEvent = (cpuMs: number, events: number) => Math.round((cpuMs * 1000) / events);
 
 function summary(sorted: number[]): string {
   return `p50 ${round(percentile(sorted, 0.5), 3)} / p99 ${round(percentile(sorted, 0.99), 3)} / p999 ${round(percentile(sorted, 0.999), 3)} / max ${round(sorted.at(-1) ?? NaN, 3)} ms`;
@@ -193,6 +249,13 @@ function scheduleSelf(scheduling: Scheduling): string | null {
     return `chrt ${args.join(' ')} failed: ${stderr || (error as Error).message}`;
   }
 }
+
+/** The shipped defaults the NATS rows run with (read from the schema, so the notes cannot go stale). */
+const shippedDefault = (name: string) => PARAMS.find((p) => p.section === 'nats' && p.name === name)?.default ?? '?';
+const DEFAULTS_NATS_STORAGE = shippedDefault('stream-storage');
+const DEFAULTS_NATS_PAYLOAD = shippedDefault('payload-format');
+
+const SCHEDULING_SHORT: Record<Scheduling, string> = { realtime: `SCHED_RR ${RR_PRIORITY}`, default: 'SCHED_OTHER' };
 
 const SCHEDULING_NOTE: Record<Scheduling, string> = {
   realtime: `scheduling as deployed: SCHED_RR ${RR_PRIORITY} for the bridges (config/systemd/fs-event-bridge.service), for the simulators standing in for FreeSWITCH (whose own unit sets SCHED_RR) and for nats-server, which shares the 2 cores here`,
@@ -228,14 +291,16 @@ async function measureScheduling(scheduling: Scheduling, quick: boolean): Promis
   const nats = await startNatsServer();
   try {
     const results: BenchResult[] = [];
-    for (const transport of ['multicast', 'nats'] as const) {
+    for (const transport of (['multicast', 'nats'] as const).filter(selected)) {
       const m = await measure(transport, nats, events, scheduling);
       const p99 = percentile(m.inject, 0.99);
       const p999 = percentile(m.inject, 0.999);
       const lost = m.fired - m.inject.length;
       const notes =
         `lower is better; ${SCHEDULING_NOTE[scheduling]}. ${m.fired} PRESENCE_IN at 1000/s on A (new call each) to the multicast::event B's bridge injects into B's simulator: ${summary(m.inject)}, ${lost} missing; ` +
-        `baseline ${ping.length} UDP pings: ${summary(ping)}; machine load average (1 min) ${m.load[0]} before / ${m.load[1]} after. Bridges: CLI processes; simulators and the clock in the benchmark process; 2 cores shared by 3 node processes${transport === 'nats' ? ' and nats-server' : ''}`;
+        `baseline ${ping.length} UDP pings: ${summary(ping)}; machine load average (1 min) ${m.load[0]} before / ${m.load[1]} after; ${describeStalls(m.stalls, SCHEDULING_SHORT[scheduling])}; ${m.neighbours}; ` +
+        `CPU per event over the measurement (user + system, all threads, 10 ms ticks): benchmark process ${perEvent(m.cpuUsed[0], m.fired)}, bridge A ${perEvent(m.cpuUsed[1], m.fired)}, bridge B ${perEvent(m.cpuUsed[2], m.fired)} µs. ` +
+        `Bridges: CLI processes with the shipped defaults${transport === 'nats' ? ` (stream storage ${DEFAULTS_NATS_STORAGE}, payload ${DEFAULTS_NATS_PAYLOAD}: what is deployed unless configured otherwise)` : ''}; simulators and the clock in the benchmark process; 2 cores shared by 3 node processes${transport === 'nats' ? ' and nats-server' : ''}${m.hops ? `. ${m.hops}` : ''}`;
       results.push(
         latencyRow(transport, scheduling, 'p99', p99, pingP99, p99 < P99_TARGET_MS[scheduling] && lost === 0, notes),
         latencyRow(transport, scheduling, 'p999', p999, pingP999, p999 < P999_TARGET_MS && lost === 0, `lower is better; same measurement as the p99 row (${summary(m.inject)}); ${SCHEDULING_NOTE[scheduling]}`),
@@ -247,10 +312,20 @@ async function measureScheduling(scheduling: Scheduling, quick: boolean): Promis
   }
 }
 
+/**
+ * FSB_BENCH_LATENCY_ONLY=nats,realtime (any of multicast, nats, realtime, default): only
+ * those transports and schedulings, for short alternating A/B runs while working on one path.
+ */
+const only = (process.env.FSB_BENCH_LATENCY_ONLY ?? '').split(',').filter(Boolean);
+function selected(what: 'multicast' | 'nats' | Scheduling): boolean {
+  const group = what === 'multicast' || what === 'nats' ? ['multicast', 'nats'] : ['realtime', 'default'];
+  return !only.some((o) => group.includes(o)) || only.includes(what);
+}
+
 export const latency: BenchCase = async ({ quick }) => {
   if (process.env.FSB_BENCH_ELD) watchLoop(process.env.FSB_BENCH_ELD, 'benchmark process (simulators, clock)');
   // Default first: its processes must not inherit SCHED_RR from the other run.
-  const fallback = await measureScheduling('default', quick);
-  const deployed = await measureScheduling('realtime', quick);
+  const fallback = selected('default') ? await measureScheduling('default', quick) : [];
+  const deployed = selected('realtime') ? await measureScheduling('realtime', quick) : [];
   return [...deployed, ...fallback];
 };
