@@ -1,15 +1,13 @@
-import dgram from 'node:dgram';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { silentLogger } from '../../bridge/observability/logger.js';
 import { connectNats } from '../../bridge/transports/nats/connection.js';
 import { EslSimulator, type CapturedEvent } from '../support/esl-simulator.js';
-import { JsonLineProcess } from '../support/netns.js';
+import { createLinkedNetns, JsonLineProcess, type LinkedNetns } from '../support/netns.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
-import { onCpus, processCpuMs, round, sleep, SLOWDOWN, spawnNode, startBridgeProcess } from './support-processes.js';
+import { busyPercent, describeThreads, machineCpu, onCpus, processCpuMs, round, sleep, SLOWDOWN, spawnNode, startBridgeProcess, threadCpuMs } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
-import { numberAfter, udpDrops } from './support-datagram-number.js';
 
 /**
  * ESL -> multicast + NATS, sustained: the ESL simulator replays the fixture mix
@@ -19,16 +17,17 @@ import { numberAfter, udpDrops } from './support-datagram-number.js';
  * first write until the last event is both received from the multicast group and
  * stored in the JetStream stream.
  *
- * Loss is counted by Event-Sequence at the receiving side: a multicast socket in the
- * same namespace marks each datagram's Event-Sequence in a bitmap; the stream
+ * Loss is counted by Event-Sequence at the receiving side: a multicast socket (its own
+ * process, support-sequence-listener.ts) marks each datagram's Event-Sequence in a bitmap; the stream
  * deduplicates by Nats-Msg-Id (Core-UUID:Event-Sequence), so its message count is
  * the number of distinct sequences stored.
  *
  * Baseline (same simulator, same events, also its own process): the bridge's ESL
  * client draining events() with no sinks, i.e. the read + parse ceiling.
  *
- * Must run inside a network namespace (the runner provides one): the bridge sends
- * with TTL 0 on 127.0.0.1 with loopback on, so the listener here hears it.
+ * Must run inside a network namespace (the runner provides one): the listener sits in a
+ * second namespace linked to it by a veth pair, and the bridge and the floor send on
+ * their end with loopback off (Topology below).
  */
 const DRAIN = fileURLToPath(new URL('./support-esl-drain.js', import.meta.url));
 const FLOOR = fileURLToPath(new URL('./support-esl-floor.js', import.meta.url));
@@ -38,50 +37,85 @@ export function forwardedMix(): CapturedEvent[] {
   return EslSimulator.loadCapture('a-plain.raw').filter((e) => !(e.event.name === 'CUSTOM' && e.event.subclass?.startsWith('multicast::')));
 }
 
-const SEQUENCE = Buffer.from('\nEvent-Sequence: ');
+const LISTENER = fileURLToPath(new URL('./support-sequence-listener.js', import.meta.url));
 
-/** Marks Event-Sequence numbers seen in datagrams, in [first, first + count). */
+/** Wall-clock ms with sub-ms precision, comparable across processes (the listener's times are in it). */
+const now = () => performance.timeOrigin + performance.now();
+
+/**
+ * How the sender reaches the counting listener. `linked`: the listener sits in another
+ * namespace at the far end of a veth pair and the sender sends on its veth with loopback
+ * off, TTL 1, as a bridge sends on a NIC: one delivery per datagram, and the sender
+ * never hears itself. `loopback` (earlier rounds' topology, kept for comparison): sender
+ * and listener share `lo`, TTL 0, loopback on, so every datagram is delivered, inside the
+ * sender's own send call, to the listener and also to the sender's own receiver (the
+ * bridge's receive worker then reads it and discards it as its own; the floor has none).
+ */
+interface Topology {
+  readonly label: string;
+  /** The sender's multicast interface address. */
+  readonly iface: string;
+  readonly ttl: number;
+  readonly loopback: boolean;
+  /** Where the listener runs (null: this process's namespace) and the interface it joins on. */
+  readonly listenerNetns: string | null;
+  readonly listenerIface: string;
+}
+
+const LOOPBACK: Topology = { label: 'lo shared, TTL 0, loopback on', iface: '127.0.0.1', ttl: 0, loopback: true, listenerNetns: null, listenerIface: '127.0.0.1' };
+
+function linkedTopology(link: LinkedNetns): Topology {
+  return { label: `veth to the listener's namespace, TTL 1, loopback off`, iface: link.localIp, ttl: 1, loopback: false, listenerNetns: link.name, listenerIface: link.peerIp };
+}
+
+interface ListenerProgress {
+  type: string;
+  distinct: number;
+  datagrams: number;
+  lastAt: number;
+  kernelDrops: number;
+  receiveBufferBytes: number;
+}
+
+/** The counting listener (support-sequence-listener.ts) in its own process, where the topology puts it. */
 class SequenceListener {
-  readonly seen: Uint8Array;
-  distinct = 0;
-  datagrams = 0;
-  lastAt = 0;
-  private readonly socket: dgram.Socket;
+  private constructor(private readonly process: JsonLineProcess<ListenerProgress>) {}
 
-  constructor(
-    private readonly first: number,
-    count: number,
-    port: number,
-  ) {
-    this.seen = new Uint8Array(count);
-    this.socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: 4 * 1024 * 1024 });
-    this.socket.on('message', (datagram) => this.onDatagram(datagram));
-    this.socket.bind(port, () => this.socket.addMembership(GROUP, '127.0.0.1'));
+  static async start(topology: Topology, first: number, count: number, port: number): Promise<SequenceListener> {
+    const prefix = topology.listenerNetns === null ? [] : ['ip', 'netns', 'exec', topology.listenerNetns];
+    const child = new JsonLineProcess<ListenerProgress>(spawnNode([LISTENER, GROUP, String(port), topology.listenerIface, String(first), String(count)], { stdio: ['pipe', 'pipe', 'inherit'] }, prefix));
+    await child.waitFor((r) => r.type === 'ready', 15_000 * SLOWDOWN);
+    return new SequenceListener(child);
+  }
+
+  private get last(): ListenerProgress | undefined {
+    return this.process.reports.findLast((r) => r.type === 'progress');
+  }
+
+  get distinct(): number {
+    return this.last?.distinct ?? 0;
+  }
+
+  get datagrams(): number {
+    return this.last?.datagrams ?? 0;
+  }
+
+  /** now()-clock ms of the last new sequence. */
+  get lastAt(): number {
+    return this.last?.lastAt ?? 0;
   }
 
   get bufferBytes(): number {
-    return this.socket.getRecvBufferSize();
+    return this.process.reports[0].receiveBufferBytes;
   }
 
-  /** What the kernel dropped on this listener's socket (its buffer was full): loss on the receiving side, not the bridge's. */
+  /** What the kernel dropped on this listener's socket (its buffer was full): loss on the receiving side, not the sender's. */
   get kernelDrops(): number {
-    return udpDrops(this.socket);
+    return this.last?.kernelDrops ?? 0;
   }
 
-  private onDatagram(datagram: Buffer): void {
-    this.datagrams++;
-    const n = numberAfter(datagram, SEQUENCE);
-    if (n < 0) return;
-    const slot = n - this.first;
-    if (slot >= 0 && slot < this.seen.length && this.seen[slot] === 0) {
-      this.seen[slot] = 1;
-      this.distinct++;
-      this.lastAt = performance.now();
-    }
-  }
-
-  close(): void {
-    this.socket.close();
+  close(): Promise<void> {
+    return this.process.stop();
   }
 }
 
@@ -105,31 +139,37 @@ async function baselineRate(events: CapturedEvent[], count: number): Promise<num
 interface FloorRun {
   rate: number;
   cpuPerEventUs: number;
+  threads: string;
   multicastLost: number;
   listenerKernelDrops: number;
 }
 
 /** The I/O floor (support-esl-floor.ts) on the same events, simulator and nats-server, verified by Event-Sequence like the bridge. */
-async function floorRate(events: CapturedEvent[], count: number, natsUrl: string, port: number): Promise<FloorRun> {
+async function floorRate(events: CapturedEvent[], count: number, natsUrl: string, port: number, topology: Topology): Promise<FloorRun> {
   const sim = await EslSimulator.start({ switchname: 'bench-floor', firstSequence: 5_000_000 });
-  const listener = new SequenceListener(sim.sequence, count, port);
-  const floor = new JsonLineProcess(spawnNode([FLOOR, String(sim.port), String(count), GROUP, String(port), natsUrl], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const listener = await SequenceListener.start(topology, sim.sequence, count, port);
+  const floor = new JsonLineProcess(
+    spawnNode([FLOOR, String(sim.port), String(count), GROUP, String(port), natsUrl, topology.iface, String(topology.ttl), String(topology.loopback)], { stdio: ['pipe', 'pipe', 'inherit'] }),
+  );
   try {
     await floor.waitFor((r) => r.type === 'ready', 15_000 * SLOWDOWN);
     await sim.waitForSubscribers(1);
-    const cpuBefore = processCpuMs(floor.child.pid!);
-    const began = performance.now();
+    const pid = floor.child.pid!;
+    const cpuBefore = processCpuMs(pid);
+    const threadsBefore = threadCpuMs(pid);
+    const began = now();
     const done = floor.waitFor((r) => r.type === 'done', 60_000 * SLOWDOWN);
     await sim.replay(events, { loop: true, count });
     await done;
-    const ackedAt = performance.now();
-    const cpuPerEventUs = ((processCpuMs(floor.child.pid!) - cpuBefore) * 1000) / count;
+    const ackedAt = now();
+    const cpuPerEventUs = ((processCpuMs(pid) - cpuBefore) * 1000) / count;
+    const threads = describeThreads(pid, threadsBefore, threadCpuMs(pid), count);
     const deadline = ackedAt + 2_000 * SLOWDOWN;
-    while (listener.distinct < count && performance.now() < deadline) await sleep(20);
+    while (listener.distinct < count && now() < deadline) await sleep(20);
     const finished = Math.max(ackedAt, listener.lastAt);
-    return { rate: count / ((finished - began) / 1000), cpuPerEventUs, multicastLost: count - listener.distinct, listenerKernelDrops: listener.kernelDrops };
+    return { rate: count / ((finished - began) / 1000), cpuPerEventUs, threads, multicastLost: count - listener.distinct, listenerKernelDrops: listener.kernelDrops };
   } finally {
-    listener.close();
+    await listener.close();
     await floor.stop();
     await sim.stop();
   }
@@ -138,6 +178,9 @@ async function floorRate(events: CapturedEvent[], count: number, natsUrl: string
 interface BridgeRun {
   rate: number;
   cpuPerEventUs: number;
+  threads: string;
+  /** Percent of all the machine's cores busy (every process) during the run. */
+  machineBusy: number;
   peakRss: number;
   multicastLost: number;
   natsLost: number;
@@ -153,15 +196,15 @@ interface BridgeRun {
 }
 
 /** One bridge (the CLI) forwarding `count` events to both sinks; `cpus` confines it (every thread) to those CPUs. */
-async function bridgeRun(events: CapturedEvent[], count: number, nats: NatsServer, port: number, firstSequence: number, cpus: string | undefined): Promise<BridgeRun> {
+async function bridgeRun(events: CapturedEvent[], count: number, nats: NatsServer, port: number, firstSequence: number, cpus: string | undefined, topology: Topology): Promise<BridgeRun> {
   const sim = await EslSimulator.start({ switchname: 'bench-a', firstSequence });
-  const listener = new SequenceListener(sim.sequence, count, port);
+  const listener = await SequenceListener.start(topology, sim.sequence, count, port);
   const bridge = await startBridgeProcess(
     {
       settings: { 'node-name': 'bench-a', cluster: 'bench' },
       esl: { port: String(sim.port) },
       bindings: { multicast: 'ALL', nats: 'ALL' },
-      multicast: { enabled: 'true', address: GROUP, port: String(port), interface: '127.0.0.1', ttl: '0', loopback: 'true' },
+      multicast: { enabled: 'true', address: GROUP, port: String(port), interface: topology.iface, ttl: String(topology.ttl), loopback: String(topology.loopback) },
       nats: { enabled: 'true', servers: nats.url },
     },
     { prefix: cpus === undefined ? [] : onCpus(cpus) },
@@ -173,34 +216,40 @@ async function bridgeRun(events: CapturedEvent[], count: number, nats: NatsServe
     await jsm.streams.purge('FS_EVENTS');
     const stored = async () => (await jsm.streams.info('FS_EVENTS')).state.messages;
     await sim.waitForSubscribers(1);
-    const began = performance.now();
+    const began = now();
     const cpuBefore = bridge.cpuMs();
+    const threadsBefore = threadCpuMs(bridge.pid);
+    const machineBefore = machineCpu();
     let peakRss = bridge.rss();
     const replay = sim.replay(events, { loop: true, count });
     let natsCount = 0;
     let natsDoneAt = 0;
-    let lastProgress = performance.now();
+    let lastProgress = now();
     let lastSeen = -1;
     // Until both sinks have everything, or nothing moved for 2 s (the rest is lost).
     for (;;) {
       await sleep(50);
       peakRss = Math.max(peakRss, bridge.rss());
       natsCount = await stored();
-      if (natsCount >= count && natsDoneAt === 0) natsDoneAt = performance.now();
+      if (natsCount >= count && natsDoneAt === 0) natsDoneAt = now();
       if (natsCount >= count && listener.distinct >= count) break;
       const progress = natsCount + listener.distinct;
       if (progress !== lastSeen) {
         lastSeen = progress;
-        lastProgress = performance.now();
-      } else if (performance.now() - lastProgress > 2_000 * SLOWDOWN) break;
+        lastProgress = now();
+      } else if (now() - lastProgress > 2_000 * SLOWDOWN) break;
     }
     await replay;
     const cpuPerEventUs = ((bridge.cpuMs() - cpuBefore) * 1000) / count;
+    const threads = describeThreads(bridge.pid, threadsBefore, threadCpuMs(bridge.pid), count);
+    const machineBusy = busyPercent(machineBefore, machineCpu());
     const multicastDoneAt = listener.lastAt;
-    const seconds = (Math.max(natsDoneAt || performance.now(), multicastDoneAt) - began) / 1000;
+    const seconds = (Math.max(natsDoneAt || now(), multicastDoneAt) - began) / 1000;
     return {
       rate: count / seconds,
       cpuPerEventUs,
+      threads,
+      machineBusy,
       peakRss,
       multicastLost: count - listener.distinct,
       natsLost: count - natsCount,
@@ -215,7 +264,7 @@ async function bridgeRun(events: CapturedEvent[], count: number, nats: NatsServe
       listenerKernelDrops: listener.kernelDrops,
     };
   } finally {
-    listener.close();
+    await listener.close();
     await client.close();
     await bridge.stop();
     await sim.stop();
@@ -228,7 +277,7 @@ const ONE_CPU = String(Math.max(0, availableParallelism() - 1));
 function describeRun(run: BridgeRun, label: string): string {
   return (
     `${label}: multicast complete after ${round(run.multicastSeconds)} s, NATS stream complete after ${run.natsSeconds === null ? 'never' : round(run.natsSeconds)} s, ` +
-    `bridge CPU ${round(run.cpuPerEventUs, 1)} µs per event (user + system, all its threads), peak RSS ${Math.round(run.peakRss / 1048576)} MB, ` +
+    `bridge CPU ${round(run.cpuPerEventUs, 1)} µs per event (user + system, all its threads: ${run.threads}), the machine's cores ${run.machineBusy}% busy (every process), peak RSS ${Math.round(run.peakRss / 1048576)} MB, ` +
     `multicast ${run.distinct} distinct sequences of ${run.distinct + run.multicastLost} (${run.datagrams} datagrams, bridge counted ${run.sent} sent; the benchmark's listener socket dropped ${run.listenerKernelDrops} for a full buffer), NATS ${run.natsCount} stored, bridge drop counter total ${run.drops}`
   );
 }
@@ -240,14 +289,23 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
   const baseline = await baselineRate(events, count);
   const nats = await startNatsServer();
   const port = 16000 + (process.pid % 1000);
+  const link = createLinkedNetns('sinks', GROUP);
+  const linked = linkedTopology(link);
   try {
-    const one = await bridgeRun(events, count, nats, port, 1_000_000, ONE_CPU);
-    const two = await bridgeRun(events, count, nats, port + 2, 3_000_000, undefined);
-    const floor = await floorRate(events, count, nats.url, port + 1);
+    const one = await bridgeRun(events, count, nats, port, 1_000_000, ONE_CPU, linked);
+    const two = await bridgeRun(events, count, nats, port + 2, 3_000_000, undefined, linked);
+    const floor = await floorRate(events, count, nats.url, port + 1, linked);
+    // Earlier rounds' topology, for comparison (10,000 events: enough to show the difference, short enough for the case's timeout).
+    const oldCount = Math.min(count, 10_000);
+    const oneOld = await bridgeRun(events, oldCount, nats, port + 3, 7_000_000, ONE_CPU, LOOPBACK);
+    const floorOld = await floorRate(events, oldCount, nats.url, port + 4, LOOPBACK);
     const setup =
       `${count} events of the fixture mix (${events.length} distinct, 3.4 KB average, multicast::* excluded) replayed pre-serialized at the simulator's max rate; ` +
       `bindings ALL on both sinks; bridge = \`fs-event-bridge run\` in its own process; nats-server 2.9.10 (file storage), the simulator and the counters float over both cores; ` +
-      `multicast TTL 0 on 127.0.0.1 with loopback on (the bridge also hears and discards its own datagrams); listener SO_RCVBUF ${one.listenerBufferBytes} bytes`;
+      `multicast: ${linked.label} (as a bridge sends on a NIC: the listener's namespace is the LAN, and the sender never hears its own datagrams; earlier rounds shared lo with TTL 0 and loopback on, where every datagram was also delivered to the bridge's own receiver inside its send call); listener SO_RCVBUF ${one.listenerBufferBytes} bytes`;
+    const old =
+      `In earlier rounds' topology (${LOOPBACK.label}), same run, ${oldCount} events: bridge one core ${Math.round(oneOld.rate)} events/s, ${round(oneOld.cpuPerEventUs, 1)} µs per event (${oneOld.threads}), ` +
+      `floor ${Math.round(floorOld.rate)} events/s, ${round(floorOld.cpuPerEventUs, 1)} µs per event (${floorOld.threads}): ratio ${round(oneOld.cpuPerEventUs / floorOld.cpuPerEventUs)}; lost ${oneOld.multicastLost + oneOld.natsLost} and ${floorOld.multicastLost}.`;
     const oneCore = `one core (bridge confined to CPU ${ONE_CPU} by taskset, all its threads)`;
     const twoCores = `two cores (bridge not confined)`;
     const lostOne = one.multicastLost + one.natsLost;
@@ -285,7 +343,7 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
         met: one.cpuPerEventUs <= 1.3 * floor.cpuPerEventUs,
         notes:
           `lower is better; target: ratio <= 1.3 (the target column is the ratio). The bridge's CPU time (user + system, every thread, /proc/PID/stat) per event in the one-core run; ` +
-          `in the two-core run ${round(two.cpuPerEventUs, 1)} µs. CPU time does not grow when other processes take the cores, so this is the figure that compares across runs on this shared machine.`,
+          `one-core run ${one.threads}; floor ${floor.threads}; in the two-core run ${round(two.cpuPerEventUs, 1)} µs. CPU time does not grow when other processes take the cores, so this is the figure that compares across runs on this shared machine. ${old}`,
       },
       {
         case: 'ESL -> multicast + NATS, two cores vs one core',
@@ -317,5 +375,6 @@ export const eslToSinks: BenchCase = async ({ quick }) => {
     return results;
   } finally {
     await nats.dispose();
+    link.cleanup();
   }
 };

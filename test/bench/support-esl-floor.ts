@@ -7,7 +7,8 @@
  * no pipeline, no dedup, no metrics, no buffer for resends: if this cannot reach a rate,
  * the bridge cannot either.
  *
- * Started as `node support-esl-floor.js ESL_PORT EXPECTED GROUP PORT NATS_URL`; prints
+ * Started as `node support-esl-floor.js ESL_PORT EXPECTED GROUP PORT NATS_URL INTERFACE TTL LOOPBACK`
+ * (the bridge's multicast/interface, ttl and loopback settings); prints
  * JSON lines `ready` and, once EXPECTED events were sent and acknowledged, `done`.
  */
 import dgram from 'node:dgram';
@@ -20,16 +21,16 @@ import { encodeDatagram } from '../../bridge/transports/multicast/codec.js';
 import { connectNats } from '../../bridge/transports/nats/connection.js';
 
 const MAX_IN_FLIGHT = 1024;
-const [portArg, expectedArg, group, groupPortArg, natsUrl] = process.argv.slice(2);
+const [portArg, expectedArg, group, groupPortArg, natsUrl, iface, ttl, loopback] = process.argv.slice(2);
 const expected = Number(expectedArg);
 const groupPort = Number(groupPortArg);
 const out = (message: object) => process.stdout.write(JSON.stringify(message) + '\n');
 
 const socket = dgram.createSocket({ type: 'udp4' });
-await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-socket.setMulticastInterface('127.0.0.1');
-socket.setMulticastTTL(0);
-socket.setMulticastLoopback(true);
+await new Promise<void>((resolve) => socket.bind(0, iface, resolve));
+socket.setMulticastInterface(iface);
+socket.setMulticastTTL(Number(ttl));
+socket.setMulticastLoopback(loopback === 'true');
 
 const nc = await connectNats({ servers: [natsUrl], auth: {}, tls: null }, { logger: silentLogger() });
 await (await jetstreamManager(nc)).streams.add({ name: 'FLOOR', subjects: ['floor.>'], storage: StorageType.File });

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -150,12 +150,53 @@ export async function startBridgeProcess(
   }
 }
 
-/** CPU time (user + system, every thread) of a live process from /proc/PID/stat, in ms (10 ms ticks). */
-export function processCpuMs(pid: number): number {
+/** CPU time (user + system) of a live process (every thread) or of one of its threads, from /proc, in ms (10 ms ticks). */
+export function processCpuMs(pid: number, tid?: number): number {
   // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+}
+
+/** CPU time (user + system) of each thread of a live process, in ms, by thread id; the main thread's id is the pid. */
+export function threadCpuMs(pid: number): Map<number, number> {
+  const threads = new Map<number, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      threads.set(Number(tid), processCpuMs(pid, Number(tid)));
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return threads;
+}
+
+/**
+ * Where a process's CPU went between two threadCpuMs() snapshots, per event: the main
+ * thread, then every other thread that used any, largest first. Node 20 names all its
+ * threads "node", so only the main one (tid = pid) can be named.
+ */
+export function describeThreads(pid: number, before: Map<number, number>, after: Map<number, number>, events: number): string {
+  const perEvent = (tid: number) => (((after.get(tid) ?? 0) - (before.get(tid) ?? 0)) * 1000) / events;
+  const others = [...after.keys()]
+    .filter((tid) => tid !== pid)
+    .map(perEvent)
+    .filter((us) => us > 0)
+    .sort((a, b) => b - a);
+  return `main thread ${round(perEvent(pid), 1)} µs per event, its other threads ${others.length === 0 ? 'none' : others.map((us) => round(us, 1)).join(' + ')} µs`;
+}
+
+/** Busy and total jiffies of the whole machine (/proc/stat), for how much of the cores a run left idle. */
+export function machineCpu(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  // idle and iowait are the 4th and 5th fields.
+  return { busy: total - fields[3] - fields[4], total };
+}
+
+/** Percent of all cores busy between two machineCpu() snapshots. */
+export function busyPercent(before: { busy: number; total: number }, after: { busy: number; total: number }): number {
+  return round((100 * (after.busy - before.busy)) / Math.max(1, after.total - before.total), 0);
 }
 
 /** Nearest-rank percentile of an ascending array. */

@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,6 +68,48 @@ export function createNetns(tag: string): Netns {
   ip('-n', name, 'link', 'set', 'lo', 'multicast', 'on');
   ip('-n', name, 'route', 'add', '224.0.0.0/4', 'dev', 'lo');
   return { name, cleanup: () => deleteNetns(name) };
+}
+
+export interface LinkedNetns {
+  /** The namespace at the far end of the link. */
+  readonly name: string;
+  /** Our end's address: send from it (the multicast interface), with loopback off. */
+  readonly localIp: string;
+  /** The far end's address: join the group on it there. */
+  readonly peerIp: string;
+  cleanup(): void;
+}
+
+/**
+ * A namespace linked to the caller's own by a veth pair, `group` routed over it on our
+ * side and 224.0.0.0/4 on the far side: a sender here with loopback off reaches a
+ * receiver there the way a bridge reaches the LAN, without hearing its own datagrams.
+ * The caller must already be in a namespace of its own (the bench runner's): our end of
+ * the link is created where the caller runs, and never in the host's namespace.
+ */
+export function createLinkedNetns(tag: string, group: string, subnet = 150 + (process.pid % 50)): LinkedNetns {
+  // A namespace of our own holds lo and the links made here; the host's has its NICs.
+  const foreign = readdirSync('/sys/class/net').filter((dev) => dev !== 'lo' && !dev.startsWith('fsb'));
+  if (foreign.length > 0) throw new Error(`createLinkedNetns: run it inside a namespace of its own, not beside ${foreign.join(', ')}`);
+  const name = addNetns(tag);
+  // Interface names: at most 15 bytes, unique in the caller's namespace.
+  const local = `fsb${process.pid % 100000}v${counter}`;
+  const localIp = `10.${subnet}.${counter % 250}.1`;
+  const peerIp = `10.${subnet}.${counter % 250}.2`;
+  try {
+    ip('link', 'add', local, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', name);
+    ip('addr', 'add', `${localIp}/24`, 'dev', local);
+    ip('link', 'set', local, 'up', 'multicast', 'on');
+    ip('route', 'add', `${group}/32`, 'dev', local);
+    ip('-n', name, 'addr', 'add', `${peerIp}/24`, 'dev', 'eth0');
+    ip('-n', name, 'link', 'set', 'eth0', 'up', 'multicast', 'on');
+    ip('-n', name, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
+  } catch (error) {
+    deleteNetns(name);
+    throw error;
+  }
+  // Deleting the namespace deletes its veth end, and with it ours.
+  return { name, localIp, peerIp, cleanup: () => deleteNetns(name) };
 }
 
 export interface LanHost {

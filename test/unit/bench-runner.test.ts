@@ -20,6 +20,8 @@ import {
   type Report,
 } from '../bench/support-report.js';
 import type { BenchResult } from '../bench/types.js';
+import { busyPercent, describeThreads, machineCpu, threadCpuMs } from '../bench/support-processes.js';
+import { createLinkedNetns } from '../support/netns.js';
 
 const met: BenchResult = { case: 'fake fast', value: 123_456, unit: 'events/s', baseline: 'fake peer', baseline_value: 1_000, ratio: 123.456, target: 100_000, met: true, notes: 'higher | better' };
 const missed: BenchResult = { case: 'fake slow', value: 5, unit: 'ms', baseline: 'floor', baseline_value: 1, ratio: 5, target: 2, met: false };
@@ -133,5 +135,25 @@ describe('bench arguments', () => {
     // Hung cases end well inside CI's 90 minutes, even all of them.
     expect(Math.max(...CASES.map((c) => c.timeoutMs))).toBeLessThanOrEqual(180_000);
     expect(CASES.reduce((sum, c) => sum + c.timeoutMs, 0)).toBeLessThanOrEqual(20 * 60_000);
+  });
+});
+
+describe('bench support', () => {
+  it('never links a namespace from the host: createLinkedNetns refuses beside the host NICs', () => {
+    // The test process runs on the host (its eth0 is there); the bench runs the call inside a namespace of its own.
+    expect(() => createLinkedNetns('guard', '239.77.8.8')).toThrow(/namespace of its own/);
+  });
+
+  it('splits a process CPU time by thread, the main thread named by its pid', () => {
+    const before = threadCpuMs(process.pid);
+    const until = Date.now() + 50;
+    while (Date.now() < until) Math.sqrt(Math.random());
+    const after = threadCpuMs(process.pid);
+    expect(after.has(process.pid)).toBe(true);
+    expect(after.get(process.pid)!).toBeGreaterThanOrEqual(before.get(process.pid)!);
+    expect(describeThreads(process.pid, before, after, 1)).toMatch(/^main thread [\d.]+ µs per event, its other threads /);
+    const machine = [machineCpu(), machineCpu()];
+    expect(busyPercent(machine[0], machine[1])).toBeGreaterThanOrEqual(0);
+    expect(busyPercent(machine[0], machine[1])).toBeLessThanOrEqual(100);
   });
 });
