@@ -124,6 +124,34 @@ describe('NatsPublisher async publish (reply inbox + ack sweep)', () => {
     ]);
   }, 30_000);
 
+  it('a Core-UUID from the wire with CR/LF, "%" or any unicode still gives each event its own stable Nats-Msg-Id on one header line', async () => {
+    server = await startNatsServer();
+    const config = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'ASYNC_WIREID' } });
+    client = new NatsClient(config, { logger });
+    const metrics = new Metrics();
+    publisher = new NatsPublisher(config, { client, node: testNode('fs-a'), metrics, logger });
+    await publisher.start();
+    const uuids = ['a\r\nNats-Expected-Stream: X', 'a%0D%0ANats-Expected-Stream: X', ' spaced ', 'é\u0000\ud800😀', '%'];
+    uuids.forEach((uuid, i) => publisher!.deliver({ event: testEvent(uuid, i + 1), origin: origin() }));
+    await until(() => publisher!.pending === 0, 10_000);
+    // Sent again: every one is recognised as the same event (a counted duplicate, not a conflict or a new message).
+    uuids.forEach((uuid, i) => publisher!.deliver({ event: testEvent(uuid, i + 1), origin: origin() }));
+    await until(() => publisher!.pending === 0, 10_000);
+    expect(await sentValue(metrics)).toBe(uuids.length);
+    expect(await counterValue(metrics, 'fsb_nats_publish_duplicates_total')).toBe(uuids.length);
+    expect(await counterValue(metrics, 'fsb_nats_publish_msgid_conflicts_total')).toBe(0);
+    nc = await connectNats({ servers: [server.url], auth: {}, tls: null }, { logger });
+    const messages = await stored(nc, 'ASYNC_WIREID');
+    expect(messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+    // No header line was injected, the ids stay distinct, and every message keeps its origin.
+    expect(new Set(messages.map((m) => m.msgId)).size).toBe(uuids.length);
+    for (const m of messages) {
+      expect(m.msgId).not.toMatch(/[\r\n]/);
+      expect(m.origin).toBe('fs-a');
+    }
+    expect(messages[0].msgId).not.toBe(messages[1].msgId);
+  }, 30_000);
+
   it('a publish nobody acks times out by the sweep, is held (not dropped) and resent in order once JetStream answers again', async () => {
     server = await startNatsServer();
     const streamName = 'ASYNC_SWEEP';

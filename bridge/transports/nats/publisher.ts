@@ -52,11 +52,53 @@ interface PubAckJson {
 }
 
 const MSG_ID_HEADER = 'Nats-Msg-Id';
+/** What a Nats-Msg-Id may not hold as it is: a header line ends at CR or LF, and % escapes them. */
+const NOT_IN_MSG_ID = /[%\r\n]/g;
+const MSG_ID_ESCAPES: Record<string, string> = { '%': '%25', '\r': '%0D', '\n': '%0A' };
 /** Separates an event key from the random part of a replacement Nats-Msg-Id. */
 const REKEYED = '~';
 /** Enough to recognise the same event delivered twice in a row; ~100 bytes each. */
 const STORED_IDS_REMEMBERED = 4_096;
 const decoder = new TextDecoder();
+
+/**
+ * The header block of every publish, encoded once: only Nats-Msg-Id changes from one
+ * event to the next. nats.js's publish() calls nothing but encode() on the headers it is
+ * given, while its MsgHdrs would re-check, re-join and re-encode every header on each
+ * set() and encode() (about 2% of the bridge's CPU at saturation, docs/benchmarks.md);
+ * nats-core has no way to hand it bytes, so a minimal MsgHdrs stands in for it.
+ *
+ * The id comes from the event (Core-UUID:Event-Sequence), i.e. from the wire: CR, LF
+ * and % are written as %0D, %0A and %25, so a header line can neither end early nor be
+ * injected, and distinct ids stay distinct. The same event always gets the same id.
+ */
+class PublishHeaders {
+  /** The block without Nats-Msg-Id. */
+  readonly withoutId: MsgHdrs;
+  /** The block up to the Nats-Msg-Id value (the empty line that ends a block follows the id). */
+  private readonly idPrefix: string;
+
+  constructor(fields: readonly [string, string][]) {
+    // nats.js builds the fixed part (and checks its names and values) once; toString() is its encoding's text.
+    const fixed = natsHeaders();
+    for (const [name, value] of fields) fixed.set(name, value);
+    const text = fixed.toString();
+    this.withoutId = encoded(Buffer.from(text, 'utf8'));
+    this.idPrefix = `${text.slice(0, -2)}${MSG_ID_HEADER}: `;
+  }
+
+  withId(msgId: string): MsgHdrs {
+    const id = NOT_IN_MSG_ID.test(msgId) ? msgId.replace(NOT_IN_MSG_ID, (c) => MSG_ID_ESCAPES[c]) : msgId;
+    NOT_IN_MSG_ID.lastIndex = 0;
+    // One string, one UTF-8 encode: cheaper than copying the fixed bytes and writing the id after them.
+    return encoded(Buffer.from(`${this.idPrefix}${id}\r\n\r\n`, 'utf8'));
+  }
+}
+
+/** Headers nats.js publishes as these bytes. */
+function encoded(block: Uint8Array): MsgHdrs {
+  return { encode: () => block } as unknown as MsgHdrs;
+}
 
 /**
  * Publishes local events to JetStream.
@@ -117,9 +159,7 @@ export class NatsPublisher implements Sink {
   /** Sends awaiting their ack by reply-subject number; insertion order is send order. */
   private readonly awaiting = new Map<number, Entry>();
   private sweepTimer: NodeJS.Timeout | null = null;
-  /** Reused for every send: nats.js encodes headers inside publish(). */
-  private readonly withId: MsgHdrs;
-  private readonly withoutId: MsgHdrs;
+  private readonly headers: PublishHeaders;
   private streamReady = false;
   private stopping = false;
   private unlisten: (() => void) | null = null;
@@ -141,12 +181,10 @@ export class NatsPublisher implements Sink {
     );
     this.stopTimeoutMs = deps.stopTimeoutMs ?? 5_000;
     this.ackTimeoutMs = deps.ackTimeoutMs ?? 5_000;
-    this.withId = natsHeaders();
-    this.withoutId = natsHeaders();
-    for (const headers of [this.withId, this.withoutId]) {
-      headers.set(ORIGIN_NODE_HEADER, deps.node.name);
-      headers.set(PAYLOAD_TYPE_HEADER, PAYLOAD_TYPE[config.payloadFormat]);
-    }
+    this.headers = new PublishHeaders([
+      [ORIGIN_NODE_HEADER, deps.node.name],
+      [PAYLOAD_TYPE_HEADER, PAYLOAD_TYPE[config.payloadFormat]],
+    ]);
   }
 
   /** Events waiting or in flight. */
@@ -243,11 +281,7 @@ export class NatsPublisher implements Sink {
     while (this.inFlight < max && this.next < this.items.length) {
       const entry = this.items[this.next++];
       if (entry.state !== State.Waiting) continue;
-      let headers = this.withoutId;
-      if (entry.msgId !== undefined) {
-        headers = this.withId;
-        headers.set(MSG_ID_HEADER, entry.msgId);
-      }
+      const headers = entry.msgId === undefined ? this.headers.withoutId : this.headers.withId(entry.msgId);
       const maxPayload = nc.info?.max_payload;
       if (maxPayload !== undefined && entry.data.length > maxPayload) {
         // Resending would never succeed and would hold every later event back.
