@@ -36,16 +36,18 @@ const BLANK_LINE = Buffer.from('\n\n');
  *
  * Written by hand: modesl and drachtio-modesl re-scan the whole buffer on every
  * read, which makes their cost grow with event size (docs/decisions.md has the
- * measurements). Here a body is copied only when it straddles reads, a read is never
- * re-sliced per frame (an offset moves along it), and a header search resumes where
- * the previous one stopped.
+ * measurements). Here nothing is copied but what straddles reads (a body, or the few
+ * bytes of a header block), a read is never re-sliced per frame (an offset moves along
+ * it), and a header search resumes where the previous one stopped.
  */
 export class EslFrameParser {
   /** Unconsumed input; `offset` bytes of the first chunk are consumed already. */
   private chunks: Buffer[] = [];
   private offset = 0;
   private size = 0;
-  private scanFrom = 0;
+  /** Where the blank-line search resumes: a chunk index and a position in it (reset whenever bytes are consumed). */
+  private scanChunk = 0;
+  private scanAt = -1;
   private pendingHeaders: Record<string, string> | null = null;
   private bodyLength = 0;
   private readonly maxFrameBytes: number;
@@ -85,32 +87,33 @@ export class EslFrameParser {
     this.chunks = [];
     this.offset = 0;
     this.size = 0;
-    this.scanFrom = 0;
+    this.scanChunk = 0;
+    this.scanAt = -1;
     this.pendingHeaders = null;
     this.bodyLength = 0;
   }
 
   /** A complete header-only frame, null when the headers announced a body, undefined when more bytes are needed. */
   private readHeaders(): EslFrame | null | undefined {
-    if (this.size === 0) return undefined;
-    let buf = this.flatten();
     // Stray blank lines between frames carry nothing.
-    let at = this.offset;
-    while (at < buf.length && buf[at] === NEWLINE) at++;
-    if (at > this.offset) {
-      this.consume(at - this.offset);
-      if (this.size === 0) return undefined;
-      buf = this.flatten();
-      at = this.offset;
-    }
-    const blank = buf.indexOf(BLANK_LINE, Math.max(at, at + this.scanFrom - 1));
-    if (blank < 0) {
+    while (this.size > 0 && this.chunks[0][this.offset] === NEWLINE) this.consume(1);
+    if (this.size === 0) return undefined;
+    const headerBytes = this.blockLength();
+    if (headerBytes < 0) {
       if (this.size > this.maxHeaderBytes) throw new FrameTooLargeError(this.size, this.maxHeaderBytes);
-      this.scanFrom = this.size;
       return undefined;
     }
-    const headers = parseFrameHeaders(buf.toString('utf8', at, blank));
-    this.consume(blank + 2 - at);
+    const first = this.chunks[0];
+    let block: string;
+    // Nearly always the whole header block is in the first read: no copy.
+    if (this.offset + headerBytes + 2 <= first.length) {
+      block = first.toString('utf8', this.offset, this.offset + headerBytes);
+      this.consume(headerBytes + 2);
+    } else {
+      block = this.take(headerBytes).toString('utf8');
+      this.consume(2);
+    }
+    const headers = parseFrameHeaders(block);
     const lengthText = headers['Content-Length'];
     if (lengthText === undefined) return { headers, body: null };
     const length = Number(lengthText);
@@ -125,8 +128,38 @@ export class EslFrameParser {
   }
 
   /**
-   * Remove and return the next n buffered bytes. Copies only a body that straddles
-   * reads, not the whole read behind it (flatten would copy 64 KB per read).
+   * The buffered header block's length before its `\n\n` (which may straddle reads), or -1
+   * with the search position kept for the next read, so a block that arrives byte by byte
+   * is searched once, not once per byte.
+   */
+  private blockLength(): number {
+    const chunks = this.chunks;
+    let k = 0;
+    let before = -this.offset; // logical position of chunks[k][0]
+    let from = this.offset;
+    if (this.scanAt >= 0) {
+      for (; k < this.scanChunk; k++) before += chunks[k].length;
+      from = this.scanAt;
+    }
+    for (; k < chunks.length; k++) {
+      const chunk = chunks[k];
+      const at = chunk.indexOf(BLANK_LINE, from);
+      if (at >= 0) return before + at;
+      const next = chunks[k + 1];
+      if (next !== undefined && chunk[chunk.length - 1] === NEWLINE && next[0] === NEWLINE && chunk.length - 1 >= (k === 0 ? this.offset : 0)) return before + chunk.length - 1;
+      before += chunk.length;
+      from = 0;
+    }
+    // Resume on the last byte: it may be the first LF of a blank line the next read completes.
+    const last = chunks.length - 1;
+    this.scanChunk = last;
+    this.scanAt = Math.max(last === 0 ? this.offset : 0, chunks[last].length - 1);
+    return -1;
+  }
+
+  /**
+   * Remove and return the next n buffered bytes. Copies only bytes that straddle reads,
+   * not the whole read behind them.
    */
   private take(n: number): Buffer {
     const first = this.chunks[0];
@@ -148,7 +181,7 @@ export class EslFrameParser {
       }
     }
     this.size -= n;
-    this.scanFrom = 0;
+    this.scanAt = -1;
     return out;
   }
 
@@ -157,24 +190,23 @@ export class EslFrameParser {
     this.offset = 0;
   }
 
-  /** The unconsumed input as one buffer, read from `offset`. */
-  private flatten(): Buffer {
-    if (this.chunks.length > 1) {
-      const first = this.chunks[0];
-      this.chunks[0] = first.subarray(this.offset);
-      this.chunks = [Buffer.concat(this.chunks, this.size)];
-      this.offset = 0;
-    }
-    return this.chunks[0];
-  }
-
+  /** Skip n buffered bytes, across reads. */
   private consume(n: number): void {
     this.size -= n;
-    this.scanFrom = 0;
+    this.scanAt = -1;
+    while (n > 0) {
+      const left = this.chunks[0].length - this.offset;
+      if (n < left) {
+        this.offset += n;
+        return;
+      }
+      n -= left;
+      this.dropFirst();
+    }
     if (this.size === 0) {
       this.chunks = [];
       this.offset = 0;
-    } else this.offset += n;
+    }
   }
 }
 

@@ -34,6 +34,8 @@ export interface PlainSource {
 }
 
 const EVENT_NAME = 'Event-Name';
+/** What fromPlain passes the constructor, so it does not allocate a list it replaces. */
+const NO_HEADERS: Header[] = [];
 const EVENT_SUBCLASS = 'Event-Subclass';
 
 /**
@@ -63,7 +65,7 @@ export class FsEvent {
 
   /** For parsePlain: an event read from `source` on demand. */
   static fromPlain(source: PlainSource): FsEvent {
-    const event = new FsEvent();
+    const event = new FsEvent(NO_HEADERS);
     event.list = null;
     event.bodyValue = undefined;
     event.source = source;
@@ -249,28 +251,29 @@ export class FsEvent {
     // once per stage: one remembered answer saves those scans.
     if (name === this.lastLookup) return this.lastFound;
     const { text, lines } = source;
-    let found: string | undefined;
     const length = name.length;
     const first = name.charCodeAt(0);
-    for (let i = 0; i < lines.length && found === undefined; i += 3) {
+    const firstLower = first >= 65 && first <= 90 ? first + 32 : first;
+    let lower: string | null = null;
+    let caseless = -1;
+    let exact = -1;
+    // One walk for both answers: FreeSWITCH's names are rarely the same length, so most lines cost a length compare.
+    for (let i = 0; i < lines.length; i += 3) {
       const start = lines[i];
-      if (lines[i + 1] - start === length && text.charCodeAt(start) === first && text.startsWith(name, start)) found = valueAt(source, i);
-    }
-    if (found === undefined) {
-      const lower = name.toLowerCase();
-      for (let i = 0; i < lines.length; i += 3) {
-        const start = lines[i];
-        if (lines[i + 1] - start === lower.length && equalsLowerCase(text, start, lower)) {
-          found = valueAt(source, i);
-          break;
-        }
+      if (lines[i + 1] - start !== length) continue;
+      const c = text.charCodeAt(start);
+      if (c === first && text.startsWith(name, start)) {
+        exact = i;
+        break;
       }
+      if (caseless < 0 && (first >= 128 || c === firstLower || c + 32 === firstLower) && equalsLowerCase(text, start, (lower ??= name.toLowerCase()))) caseless = i;
     }
+    const at = exact >= 0 ? exact : caseless;
+    const found = at < 0 ? undefined : valueAt(source, at);
     this.lastLookup = name;
     this.lastFound = found;
     return found;
   }
-
 }
 
 /** Whether the ASCII text at `start` lower-cases to `lower` (which is already lower case), without cutting it out. */

@@ -28,6 +28,9 @@ export function serializePlain(event: FsEvent): string {
 
 const CONTENT_LENGTH = 'Content-Length';
 const LF = 10;
+const SPACE = 32;
+/** Line offsets of the event being parsed; each event keeps an exact-size copy (one allocation, not a growing array). */
+const scratchLines: number[] = [];
 
 /**
  * Parse a plain-serialized event. Accepts a Buffer (the ESL frame body or a decoded
@@ -46,7 +49,7 @@ export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEv
   const bytes = start === 0 && stop === whole.length ? whole : whole.subarray(start, stop);
   let text = bytes.toString('latin1');
   const length = text.length;
-  const lines: number[] = [];
+  let count = 0;
   let bodyLength = -1;
   /** Where the header lines end (before a final Content-Length line); -1 when they cannot be reused as they are. */
   let linesEnd = -1;
@@ -62,7 +65,9 @@ export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEv
     const lineStart = pos;
     let eol = text.indexOf('\n', pos);
     if (eol < 0) eol = length;
-    const colon = text.indexOf(': ', pos);
+    // A search for ':' alone, then a check for the space, is quicker than one for ': ' (measured).
+    let colon = text.indexOf(':', pos);
+    while (colon >= 0 && colon < eol && text.charCodeAt(colon + 1) !== SPACE) colon = text.indexOf(':', colon + 1);
     if (colon <= pos || colon >= eol) throw new ParseError(`malformed header line ${JSON.stringify(bytes.toString('utf8', pos, Math.min(eol, pos + 80)))}`);
     pos = eol + 1;
     if (colon - lineStart === CONTENT_LENGTH.length && text.startsWith(CONTENT_LENGTH, lineStart)) {
@@ -74,8 +79,13 @@ export function parsePlain(data: Buffer | string, start = 0, end?: number): FsEv
       linesEnd = linesEnd !== -2 && eol < length && (pos >= length || text.charCodeAt(pos) === LF) ? lineStart : -2;
       continue;
     }
-    lines.push(lineStart, colon, eol);
+    scratchLines[count++] = lineStart;
+    scratchLines[count++] = colon;
+    scratchLines[count++] = eol;
   }
+  const lines = scratchLines.slice(0, count);
+  // A huge header block must not pin its offsets' memory after it is parsed.
+  if (count > 3 * 4096) scratchLines.length = 0;
   // Lines end in LF up to the block's end (or the Content-Length line): only then can they be sent on as they are.
   if (linesEnd === -1) linesEnd = blockEnd > 0 && text.charCodeAt(blockEnd - 1) === LF ? blockEnd : -1;
   else if (linesEnd === -2) linesEnd = -1;

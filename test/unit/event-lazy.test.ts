@@ -71,6 +71,19 @@ describe('lazily decoded plain events', () => {
     }
   });
 
+  it('find the first exact name before an earlier case-insensitive one, and a case-folding lookup name as the list does', () => {
+    const text = 'event-name: lower\nEvent-Name: exact\nk: kelvin\nCore-UUID: u\nX-Y: %41\n\n';
+    const lazy = parsePlain(text);
+    const reference = eager(parsePlain(text));
+    // U+212A (Kelvin sign) lower-cases to an ASCII "k"; U+0130 lower-cases to two chars and matches nothing ASCII.
+    for (const name of ['Event-Name', 'EVENT-NAME', 'event-name', '\u212a', 'K', '\u0130', 'core-uuid', 'x-y', 'X-Y', '', 'Absent', 'Event-Name: exact']) {
+      expect(parsePlain(text).get(name), name).toBe(reference.get(name));
+      expect(lazy.get(name), name).toBe(reference.get(name));
+    }
+    expect(lazy.get('Event-Name')).toBe('exact');
+    expect(lazy.get('EVENT-NAME')).toBe('lower');
+  });
+
   it('read raw UTF-8 in names and values (not FreeSWITCH output, but a peer may send it) as UTF-8', () => {
     const event = parsePlain(Buffer.from('Event-Name: CUSTOM\nNämé: wért\nX: %C3%A9\n\n', 'utf8'));
     expect(event.get('Nämé')).toBe('wért');

@@ -64,6 +64,58 @@ describe('ESL frame parser', () => {
     );
   });
 
+  it('copies only the header block that straddles two reads, not the read behind it', () => {
+    const frame = Buffer.from('Content-Length: 5\nContent-Type: text/event-plain\n\nA: 1\n');
+    for (let cut = 1; cut < frame.indexOf('\n\n') + 2; cut++) {
+      // Not from Buffer's shared pool, so sharing its memory means being a view on it.
+      const second = Buffer.alloc(frame.length - cut + frame.length);
+      Buffer.concat([frame.subarray(cut), frame]).copy(second);
+      const parser = new EslFrameParser();
+      expect(parser.push(frame.subarray(0, cut))).toEqual([]);
+      const frames = parser.push(second);
+      expect(frames.map((f) => f.body!.toString())).toEqual(['A: 1\n', 'A: 1\n']);
+      // Both bodies lie inside the second read: they are views on it, not copies.
+      for (const f of frames) expect(f.body!.buffer).toBe(second.buffer);
+      expect(parser.buffered).toBe(0);
+    }
+  });
+
+  it('generated frames with stray blank lines, header-only frames and bodies, at random cuts (property)', () => {
+    const value = fc.string({ unit: 'binary-ascii', maxLength: 12 }).map((v) => v.replace(/\n/g, ' ').replace(/^ +/, ''));
+    const frame = fc.oneof(
+      fc.record({ reply: value }).map(({ reply }) => `Content-Type: command/reply\nReply-Text: +OK${reply}\n\n`),
+      fc.string({ unit: 'binary', maxLength: 40 }).map((body) => {
+        const bytes = Buffer.from(body, 'utf8');
+        return Buffer.concat([Buffer.from(`Content-Length: ${bytes.length}\nContent-Type: text/event-plain\n\n`), bytes]).toString('latin1');
+      }),
+      fc.constantFrom('\n', '\n\n'),
+    );
+    fc.assert(
+      fc.property(fc.array(frame, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 20 }), (frames, rawCuts) => {
+        const data = Buffer.from(frames.join(''), 'latin1');
+        const expected = summary(new EslFrameParser().push(data));
+        const cuts = [...new Set(rawCuts.map((c) => (data.length > 1 ? 1 + (c % (data.length - 1)) : 0)).filter((c) => c > 0))].sort((a, b) => a - b);
+        expect(summary(parseInChunks(data, cuts))).toEqual(expected);
+        const bytewise = new EslFrameParser();
+        const one: EslFrame[] = [];
+        for (let i = 0; i < data.length; i++) one.push(...bytewise.push(data.subarray(i, i + 1)));
+        expect(summary(one)).toEqual(expected);
+        expect(expected.length).toBe(frames.filter((f) => !/^\n+$/.test(f)).length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('refuses a header block over the cap however the reads cut it', () => {
+    for (const size of [1, 7, 999, 1001]) {
+      const parser = new EslFrameParser({ maxHeaderBytes: 1000 });
+      const flood = Buffer.alloc(2000, 'a');
+      expect(() => {
+        for (let at = 0; at < flood.length; at += size) parser.push(flood.subarray(at, at + size));
+      }).toThrow(expect.objectContaining({ code: 'FSB_ERR_FRAME_TOO_LARGE' }));
+    }
+  });
+
   it('reads auth/request, command/reply and disconnect-notice frames', () => {
     const frames = new EslFrameParser().push(readFixture('esl', 'b-multicast-event.raw'));
     expect(frames[0].headers).toEqual({ 'Content-Type': 'auth/request' });
