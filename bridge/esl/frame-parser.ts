@@ -135,11 +135,17 @@ export class EslFrameParser {
   private blockLength(): number {
     const chunks = this.chunks;
     let k = 0;
-    let before = -this.offset; // logical position of chunks[k][0]
-    let from = this.offset;
+    let before = -this.offset; // where chunks[k] starts, counted from the first unconsumed byte
+    let from: number;
     if (this.scanAt >= 0) {
       for (; k < this.scanChunk; k++) before += chunks[k].length;
       from = this.scanAt;
+    } else {
+      // Nearly always: the whole block is in the first read.
+      const at = chunks[0].indexOf(BLANK_LINE, this.offset);
+      if (at >= 0) return at - this.offset;
+      // Then only its last byte can still start a blank line.
+      from = Math.max(this.offset, chunks[0].length - 1);
     }
     for (; k < chunks.length; k++) {
       const chunk = chunks[k];
