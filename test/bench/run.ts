@@ -80,7 +80,7 @@ export const CASES: readonly CaseSpec[] = [
  * (docs/interop.md) and runs alone, and its results replace only their own section of
  * docs/benchmarks.md (the rest is kept), and docs/benchmarks-freeswitch.json.
  */
-export const FREESWITCH_CASE: CaseSpec = { name: 'freeswitch', module: './freeswitch.js', export: 'freeswitch', netns: false, nats: true, timeoutMs: 120_000 };
+export const FREESWITCH_CASE: CaseSpec = { name: 'freeswitch', module: './freeswitch.js', export: 'freeswitch', netns: false, nats: true, timeoutMs: 300_000 };
 
 const SETUP = [
   'Each case runs in a fresh child process (clean heap and JIT); its figures sit next to a baseline measured in the same run, since absolute timings on a shared 2-core VM drift from run to run.',
