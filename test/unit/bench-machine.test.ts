@@ -67,6 +67,6 @@ describe('bench machine observation (latency case)', () => {
     expect(report.over2ms).toBeLessThanOrEqual(report.ticks);
     expect(report.max).toBeGreaterThanOrEqual(report.p99);
     report = { ticks: 1000, over2ms: 3, p99: 0.4, max: 12.345 };
-    expect(describeStalls(report, 'SCHED_RR 10')).toBe('an idle probe process (1 ms timer, SCHED_RR 10) beside it: 3 of 1000 ticks over 2 ms late, p99 0.4 ms, max 12.35 ms');
+    expect(describeStalls(report, 'SCHED_RR 10')).toBe('an idle probe process (5 ms timer, SCHED_RR 10) beside it: 3 of 1000 ticks over 2 ms late, p99 0.4 ms, max 12.35 ms');
   });
 });
