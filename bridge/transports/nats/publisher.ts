@@ -88,8 +88,7 @@ class PublishHeaders {
   }
 
   withId(msgId: string): MsgHdrs {
-    const id = NOT_IN_MSG_ID.test(msgId) ? msgId.replace(NOT_IN_MSG_ID, (c) => MSG_ID_ESCAPES[c]) : msgId;
-    NOT_IN_MSG_ID.lastIndex = 0;
+    const id = msgId.replace(NOT_IN_MSG_ID, (c) => MSG_ID_ESCAPES[c]);
     // One string, one UTF-8 encode: cheaper than copying the fixed bytes and writing the id after them.
     return encoded(Buffer.from(`${this.idPrefix}${id}\r\n\r\n`, 'utf8'));
   }
