@@ -131,10 +131,8 @@ export const FINDINGS_END = '<!-- profile-findings:end -->';
 
 /** The hand-written findings block of a previous docs/benchmarks.md ('' when none). */
 export function extractFindings(markdown: string): string {
-  const start = markdown.indexOf(FINDINGS_START);
-  const end = markdown.indexOf(FINDINGS_END);
-  if (start < 0 || end < start) return '';
-  return markdown.slice(start + FINDINGS_START.length, end).trim();
+  const block = markedBlock(markdown, FINDINGS_START, FINDINGS_END);
+  return block === '' ? '' : block.slice(FINDINGS_START.length, -FINDINGS_END.length).trim();
 }
 
 export const FREESWITCH_START = '<!-- freeswitch:start (written by `npm run bench -- --freeswitch`, kept by the other runs) -->';
@@ -142,10 +140,15 @@ export const FREESWITCH_END = '<!-- freeswitch:end -->';
 
 /** The last real-FreeSWITCH section of a docs/benchmarks.md, markers included ('' when none). */
 export function extractFreeswitchSection(markdown: string): string {
-  const start = markdown.indexOf(FREESWITCH_START);
-  const end = markdown.indexOf(FREESWITCH_END);
+  return markedBlock(markdown, FREESWITCH_START, FREESWITCH_END);
+}
+
+/** The text from `startMarker` to the end of `endMarker`, markers included ('' when either is missing or out of order). */
+function markedBlock(markdown: string, startMarker: string, endMarker: string): string {
+  const start = markdown.indexOf(startMarker);
+  const end = markdown.indexOf(endMarker);
   if (start < 0 || end < start) return '';
-  return markdown.slice(start, end + FREESWITCH_END.length);
+  return markdown.slice(start, end + endMarker.length);
 }
 
 /** The real-FreeSWITCH section: its own table and notes, the date and machine of that run. */
