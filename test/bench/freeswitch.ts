@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +12,7 @@ import { loadLabEnv, type LabEnv } from '../freeswitch/env.js';
 import { FsNode } from '../freeswitch/lab.js';
 import { JsonLineProcess } from '../support/netns.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
-import { processCpuMs, round, sleep, startBridgeProcess, type BridgeProcess } from './support-processes.js';
+import { loadAverage, machineCpu, processCpuMs, round, sleep, startBridgeProcess, threadCpuMs, type BridgeProcess } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
 /**
@@ -88,15 +88,7 @@ class FsCpu {
 
   /** CPU ms of every live thread. */
   threads(): Map<number, number> {
-    const cpu = new Map<number, number>();
-    for (const tid of readdirSync(`/proc/${this.pid}/task`).map(Number)) {
-      try {
-        cpu.set(tid, processCpuMs(this.pid, tid));
-      } catch {
-        // the thread ended between the listing and the read
-      }
-    }
-    return cpu;
+    return threadCpuMs(this.pid);
   }
 
   /** ms of CPU per ms of wall time while nothing is fired. */
@@ -130,16 +122,6 @@ export function eslQueues(tables: readonly string[], eslPort: number): { fsSendQ
   }
   return { fsSendQ, readerRecvQ };
 }
-
-/** Busy and total jiffies of the whole machine (/proc/stat): whether the cores were saturated during a run. */
-function machineJiffies(): { busy: number; total: number } {
-  const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/);
-  const values = fields.slice(0, 8).map(Number); // user nice system idle iowait irq softirq steal
-  const total = values.reduce((x, y) => x + y, 0);
-  return { busy: total - values[3] - values[4], total };
-}
-
-const loadAverage = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 
 /** A bare ESL listener: auth, `event FORMAT BINDINGS`, counts the frames that carry the run's marker. */
 class EslCounter {
@@ -233,7 +215,7 @@ async function fireAndMeasure(a: FsNode, cpu: FsCpu, run: string, progress: Prog
   let samplesDue = 0;
   let samplesBehind = 0;
   const cpuBefore = cpu.now();
-  const jiffiesBefore = machineJiffies();
+  const jiffiesBefore = machineCpu();
   const firedAt = Date.now();
   const answer = await a.api(luaLoop(run));
   if (!answer.startsWith('+OK')) throw new Error(`luarun refused: ${answer}`);
@@ -268,7 +250,7 @@ async function fireAndMeasure(a: FsNode, cpu: FsCpu, run: string, progress: Prog
   }
   const wallMs = cpuMovedAt - firedAt;
   const used = cpuLast - cpuBefore - idle * wallMs;
-  const jiffies = machineJiffies();
+  const jiffies = machineCpu();
   // Threads born during the run and gone at its end: the Lua loop's (a dispatch thread FreeSWITCH adds when its queue fills stays).
   const alive = cpu.threads();
   const loops = [...born].filter(([tid]) => !alive.has(tid)).map(([, t]) => t);

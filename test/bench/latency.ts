@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { PARAMS } from '../../bridge/config/schema.js';
@@ -11,7 +11,7 @@ import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { watchLoop } from './support-eld.js';
 import { describeNeighbours, describeStalls, realtimeNeighbours, startStallObserver, type StallReport } from './support-machine.js';
-import { percentile, processCpuMs, round, sleep, startBridgeProcess, type BridgeProcess, type ConfigSections } from './support-processes.js';
+import { loadAverage, percentile, processCpuMs, round, sleep, startBridgeProcess, type BridgeProcess, type ConfigSections } from './support-processes.js';
 import type { BenchCase, BenchResult } from './types.js';
 
 /**
@@ -101,7 +101,6 @@ interface Measured {
   hops: string | null;
 }
 
-const loadAverage = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 
 /** Index of a measured event from its Unique-ID (`bench-call-N`), or -1. */
 function callIndex(uuid: string | undefined, first: number): number {

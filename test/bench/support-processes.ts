@@ -194,6 +194,9 @@ export function machineCpu(): { busy: number; total: number } {
   return { busy: total - fields[3] - fields[4], total };
 }
 
+/** The machine's 1-minute load average, recorded beside figures that a busy machine moves. */
+export const loadAverage = (): number => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+
 /** Percent of all cores busy between two machineCpu() snapshots. */
 export function busyPercent(before: { busy: number; total: number }, after: { busy: number; total: number }): number {
   return round((100 * (after.busy - before.busy)) / Math.max(1, after.total - before.total), 0);
