@@ -146,6 +146,8 @@ describe('EslInjector against the simulator', () => {
     }
     expect(h.injector.bytes).toBeGreaterThanOrEqual(cap);
     expect(h.injector.bytes).toBeLessThan(cap + 4096);
+    // The gauges follow once per event-loop turn.
+    await new Promise((resolve) => setImmediate(resolve));
     expect(await h.metrics.queueBytes.get()).toMatchObject({ values: [{ labels: { component: 'inject' }, value: h.injector.bytes }] });
     sim.setIngestRate(0);
     await until(() => done.length === accepted, 20_000);

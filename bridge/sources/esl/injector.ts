@@ -99,6 +99,7 @@ export class EslInjector {
   private waiters: (() => void)[] = [];
   private stallTimer: NodeJS.Timeout | null = null;
   private stopping = false;
+  private gaugesScheduled = false;
   private readonly queueBytesGauge;
   private readonly queueDepthGauge;
   private readonly resentCounter;
@@ -178,7 +179,7 @@ export class EslInjector {
     this.queuedBytes += bytes + QUEUED_OVERHEAD_BYTES;
     this.queuedCount++;
     this.lanes[this.laneFor(item.orderKey)].push({ command: item.command, key: item.key, done: item.done, bytes });
-    this.updateGauges();
+    this.gaugesChanged();
     return true;
   }
 
@@ -201,7 +202,7 @@ export class EslInjector {
   settled(entry: Queued): void {
     this.queuedBytes -= entry.bytes + QUEUED_OVERHEAD_BYTES;
     this.queuedCount--;
-    this.updateGauges();
+    this.gaugesChanged();
     if (this.waiters.length > 0 && this.hasRoom()) this.releaseWaiters();
   }
 
@@ -227,10 +228,22 @@ export class EslInjector {
     return best;
   }
 
-  private updateGauges(): void {
+  /**
+   * The gauges once per event-loop turn, not on every offer and answer: the two labelled
+   * prom-client sets per injection were 41 of bridge B's 921 ms of main-thread work in a
+   * quick latency run (4.4%).
+   */
+  private gaugesChanged(): void {
+    if (this.gaugesScheduled) return;
+    this.gaugesScheduled = true;
+    setImmediate(this.updateGauges);
+  }
+
+  private readonly updateGauges = (): void => {
+    this.gaugesScheduled = false;
     this.queueBytesGauge.set(this.queuedBytes);
     this.queueDepthGauge.set(this.queuedCount);
-  }
+  };
 }
 
 /** One injection connection: its FIFO, what it has written ahead, and its pump. */
