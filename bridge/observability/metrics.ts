@@ -94,6 +94,42 @@ export class Metrics {
 }
 
 /**
+ * fsb_queue_depth and fsb_queue_bytes of one bounded queue, written at most once per
+ * event-loop turn: a queue changes on every offer and every answer, and two labelled
+ * prom-client sets each time cost 1.7% of the bridge's CPU at saturation (the NATS
+ * publisher) and 4.4% of bridge B's main-thread work in a quick latency run (41 of 921 ms,
+ * the injector). A scrape sees the queue as it was at the end of a turn.
+ */
+export class QueueGauges {
+  private scheduled = false;
+  private readonly depthGauge;
+  private readonly bytesGauge;
+
+  constructor(
+    metrics: Metrics,
+    component: string,
+    private readonly depth: () => number,
+    private readonly bytes: () => number,
+  ) {
+    this.depthGauge = metrics.queueDepth.labels({ component });
+    this.bytesGauge = metrics.queueBytes.labels({ component });
+  }
+
+  changed(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.update);
+  }
+
+  /** Now, not at the end of the turn (a stopped queue's last values). */
+  readonly update = (): void => {
+    this.scheduled = false;
+    this.depthGauge.set(this.depth());
+    this.bytesGauge.set(this.bytes());
+  };
+}
+
+/**
  * Counts every drop and logs it at most once per cause per interval, with how many
  * happened since the last line: nothing is lost silently, and a flood of bad
  * packets does not become a flood of log lines.

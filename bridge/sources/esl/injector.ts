@@ -3,7 +3,7 @@ import type { EslFrame } from '../../esl/frame-parser.js';
 import type { FsEvent } from '../../event/event.js';
 import { CommandError, NotConnectedError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
-import type { Metrics } from '../../observability/metrics.js';
+import { QueueGauges, type Metrics } from '../../observability/metrics.js';
 import { EslClient, EslState, type PipelinedReply } from './client.js';
 
 /**
@@ -99,9 +99,7 @@ export class EslInjector {
   private waiters: (() => void)[] = [];
   private stallTimer: NodeJS.Timeout | null = null;
   private stopping = false;
-  private gaugesScheduled = false;
-  private readonly queueBytesGauge;
-  private readonly queueDepthGauge;
+  private readonly queueGauges;
   private readonly resentCounter;
 
   constructor(
@@ -122,8 +120,7 @@ export class EslInjector {
       });
       this.lanes.push(new Lane(client, windowBytes, esl.commandTimeoutMs, this, options.logger));
     }
-    this.queueBytesGauge = options.metrics.queueBytes.labels({ component: 'inject' });
-    this.queueDepthGauge = options.metrics.queueDepth.labels({ component: 'inject' });
+    this.queueGauges = new QueueGauges(options.metrics, 'inject', () => this.queuedCount, () => this.queuedBytes);
     this.resentCounter = options.metrics.counter(
       'fsb_inject_resent_total',
       'Injections written again because FreeSWITCH closed the ESL connection before reading them (each is then counted once more when answered)',
@@ -179,7 +176,7 @@ export class EslInjector {
     this.queuedBytes += bytes + QUEUED_OVERHEAD_BYTES;
     this.queuedCount++;
     this.lanes[this.laneFor(item.orderKey)].push({ command: item.command, key: item.key, done: item.done, bytes });
-    this.gaugesChanged();
+    this.queueGauges.changed();
     return true;
   }
 
@@ -195,14 +192,14 @@ export class EslInjector {
     this.stallTimer = null;
     for (const lane of this.lanes) lane.abandon();
     await Promise.all(this.lanes.map((lane) => lane.client.stop()));
-    this.updateGauges();
+    this.queueGauges.update();
   }
 
   /** A lane finished with an injection (answered, closed, abandoned). */
   settled(entry: Queued): void {
     this.queuedBytes -= entry.bytes + QUEUED_OVERHEAD_BYTES;
     this.queuedCount--;
-    this.gaugesChanged();
+    this.queueGauges.changed();
     if (this.waiters.length > 0 && this.hasRoom()) this.releaseWaiters();
   }
 
@@ -227,23 +224,6 @@ export class EslInjector {
     for (let i = 1; i < this.lanes.length; i++) if (this.lanes[i].waitingBytes < this.lanes[best].waitingBytes) best = i;
     return best;
   }
-
-  /**
-   * The gauges once per event-loop turn, not on every offer and answer: the two labelled
-   * prom-client sets per injection were 41 of bridge B's 921 ms of main-thread work in a
-   * quick latency run (4.4%).
-   */
-  private gaugesChanged(): void {
-    if (this.gaugesScheduled) return;
-    this.gaugesScheduled = true;
-    setImmediate(this.updateGauges);
-  }
-
-  private readonly updateGauges = (): void => {
-    this.gaugesScheduled = false;
-    this.queueBytesGauge.set(this.queuedBytes);
-    this.queueDepthGauge.set(this.queuedCount);
-  };
 }
 
 /** One injection connection: its FIFO, what it has written ahead, and its pump. */
