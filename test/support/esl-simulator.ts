@@ -72,6 +72,7 @@ import { serializePlain } from '../../bridge/event/plain.js';
 import { EslFrameParser } from '../../bridge/esl/frame-parser.js';
 import { eventFromFrame, isEventFrame } from '../../bridge/esl/event-frame.js';
 import { fixturePath } from './fixtures.js';
+import { listenLow } from './ports.js';
 import { seededRandom } from './seeded-random.js';
 
 export type EventFormat = 'plain' | 'json';
@@ -465,24 +466,31 @@ export class EslSimulator extends EventEmitter {
 
   private async listen(): Promise<void> {
     const server = net.createServer((socket) => this.accept(socket));
-    server.on('error', (err) => this.emit('error', err));
-    // A just-closed port can linger in the kernel for a moment after a restart.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen({ port: this.options.port, host: this.options.host, exclusive: true }, () => {
-            server.off('error', reject);
-            resolve();
+    if (this.options.port === 0) {
+      // Below the ephemeral range: restart() listens on this port again, and an ephemeral one can be
+      // taken meanwhile by an outgoing connection, even by the bridge reconnecting to it (test/support/ports.ts).
+      this.options.port = await listenLow(server, this.options.host);
+    } else {
+      // A port just given up can still be held for a moment after a restart.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await new Promise<void>((resolve, reject) => {
+            server.once('error', reject);
+            server.listen({ port: this.options.port, host: this.options.host, exclusive: true }, () => {
+              server.off('error', reject);
+              resolve();
+            });
           });
-        });
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 50) throw err;
-        await sleep(20);
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 50) throw err;
+          await sleep(20);
+        }
       }
     }
-    this.options.port = (server.address() as net.AddressInfo).port;
+    // Only once listening: a failed listen must reach the retry above, not the 'error' event of a simulator nobody
+    // listens to, which throws (uncaught) before the retry sees it.
+    server.on('error', (err) => this.emit('error', err));
     this.server = server;
   }
 

@@ -9,13 +9,15 @@
  * fails before its cleanup runs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect as tcpConnect } from 'node:net';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConfig, NodeConfig } from '../../bridge/config/types.js';
 import { FsEvent } from '../../bridge/event/event.js';
 import { Bindings } from '../../bridge/pipeline/bindings.js';
+import { freePort } from './ports.js';
+
+export { freePort } from './ports.js';
 
 export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server';
 
@@ -64,73 +66,17 @@ function installExitHook(): void {
   });
 }
 
-/**
- * A loopback port free at the time of the call, picked below the kernel's ephemeral
- * range: a port listen(0) hands out is an ephemeral one, which any outgoing connection
- * of a parallel test may take as its local port before nats-server binds it (seen as
- * "address already in use" in a full run). Below that range only listeners compete, and
- * the bind below sees those.
- */
-export async function freePort(): Promise<number> {
-  const low = ephemeralLow();
-  for (let attempt = 0; attempt < 50 && low > 20_000; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * (low - 20_000));
-    if (await bindable(port)) return port;
-  }
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+/** The server could not bind a port of its config: another listener took it after freePort() probed it. */
+export class PortInUseError extends Error {}
 
-function ephemeralLow(): number {
-  try {
-    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 0;
-  } catch {
-    return 0;
-  }
-}
-
-function bindable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-/** Resolves once something on the port answers with a NATS INFO line. */
-async function waitForInfo(port: number, timeoutMs: number, child: ChildProcess, log: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}:\n${log()}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = tcpConnect({ host: '127.0.0.1', port });
-      const done = (result: boolean) => {
-        socket.destroy();
-        resolve(result);
-      };
-      socket.setTimeout(500, () => done(false));
-      socket.once('error', () => done(false));
-      socket.once('data', (chunk) => done(chunk.toString('latin1').startsWith('INFO ')));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nats-server on port ${port} did not accept connections within ${timeoutMs} ms:\n${log()}`);
-}
-
-async function waitForLog(ready: RegExp, timeoutMs: number, child: ChildProcess, log: () => string): Promise<void> {
+/** `closed`: the child exited and its output is all read (its last line says why it exited). */
+async function waitForLog(ready: RegExp, timeoutMs: number, child: ChildProcess, closed: () => boolean, log: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!ready.test(log())) {
-    if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}:\n${log()}`);
+    if (closed()) {
+      const message = `nats-server exited with ${child.exitCode ?? child.signalCode}:\n${log()}`;
+      throw /\[FTL\] Error listening on .*address already in use/.test(log()) ? new PortInUseError(message) : new Error(message);
+    }
     if (Date.now() > deadline) throw new Error(`nats-server did not report ready within ${timeoutMs} ms:\n${log()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -141,6 +87,8 @@ export class NatsServer {
   readonly configFile: string;
   private child: ChildProcess | null = null;
   private output = '';
+  /** This run's log only: a restart must not take the previous run's ready line for its own. */
+  private runOutput = '';
 
   private constructor(
     readonly port: number,
@@ -202,20 +150,21 @@ export class NatsServer {
     installExitHook();
     live.add(this);
     const netns = this.options.netns;
-    // In a namespace readiness is read from the log: a restart must not see the previous run's line.
-    if (netns) this.output = '';
+    this.runOutput = '';
     const command: [string, string[]] = netns ? ['ip', ['netns', 'exec', netns.name, NATS_SERVER_BIN, '-c', this.configFile]] : [NATS_SERVER_BIN, ['-c', this.configFile]];
     const child = spawn(command[0], command[1], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.options.env } });
     this.child = child;
     const append = (chunk: Buffer) => {
       // Keep the tail only: a long test must not grow memory with server logs.
       this.output = (this.output + chunk.toString('utf8')).slice(-20_000);
+      this.runOutput = (this.runOutput + chunk.toString('utf8')).slice(-20_000);
     };
     child.stdout?.on('data', append);
     child.stderr?.on('data', append);
-    // The root namespace cannot connect into another one: there the server's own log says when it listens.
-    if (netns) await waitForLog(/Server is ready/, timeoutMs, child, () => this.output);
-    else await waitForInfo(this.port, timeoutMs, child, () => this.output);
+    let closed = false;
+    child.once('close', () => (closed = true));
+    // Its own log, not a probe of the port: a server of another test that took the port would answer the probe.
+    await waitForLog(/Server is ready/, timeoutMs, child, () => closed, () => this.runOutput);
   }
 
   /** Graceful stop (SIGTERM), waits for exit. */
@@ -258,16 +207,21 @@ export class NatsServer {
   }
 }
 
+/** Tries of a first start on fresh ports: a port freePort() probed can be another listener's before the server binds it. */
+const START_TRIES = 5;
+
 /** One started server on a free loopback port with a temp JetStream store. */
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
-  const server = await NatsServer.create(options);
-  try {
-    await server.start();
-  } catch (err) {
-    await server.dispose();
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    const server = await NatsServer.create(options);
+    try {
+      await server.start();
+      return server;
+    } catch (err) {
+      await server.dispose();
+      if (!(err instanceof PortInUseError) || attempt >= START_TRIES) throw err;
+    }
   }
-  return server;
 }
 
 export interface NatsCluster {
@@ -278,6 +232,16 @@ export interface NatsCluster {
 
 /** A JetStream cluster of `size` servers (default 3) routed on loopback (of `netns` when given), named n1..nN. */
 export async function startNatsCluster(size = 3, options: { auth?: NatsServerAuth; netns?: { name: string; address: string } } = {}): Promise<NatsCluster> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startClusterOnce(size, options);
+    } catch (err) {
+      if (!(err instanceof PortInUseError) || attempt >= START_TRIES) throw err;
+    }
+  }
+}
+
+async function startClusterOnce(size: number, options: { auth?: NatsServerAuth; netns?: { name: string; address: string } }): Promise<NatsCluster> {
   const clientPorts: number[] = [];
   const routePorts: number[] = [];
   for (let i = 0; i < size; i++) {
@@ -305,11 +269,12 @@ export async function startNatsCluster(size = 3, options: { auth?: NatsServerAut
       await Promise.all(servers.map((s) => s.dispose()));
     },
   };
-  try {
-    await Promise.all(servers.map((s) => s.start()));
-  } catch (err) {
+  const started = await Promise.allSettled(servers.map((s) => s.start()));
+  const failures = started.flatMap((result) => (result.status === 'rejected' ? [result.reason as Error] : []));
+  if (failures.length > 0) {
     await cluster.dispose();
-    throw err;
+    // A taken port is retried on fresh ports; any other failure of any server is the answer.
+    throw failures.find((err) => !(err instanceof PortInUseError)) ?? failures[0];
   }
   return cluster;
 }
