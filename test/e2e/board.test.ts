@@ -18,9 +18,9 @@ import { LocationConsumer } from '../../consumers/location/location-consumer.js'
 import { fakeContext } from '../support/consumer-context.js';
 import { presenceEvent, registerEvent } from '../../compose/local/events.js';
 import { artifactsDir, launchBrowser, slug, type Browser } from '../support/browser.js';
-import { cliArgs } from '../support/cli.js';
+import { cliArgs, loggedStatus } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
-import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { until } from '../support/wait.js';
 
 /**
@@ -277,22 +277,23 @@ describe('cluster board in chromium', () => {
   }, TEST_TIMEOUT_MS);
 
   it('is served by the standalone consumer process too', async (context) => {
-    const port = await freePort();
     const sim = await EslSimulator.start({ switchname: 'fs-c', hostname: 'host-fs-c', ipv4: '192.0.2.3' });
     sims.push(sim);
     const file = join(dir, 'consumer.xml');
-    writeFileSync(file, configXml('fs-c', '192.0.2.3', { metrics: { enabled: 'yes', host: '127.0.0.1', port: String(port), board: 'yes' } }).replace('name="port" value="1"', `name="port" value="${sim.port}"`));
+    writeFileSync(file, configXml('fs-c', '192.0.2.3', { metrics: { enabled: 'yes', host: '127.0.0.1', port: '0', board: 'yes' } }).replace('name="port" value="1"', `name="port" value="${sim.port}"`));
     const child = spawn(process.execPath, cliArgs(['consumer', 'blf', '--config', file]), { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let output = '';
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
-    await until(() => output.includes('consumer started'), 30_000).catch((err: Error) => {
+    // Port 0: its started line names the port it got and the board's address on it.
+    const status = await until(() => loggedStatus(output, 'consumer started'), 30_000).catch((err: Error) => {
       throw new Error(`${err.message}\n${output}`);
     });
-    expect(output).toContain(`http://127.0.0.1:${port}/board/`);
+    expect(status.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(status.board).toBe(`${status.url}/board/`);
     const page = await browser.context.newPage();
-    await page.goto(`http://127.0.0.1:${port}/board/`);
+    await page.goto(status.board);
     await page.locator('#role', { hasText: 'consumer blf' }).waitFor(WAIT);
     b().sim.fire(presenceEvent('ringing', '2020', 'board-call-2', 'board.example'));
     await page.locator('#lamps li[data-user="2020@board.example"][data-state="ringing"]').waitFor(WAIT);

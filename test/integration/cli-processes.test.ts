@@ -7,9 +7,10 @@ import Database from 'better-sqlite3';
 import { defaultConfigXml } from '../../bridge/config/load.js';
 import { FsEvent } from '../../bridge/event/event.js';
 import { LEGACY_PROVIDER_FLAG, RELAUNCH_ENV, RELAUNCH_V8_FLAGS } from '../../bridge/transports/multicast/blowfish.js';
-import { CLI, cliArgs, runCli } from '../support/cli.js';
+import { CLI, cliArgs, loggedStatus, runCli } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
-import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { closedPort } from '../support/ports.js';
 import { CHILD_START_MS, CHILD_TEST_MS, until } from '../support/wait.js';
 
 /** The real binaries as an operator runs them: `run`, `peers`, `consumer location`. */
@@ -48,11 +49,9 @@ afterAll(async () => {
 describe('fs-event-bridge processes', () => {
   it('run bridges two nodes, peers lists the other one, consumer location fills its table, SIGHUP reloads, SIGTERM stops cleanly', async () => {
     const nodes = ['fs-a', 'fs-b', 'fs-c'];
-    const ports: Record<string, number> = {};
     for (const name of nodes) {
       const sim = await EslSimulator.start({ switchname: name, hostname: `host-${name}`, ipv4: `192.0.2.${sims.length + 1}` });
       sims.push(sim);
-      ports[name] = await freePort();
     }
     const base = (name: string, i: number) => ({
       settings: { 'node-name': name, hostname: `host-${name}`, ipv4: `192.0.2.${i + 1}`, cluster: 'cli', 'stats-interval': '1s' },
@@ -60,16 +59,21 @@ describe('fs-event-bridge processes', () => {
       // One HEARTBEAT must keep fs-a UP until `peers` (a new Node process each try) gets to ask, even on a loaded machine.
       multicast: { enabled: 'no', 'peer-timeout': '30s' },
       nats: { enabled: 'yes', servers: nats.url },
-      metrics: { enabled: 'yes', port: String(ports[name]) },
+      // Port 0: a port probed free could be another test's by the time the child binds it; the started line names the one it got.
+      metrics: { enabled: 'yes', port: '0' },
     });
     const a = start(['run', '--config', configFile('a', base('fs-a', 0))]);
     const b = start(['run', '--config', configFile('b', base('fs-b', 1))]);
     const dbPath = join(dir, 'c.db');
     const c = start(['consumer', 'location', '--config', configFile('c', { ...base('fs-c', 2), 'consumer:location': { enabled: 'yes', 'db-path': dbPath } })]);
 
-    for (const [name, url] of [['fs-a', ports['fs-a']], ['fs-b', ports['fs-b']]] as const) {
-      await until(async () => (await fetch(`http://127.0.0.1:${url}/ready`)).status === 200, CHILD_START_MS).catch((err) => {
-        throw new Error(`${name} never ready: ${err.message}\n${(name === 'fs-a' ? a : b).output()}`);
+    const status: Record<string, string> = {};
+    for (const [name, proc] of [['fs-a', a], ['fs-b', b]] as const) {
+      status[name] = await until(async () => {
+        const logged = loggedStatus(proc.output(), 'bridge started');
+        return logged && (await fetch(`${logged.url}/ready`)).status === 200 ? logged.url : null;
+      }, CHILD_START_MS).catch((err) => {
+        throw new Error(`${name} never ready: ${err.message}\n${proc.output()}`);
       });
     }
     await until(() => c.output().includes('consumer started'), CHILD_START_MS).catch((err) => {
@@ -78,8 +82,8 @@ describe('fs-event-bridge processes', () => {
 
     sims[0].fire(FsEvent.create('HEARTBEAT').add('Event-Info', 'System Ready'));
     // Polled over HTTP (a `peers` process per try only added start-up time), then asked once through the binary.
-    await until(async () => ((await (await fetch(`http://127.0.0.1:${ports['fs-b']}/peers`)).json()) as { name: string; up: boolean }[]).some((p) => p.name === 'fs-a' && p.up));
-    const peers = await runCli(['peers', '--url', `http://127.0.0.1:${ports['fs-b']}`]);
+    await until(async () => ((await (await fetch(`${status['fs-b']}/peers`)).json()) as { name: string; up: boolean }[]).some((p) => p.name === 'fs-a' && p.up));
+    const peers = await runCli(['peers', '--url', status['fs-b']]);
     expect(peers.code).toBe(0);
     expect(peers.stdout).toMatch(/^Peer fs-a UP; last seen \d+ seconds ago; 1 events received, loss unknown \(no bridge sequence header\)$/m);
 
@@ -110,7 +114,7 @@ describe('fs-event-bridge processes', () => {
     // SIGHUP re-reads the file without a restart and, like the legacy module, forgets its peers.
     b.child.kill('SIGHUP');
     await until(() => b.output().includes('"msg":"configuration reloaded"'));
-    const afterReload = await runCli(['peers', '--url', `http://127.0.0.1:${ports['fs-b']}`]);
+    const afterReload = await runCli(['peers', '--url', status['fs-b']]);
     expect(afterReload.stdout).toBe('No multicast peers seen\n');
 
     const exited = new Promise<number | null>((resolve) => a.child.once('exit', (code) => resolve(code)));
@@ -120,7 +124,7 @@ describe('fs-event-bridge processes', () => {
   }, 2 * CHILD_TEST_MS);
 
   it('peers explains when no bridge answers', async () => {
-    const result = await runCli(['peers', '--url', `http://127.0.0.1:${await freePort()}`]);
+    const result = await runCli(['peers', '--url', `http://127.0.0.1:${await closedPort()}`]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/FSB_ERR_NOT_CONNECTED: no bridge answering at/);
   }, CHILD_TEST_MS);
@@ -128,7 +132,7 @@ describe('fs-event-bridge processes', () => {
   it('a relaunched bridge stops when its parent is killed outright (no orphan)', async () => {
     const file = configFile('orphan', {
       settings: { 'node-name': 'fs-orphan', 'stats-interval': '0' },
-      esl: { port: String(await freePort()) },
+      esl: { port: String(await closedPort()) },
       multicast: { enabled: 'no' },
       metrics: { enabled: 'no' },
     });

@@ -14,7 +14,7 @@ import { defaultConfigXml } from '../../bridge/config/load.js';
 import { BindError, ConfigError } from '../../bridge/errors.js';
 import { createLogger } from '../../bridge/observability/logger.js';
 import { runCli } from '../support/cli.js';
-import { freePort } from '../support/nats-server.js';
+import { closedPort } from '../support/ports.js';
 import { CHILD_TEST_MS } from '../support/wait.js';
 
 let dir: string;
@@ -68,7 +68,7 @@ describe('run and validate on config problems', { timeout: CHILD_TEST_MS }, () =
   });
 
   it('a metrics port in use fails start with FSB_ERR_BIND naming metrics/host and metrics/port', async () => {
-    const file = configFile('busy', { multicast: { enabled: 'no' }, esl: { port: String(await freePort()) }, metrics: { port: String(busyPort) } });
+    const file = configFile('busy', { multicast: { enabled: 'no' }, esl: { port: String(await closedPort()) }, metrics: { port: String(busyPort) } });
     const failure = runBridge(file, 'silent', silent);
     await expect(failure).rejects.toBeInstanceOf(BindError);
     await expect(failure).rejects.toThrow(`cannot open the metrics server on 127.0.0.1:${busyPort}`);
@@ -76,7 +76,7 @@ describe('run and validate on config problems', { timeout: CHILD_TEST_MS }, () =
   });
 
   it('the CLI prints the code and the message, no stack trace, and exits 1', async () => {
-    const file = configFile('cli-busy', { multicast: { enabled: 'no' }, esl: { port: String(await freePort()) }, metrics: { port: String(busyPort) } });
+    const file = configFile('cli-busy', { multicast: { enabled: 'no' }, esl: { port: String(await closedPort()) }, metrics: { port: String(busyPort) } });
     const result = await runCli(['run', '--config', file]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^fs-event-bridge: FSB_ERR_BIND: cannot open the metrics server on 127\.0\.0\.1:\d+ \(listen EADDRINUSE/m);

@@ -11,10 +11,10 @@ import { silentLogger } from '../../bridge/observability/logger.js';
 import { Metrics } from '../../bridge/observability/metrics.js';
 import { connectNats, NatsClient } from '../../bridge/transports/nats/connection.js';
 import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
-import { cliArgs } from '../support/cli.js';
+import { cliArgs, loggedStatus } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
-import { freePort, natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
-import { until } from '../support/wait.js';
+import { natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
+import { CHILD_START_MS, CHILD_TEST_MS, until } from '../support/wait.js';
 
 /**
  * The exactly-once story across `kill -9` of a bridge fed by JetStream:
@@ -34,7 +34,8 @@ let publisherClient: NatsClient;
 let publisher: NatsPublisher;
 const children: ChildProcess[] = [];
 let config: string;
-let metricsPort: number;
+/** The status server of the bridge running now: each start binds a port of its own (metrics port 0). */
+let statusUrl = '';
 let seq = 0;
 
 beforeAll(async () => {
@@ -42,7 +43,6 @@ beforeAll(async () => {
   nc = await connectNats({ servers: [nats.url], auth: {}, tls: null }, { logger: silentLogger() });
   dir = mkdtempSync(join(tmpdir(), `fsb-crash-${process.pid}-`));
   sim = await EslSimulator.start({ switchname: 'fs-b', hostname: 'host-b' });
-  metricsPort = await freePort();
   config = join(dir, 'fs-b.xml');
   writeFileSync(
     config,
@@ -52,7 +52,7 @@ beforeAll(async () => {
       multicast: { enabled: 'no' },
       nats: { enabled: 'yes', servers: nats.url, 'ack-wait': '1s' },
       dedup: { journal: join(dir, 'injected.journal') },
-      metrics: { enabled: 'yes', port: String(metricsPort) },
+      metrics: { enabled: 'yes', port: '0' },
     }),
   );
   const natsConfig = natsTestConfig([nats.url]);
@@ -71,12 +71,18 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function startBridge(): { child: ChildProcess; output: () => string } {
+/** Starts a bridge and waits for its "bridge started" line, which names the port its status server got. */
+async function startBridge(): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, cliArgs(['run', '--config', config]), { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
   children.push(child);
+  statusUrl = (
+    await until(() => loggedStatus(output, 'bridge started'), CHILD_START_MS).catch((err: Error) => {
+      throw new Error(`${err.message}\n${output}`);
+    })
+  ).url;
   return { child, output: () => output };
 }
 
@@ -87,7 +93,7 @@ async function kill9(child: ChildProcess): Promise<void> {
 }
 
 async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const text = await (await fetch(`${statusUrl}/metrics`)).text();
   let sum = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(name)) continue;
@@ -101,7 +107,7 @@ async function metric(name: string, labels: Record<string, string> = {}): Promis
 
 async function bridgeReady(): Promise<boolean> {
   try {
-    return (await fetch(`http://127.0.0.1:${metricsPort}/ready`)).status === 200;
+    return (await fetch(`${statusUrl}/ready`)).status === 200;
   } catch {
     return false;
   }
@@ -137,9 +143,9 @@ async function consumerSettled(): Promise<boolean> {
 describe('kill -9 of a bridge fed by JetStream', () => {
   it('injects what FreeSWITCH had already taken once, not twice, after the restart', async () => {
     sim.holdReplies(true);
-    const first = startBridge();
-    // Ready, and its durable consumer exists (it is made after /ready turns 200, and a new one delivers only what comes after it).
-    await until(async () => (await bridgeReady()) && first.output().includes('bridge started'), 20_000).catch((err: Error) => {
+    // Started, so its durable consumer exists (a new one delivers only what comes after it), and ready.
+    const first = await startBridge();
+    await until(bridgeReady, 20_000).catch((err: Error) => {
       throw new Error(`${err.message}\n${first.output()}`);
     });
     const seqs = publish(50);
@@ -153,7 +159,7 @@ describe('kill -9 of a bridge fed by JetStream', () => {
     await kill9(first.child);
 
     sim.holdReplies(false);
-    const second = startBridge();
+    const second = await startBridge();
     // JetStream redelivers the 50 after ack-wait; the journal recognises every one.
     await until(consumerSettled, 30_000).catch((err: Error) => {
       throw new Error(`${err.message}\n${second.output()}`);
@@ -163,12 +169,12 @@ describe('kill -9 of a bridge fed by JetStream', () => {
     expect(await metric('fsb_drops_total')).toBe(0);
     expect(second.output()).toMatch(/dedup journal loaded/);
     await kill9(second.child);
-  }, 90_000);
+  }, CHILD_TEST_MS);
 
   it('injects what it received but had not written when it died, after the restart (nothing acknowledged is lost)', async () => {
     // FreeSWITCH is down: the bridge takes the messages from NATS and can only queue them.
     await sim.stop();
-    const third = startBridge();
+    const third = await startBridge();
     const seqs = publish(30);
     // (The bridge waits for FreeSWITCH up to 10 s before it starts its sources anyway.)
     await until(async () => (await metric('fsb_queue_depth', { component: 'inject' }).catch(() => 0)) === 30, 40_000).catch((err: Error) => {
@@ -177,7 +183,7 @@ describe('kill -9 of a bridge fed by JetStream', () => {
     await kill9(third.child);
 
     await sim.restart();
-    const fourth = startBridge();
+    const fourth = await startBridge();
     await until(() => seqs.every((s) => injectedCounts().get(s) === 1), 30_000).catch((err: Error) => {
       throw new Error(`${err.message}: ${JSON.stringify([...injectedCounts()])}\n${fourth.output()}`);
     });
@@ -185,5 +191,5 @@ describe('kill -9 of a bridge fed by JetStream', () => {
     expect(seqs.map((s) => injectedCounts().get(s))).toEqual(seqs.map(() => 1));
     expect(await metric('fsb_injected_total', { transport: 'nats' })).toBe(30);
     await kill9(fourth.child);
-  }, 90_000);
+  }, CHILD_TEST_MS);
 });

@@ -12,7 +12,7 @@ import { silentLogger } from '../../bridge/observability/logger.js';
 import { connectNats } from '../../bridge/transports/nats/connection.js';
 import { SubjectMapper } from '../../bridge/transports/nats/subjects.js';
 import { createModDbSchema } from '../../consumers/location/sinks.js';
-import { cliArgs } from '../support/cli.js';
+import { cliArgs, loggedStatus } from '../support/cli.js';
 import { EslSimulator } from '../support/esl-simulator.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { CHILD_START_MS, CHILD_TEST_MS, until } from '../support/wait.js';
@@ -158,14 +158,7 @@ describe('location database failing at run time', () => {
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const status = await until(() => {
-      for (const line of output.split('\n')) {
-        if (!line.includes(startedMsg)) continue;
-        const parsed = JSON.parse(line) as { status?: { address: string; port: number } };
-        if (parsed.status) return `http://${parsed.status.address}:${parsed.status.port}`;
-      }
-      return null;
-    }, CHILD_START_MS);
+    const status = (await until(() => loggedStatus(output, startedMsg), CHILD_START_MS)).url;
     const stop = async () => {
       child.kill('SIGTERM');
       return { code: await exited, output };

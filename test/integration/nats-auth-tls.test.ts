@@ -15,7 +15,8 @@ import type { BridgeEvent } from '../../bridge/pipeline/types.js';
 import { connectNats, NatsClient, type NatsConnectSettings } from '../../bridge/transports/nats/connection.js';
 import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
 import { NatsSubscriber } from '../../bridge/transports/nats/subscriber.js';
-import { freePort, natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
+import { natsTestConfig, startNatsServer, testEvent, testNode, type NatsServer } from '../support/nats-server.js';
+import { closedPort } from '../support/ports.js';
 import { createNkeyUser, createTestOperator, generateTestPki, type TestNkeyUser, type TestPki } from '../support/nats-tls.js';
 import { until } from '../support/wait.js';
 
@@ -188,7 +189,7 @@ describe('NATS NKey users', () => {
   });
 
   it('fails over to the next configured server when the first one is down', async () => {
-    const dead = `nats://127.0.0.1:${await freePort()}`;
+    const dead = `nats://127.0.0.1:${await closedPort()}`;
     const client = new NatsClient({ servers: [dead, server.url], auth: { nkeySeed: user.seed }, tls: null }, { logger, inOrder: true });
     try {
       await client.start(5_000);

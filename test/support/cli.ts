@@ -36,3 +36,19 @@ export function runCli(args: string[], options: { input?: string | Buffer; env?:
     child.stdin.end(options.input ?? '');
   });
 }
+
+/**
+ * The status server (metrics, /ready, /peers, the board) of a `run` or `consumer` process
+ * from its "bridge started" / "consumer started" log line, null before that line. With
+ * metrics port 0 the process binds a port nobody can take first, and this says which.
+ */
+export function loggedStatus(output: string, startedMsg: string): { url: string; board: string } | null {
+  for (const line of output.split('\n')) {
+    if (!line.includes(`"msg":"${startedMsg}"`)) continue;
+    const parsed = JSON.parse(line) as { status?: { address: string; port: number } | null; board?: string };
+    if (!parsed.status) continue;
+    const host = parsed.status.address.includes(':') ? `[${parsed.status.address}]` : parsed.status.address;
+    return { url: `http://${host}:${parsed.status.port}`, board: parsed.board ?? 'off' };
+  }
+  return null;
+}

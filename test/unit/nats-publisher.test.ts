@@ -3,7 +3,8 @@ import { silentLogger } from '../../bridge/observability/logger.js';
 import { Metrics } from '../../bridge/observability/metrics.js';
 import { NatsClient } from '../../bridge/transports/nats/connection.js';
 import { NatsPublisher } from '../../bridge/transports/nats/publisher.js';
-import { freePort, natsTestConfig, testEvent, testNode } from '../support/nats-server.js';
+import { natsTestConfig, testEvent, testNode } from '../support/nats-server.js';
+import { closedPort } from '../support/ports.js';
 
 const logger = silentLogger();
 
@@ -14,7 +15,7 @@ async function dropped(metrics: Metrics, cause: string): Promise<number> {
 describe('NatsPublisher without a reachable server', () => {
   it('starts anyway, buffers within the event and byte limits, drops the oldest (counted), and bounds stop()', async () => {
     // Nothing listens on this port: the bridge must not wait for NATS.
-    const url = `nats://127.0.0.1:${await freePort()}`;
+    const url = `nats://127.0.0.1:${await closedPort()}`;
     const config = natsTestConfig([url], { buffer: { maxEvents: 100, maxBytes: 1024 * 1024 } });
     const client = new NatsClient(config, { logger });
     const metrics = new Metrics();
