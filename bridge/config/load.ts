@@ -253,6 +253,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
       },
       payloadFormat: str('nats', 'payload-format') as 'plain' | 'json',
       durablePrefix: str('nats', 'durable-prefix'),
+      peers: get<string[]>('nats', 'peers'),
       ackWaitMs: num('nats', 'ack-wait'),
       buffer: { maxEvents: num('nats', 'buffer-max-events'), maxBytes: num('nats', 'buffer-max-bytes') },
       maxInFlight: num('nats', 'max-in-flight'),

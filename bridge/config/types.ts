@@ -71,6 +71,8 @@ export interface NatsConfig {
   payloadFormat: 'plain' | 'json';
   /** Durable consumer name prefix; the node name is appended. */
   durablePrefix: string;
+  /** The cluster's nodes: empty, one consumer for the whole cluster; else one per other node (no own events sent back). */
+  peers: string[];
   /** JetStream redelivers a message not acknowledged within this (the bridge acknowledges after injection). */
   ackWaitMs: number;
   buffer: { maxEvents: number; maxBytes: number };

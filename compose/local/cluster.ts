@@ -463,7 +463,7 @@ export function bridgeConfigXml(
       'peer-timeout': `${options.peerTimeoutMs ?? 2_000}ms`,
     },
     nats: options.nats
-      ? { enabled: 'true', servers: options.nats.join(','), replicas: '3', 'stream-max-age': '1h', 'stream-storage': options.streamStorage ?? 'file' }
+      ? { enabled: 'true', servers: options.nats.join(','), peers: NODE_IDS.map((id) => `fs-${id}`).join(','), replicas: '3', 'stream-max-age': '1h', 'stream-storage': options.streamStorage ?? 'file' }
       : { enabled: 'false' },
     ...(options.dedupJournal && { dedup: { journal: join(dirname(spec.configFile), 'dedup.journal') } }),
     'consumer:blf': { enabled: 'true' },

@@ -32,8 +32,8 @@ function natsAs(url: string, user: string, pass: string): NatsConfig {
 }
 
 /** One node's bridge side of NATS (publisher, durable subscriber, KV) under its own restricted user. */
-async function bridgeNode(url: string, name: string) {
-  const config = natsAs(url, name, PASS[name]);
+async function bridgeNode(url: string, name: string, peers = EXAMPLE.nats.peers) {
+  const config = { ...natsAs(url, name, PASS[name]), peers };
   const node = testNode(name, CLUSTER);
   const client = new NatsClient(config, { logger, inboxPrefix: nodeInboxPrefix(config.subjectPrefix, CLUSTER, name) });
   const metrics = new Metrics();
@@ -149,10 +149,16 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
   });
 
   it("each bridge works with its restricted user (publish, stream, durable consumer, KV), and B's credentials cannot publish as A", async () => {
-    const a = await bridgeNode(server.url, 'fs-a');
-    const b = await bridgeNode(server.url, 'fs-b');
     const jsm = await jetstreamManager(admin);
     const stream = EXAMPLE.nats.stream.name;
+    // A started once with one cluster-wide consumer: with nats/peers its user may still take over from it and delete it.
+    const before = await bridgeNode(server.url, 'fs-a', []);
+    expect(before.subscriber.durables).toEqual(['fsb-fs-a']);
+    await before.close();
+    const a = await bridgeNode(server.url, 'fs-a');
+    const b = await bridgeNode(server.url, 'fs-b');
+    expect(a.subscriber.durables).toEqual(['fsb-fs-a__fs-b', 'fsb-fs-a__fs-c']);
+    await expect(jsm.consumers.info(stream, 'fsb-fs-a')).rejects.toThrow();
     try {
       // Events both ways through the stream and each node's durable consumer.
       a.publisher.deliver({ event: testEvent('uuid-a', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-a']]), origin: { transport: 'esl', node: 'fs-a', receivedAt: Date.now() } });
@@ -161,7 +167,7 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
       expect(b.received[0].origin.node).toBe('fs-a');
       expect(a.received[0].origin.node).toBe('fs-b');
       // Acks went through: nothing left pending on either durable.
-      await until(async () => (await jsm.consumers.info(stream, 'fsb-fs-a')).num_ack_pending === 0 && (await jsm.consumers.info(stream, 'fsb-fs-b')).num_ack_pending === 0);
+      await until(async () => (await jsm.consumers.info(stream, 'fsb-fs-a__fs-b')).num_ack_pending === 0 && (await jsm.consumers.info(stream, 'fsb-fs-b__fs-a')).num_ack_pending === 0);
 
       // KV: A writes, B's watch and load see it, A deletes; both buckets.
       const seen: [string, string | null][] = [];
@@ -188,6 +194,8 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
         expect(await refusedSubject(js.publish(`fs.${CLUSTER}.fs-a.CUSTOM.sofia.unregister`, forged))).toBe(`fs.${CLUSTER}.fs-a.CUSTOM.sofia.unregister`);
         expect(await refusedSubject(js.publish(`fs.${CLUSTER}.fs%2Da.PRESENCE_IN`, forged))).toBe(`fs.${CLUSTER}.fs%2Da.PRESENCE_IN`);
         expect(await refusedSubject(forger.request(`$JS.API.CONSUMER.MSG.NEXT.${stream}.fsb-fs-a`, '1'))).toBe(`$JS.API.CONSUMER.MSG.NEXT.${stream}.fsb-fs-a`);
+        expect(await refusedSubject(forger.request(`$JS.API.CONSUMER.MSG.NEXT.${stream}.fsb-fs-a__fs-b`, '1'))).toBe(`$JS.API.CONSUMER.MSG.NEXT.${stream}.fsb-fs-a__fs-b`);
+        expect(await refusedSubject(forger.request(`$JS.API.CONSUMER.DELETE.${stream}.fsb-fs-a__fs-b`))).toBe(`$JS.API.CONSUMER.DELETE.${stream}.fsb-fs-a__fs-b`);
         expect(await refusedSubject(forger.request(`$JS.API.CONSUMER.DELETE.${stream}.fsb-fs-a`))).toBe(`$JS.API.CONSUMER.DELETE.${stream}.fsb-fs-a`);
         expect(await refusedSubject(forger.request(`$JS.API.STREAM.UPDATE.${stream}`, '{}'))).toBe(`$JS.API.STREAM.UPDATE.${stream}`);
         expect(await refusedSubject(forger.request(`$JS.API.STREAM.PURGE.${stream}`))).toBe(`$JS.API.STREAM.PURGE.${stream}`);

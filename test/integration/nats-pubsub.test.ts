@@ -116,6 +116,80 @@ describe('NATS publish and subscribe (real nats-server)', () => {
     }
   });
 
+  it('with nats/peers, a node reads each other node through its own consumer, is never sent its own events, and takes over where its cluster-wide consumer had got to', async () => {
+    const base = natsTestConfig([server.url], { stream: { ...natsTestConfig([]).stream, name: 'PEERS' } });
+    const withPeers = { ...base, peers: ['fs-a', 'fs-b', 'fs-c'] };
+    const jsm = await jetstreamManager(nc);
+    const clients: NatsClient[] = [];
+    const publisherOf = async (node: string) => {
+      const client = new NatsClient(base, { logger });
+      clients.push(client);
+      const publisher = new NatsPublisher(base, { client, node: testNode(node, 'peers'), metrics: new Metrics(), logger });
+      await publisher.start();
+      return publisher;
+    };
+    const received: string[] = [];
+    const metricsA = new Metrics();
+    const subscriberA = async (config: typeof base) => {
+      const client = new NatsClient(config, { logger });
+      clients.push(client);
+      const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-a', 'peers'), metrics: metricsA, logger });
+      await subscriber.start((item) => {
+        received.push(item.event.key ?? "");
+        item.delivery?.ack();
+      });
+      return subscriber;
+    };
+    const consumerOf = (durable: string) => jsm.consumers.info('PEERS', durable).then((info) => info, () => null);
+    const [a, b, c] = [await publisherOf('fs-a'), await publisherOf('fs-b'), await publisherOf('fs-c')];
+    try {
+      // Before: one cluster-wide consumer, which is sent A's own events too.
+      let subscriber = await subscriberA(base);
+      expect(subscriber.durables).toEqual(['fsb_fs-a']);
+      b.deliver(local(testEvent('uuid-b', 1, 'PRESENCE_IN'), 'fs-b'));
+      a.deliver(local(testEvent('uuid-a', 1, 'PRESENCE_IN'), 'fs-a'));
+      await until(async () => received.length === 1 && (await counterValue(metricsA, 'fsb_nats_own_events_skipped_total')) === 1);
+      await until(async () => (await consumerOf('fsb_fs-a'))?.num_ack_pending === 0);
+      await subscriber.stop();
+
+      // While A is down, B and C go on.
+      b.deliver(local(testEvent('uuid-b', 2, 'PRESENCE_IN'), 'fs-b'));
+      c.deliver(local(testEvent('uuid-c', 1, 'CUSTOM', 'sofia::register'), 'fs-c'));
+      await until(async () => (await jsm.streams.info('PEERS')).state.messages === 4);
+
+      // The same list on every node: A leaves itself out and reads B and C from where the cluster-wide consumer stopped, which is gone.
+      subscriber = await subscriberA(withPeers);
+      expect(subscriber.durables).toEqual(['fsb_fs-a__fs-b', 'fsb_fs-a__fs-c']);
+      await until(() => received.length === 3);
+      expect(received.slice(1).sort()).toEqual(['uuid-b:2', 'uuid-c:1']);
+      expect(await consumerOf('fsb_fs-a')).toBeNull();
+      expect((await consumerOf('fsb_fs-a__fs-b'))?.config.filter_subject).toBe('fs.peers.fs-b.>');
+      expect((await consumerOf('fsb_fs-a__fs-c'))?.config.filter_subject).toBe('fs.peers.fs-c.>');
+
+      // A's own events are no longer sent to it: a later one of B's arrives, none of A's.
+      a.deliver(local(testEvent('uuid-a', 2, 'PRESENCE_IN'), 'fs-a'));
+      b.deliver(local(testEvent('uuid-b', 3, 'PRESENCE_IN'), 'fs-b'));
+      await until(() => received.length === 4);
+      expect(received[3]).toBe('uuid-b:3');
+      expect(await counterValue(metricsA, 'fsb_nats_own_events_skipped_total')).toBe(1);
+      await until(async () => (await consumerOf('fsb_fs-a__fs-b'))?.num_ack_pending === 0);
+      await subscriber.stop();
+
+      // A restart resumes each per-peer consumer: only what came meanwhile, nothing twice.
+      c.deliver(local(testEvent('uuid-c', 2, 'PRESENCE_IN'), 'fs-c'));
+      subscriber = await subscriberA(withPeers);
+      await until(() => received.length === 5);
+      expect(received[4]).toBe('uuid-c:2');
+      b.deliver(local(testEvent('uuid-b', 4, 'PRESENCE_IN'), 'fs-b'));
+      await until(() => received.length === 6);
+      expect(new Set(received).size).toBe(6);
+      await subscriber.stop();
+    } finally {
+      for (const publisher of [a, b, c]) await publisher.stop();
+      for (const client of clients) await client.close();
+    }
+  });
+
   it('with payload-format json writes event json (Content-Type text/event-json), and a plain-format node reads it', async () => {
     const json = natsTestConfig([server.url], { payloadFormat: 'json', stream: { ...natsTestConfig([]).stream, name: 'PAYLOAD_JSON' } });
     const clientA = new NatsClient(json, { logger });

@@ -289,6 +289,7 @@ export function natsTestConfig(servers: string[], overrides: Partial<NatsConfig>
     stream: { name: 'FS_EVENTS', maxAgeMs: 3_600_000, maxBytes: 256 * 1024 * 1024, duplicateWindowMs: 120_000, replicas: 1, storage: 'file' },
     payloadFormat: 'plain',
     durablePrefix: 'fsb_',
+    peers: [],
     ackWaitMs: 30_000,
     buffer: { maxEvents: 100_000, maxBytes: 64 * 1024 * 1024 },
     maxInFlight: 256,

@@ -9,7 +9,8 @@ import { encodeToken, SubjectMapper } from './subjects.js';
  * - publish its own events: `<prefix>.<cluster>.<node>.>` only, so it cannot speak
  *   for another node (the receiver takes the origin from the subject);
  * - JetStream: read the events stream's info, create, read and pull its own durable
- *   consumer and ack what it pulled (`$JS.ACK.<stream>.<durable>.>`); never create,
+ *   consumers (the cluster-wide one and one per other node, nats/peers), ack what it
+ *   pulled (`$JS.ACK.<stream>.<durable>.>`) and delete its cluster-wide one; never create,
  *   change, purge or delete the stream (`nats-setup` does that with an admin user);
  * - KV: read each bucket's stream info, write keys (`$KV.<bucket>.>`), and create, read,
  *   pull and delete the consumers a load or a watch uses, which nats.js names at random
@@ -42,25 +43,43 @@ export function durableName(prefix: string, node: string): string {
   return (prefix + node).replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
+/**
+ * The durable consumer through which `node` reads `peer`'s events (nats/peers). Two
+ * underscores keep it apart from every cluster-wide durable of a node whose name has none.
+ */
+export function peerDurableName(prefix: string, node: string, peer: string): string {
+  return `${durableName(prefix, node)}__${durableName('', peer)}`;
+}
+
+/** The nodes `node` reads from with nats/peers set: every node listed but itself, once each. */
+export function remotePeers(peers: readonly string[], node: string): string[] {
+  return [...new Set(peers)].filter((peer) => peer !== node);
+}
+
 export type PermissionSettings = Pick<NatsConfig, 'subjectPrefix' | 'durablePrefix' | 'stream' | 'kv'>;
 
-export function nodePermissions(nats: PermissionSettings, cluster: string, node: string): NatsPermissions {
+/**
+ * `peers`: the cluster's nodes, so that the node may use one consumer per other node
+ * (nats/peers) as well as its cluster-wide one, and delete the cluster-wide one when the
+ * per-peer consumers take over. Deleting is allowed for its own consumers only.
+ */
+export function nodePermissions(nats: PermissionSettings, cluster: string, node: string, peers: readonly string[] = []): NatsPermissions {
   const subjects = new SubjectMapper(nats.subjectPrefix, cluster);
   const stream = subjectName(nats.stream.name, 'stream name');
-  const durable = durableName(nats.durablePrefix, node);
+  const clusterDurable = durableName(nats.durablePrefix, node);
   const api = '$JS.API';
-  const publish = [
-    `${subjects.base}.${encodeToken(node)}.>`,
-    `${api}.INFO`,
-    `${api}.STREAM.INFO.${stream}`,
-    `${api}.CONSUMER.INFO.${stream}.${durable}`,
-    // nats.js names the consumer, and its filter, in the subject on servers >= 2.9; older ones take the durable form.
-    `${api}.CONSUMER.CREATE.${stream}.${durable}`,
-    `${api}.CONSUMER.CREATE.${stream}.${durable}.>`,
-    `${api}.CONSUMER.DURABLE.CREATE.${stream}.${durable}`,
-    `${api}.CONSUMER.MSG.NEXT.${stream}.${durable}`,
-    `$JS.ACK.${stream}.${durable}.>`,
-  ];
+  const publish = [`${subjects.base}.${encodeToken(node)}.>`, `${api}.INFO`, `${api}.STREAM.INFO.${stream}`, `${api}.CONSUMER.DELETE.${stream}.${clusterDurable}`];
+  for (const durable of [clusterDurable, ...remotePeers(peers, node).map((peer) => peerDurableName(nats.durablePrefix, node, peer))]) {
+    publish.push(
+      `${api}.CONSUMER.INFO.${stream}.${durable}`,
+      // nats.js names the consumer, and its filter, in the subject on servers >= 2.9; older ones take the durable form.
+      `${api}.CONSUMER.CREATE.${stream}.${durable}`,
+      `${api}.CONSUMER.CREATE.${stream}.${durable}.>`,
+      `${api}.CONSUMER.DURABLE.CREATE.${stream}.${durable}`,
+      `${api}.CONSUMER.MSG.NEXT.${stream}.${durable}`,
+      `$JS.ACK.${stream}.${durable}.>`,
+    );
+  }
   for (const bucket of [nats.kv.locationBucket, nats.kv.blfBucket]) {
     const kvStream = `KV_${subjectName(bucket, 'KV bucket')}`;
     publish.push(
@@ -98,22 +117,23 @@ function quoted(values: readonly string[], indent: string): string {
 export function renderAuthorization(nats: PermissionSettings, cluster: string, nodes: readonly string[]): string {
   const durables = new Map<string, string>();
   for (const node of nodes) {
-    const durable = durableName(nats.durablePrefix, node);
-    const other = durables.get(durable);
-    // Two nodes sharing a durable could pull and ack each other's messages.
-    if (other !== undefined) throw new RangeError(`nodes ${JSON.stringify(other)} and ${JSON.stringify(node)} share the durable consumer name ${durable}`);
-    durables.set(durable, node);
+    for (const durable of [durableName(nats.durablePrefix, node), ...remotePeers(nodes, node).map((peer) => peerDurableName(nats.durablePrefix, node, peer))]) {
+      const other = durables.get(durable);
+      // Two nodes sharing a durable could pull and ack each other's messages.
+      if (other !== undefined) throw new RangeError(`nodes ${JSON.stringify(other)} and ${JSON.stringify(node)} share the durable consumer name ${durable}`);
+      durables.set(durable, node);
+    }
   }
   const lines = [
     `# Generated by: fs-event-bridge nats-permissions --node ${nodes.join(' --node ')}`,
-    `# Subjects ${nats.subjectPrefix}.${encodeToken(cluster)}.<node>.>, stream ${nats.stream.name}, durables ${nats.durablePrefix}<node>, buckets ${nats.kv.locationBucket} and ${nats.kv.blfBucket}.`,
+    `# Subjects ${nats.subjectPrefix}.${encodeToken(cluster)}.<node>.>, stream ${nats.stream.name}, durables ${nats.durablePrefix}<node> and ${nats.durablePrefix}<node>__<peer>, buckets ${nats.kv.locationBucket} and ${nats.kv.blfBucket}.`,
     '# Passwords come from the environment of nats-server (docs/security.md).',
     'authorization {',
     '  users: [',
     `    { user: ${JSON.stringify(ADMIN_USER)}, password: $${ADMIN_PASSWORD_VARIABLE} }`,
   ];
   for (const node of nodes) {
-    const permissions = nodePermissions(nats, cluster, node);
+    const permissions = nodePermissions(nats, cluster, node, nodes);
     lines.push(
       `    { user: ${JSON.stringify(node)}, password: $${passwordVariable(node)}, permissions: {`,
       `        publish: { allow: ${quoted(permissions.publish, '        ')} }`,

@@ -6,6 +6,7 @@ import {
   JetStreamApiError,
   jetstream,
   jetstreamManager,
+  type ConsumerInfo,
   type ConsumerMessages,
   type JetStreamManager,
   type JsMsg,
@@ -20,7 +21,7 @@ import type { NatsClient } from './connection.js';
 import { decodePayload, PAYLOAD_TYPE, PAYLOAD_TYPE_HEADER } from './payload.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { conflictingClaim, subjectOrigin } from './origin.js';
-import { durableName } from './permissions.js';
+import { durableName, peerDurableName, remotePeers } from './permissions.js';
 import { SubjectMapper } from './subjects.js';
 
 export interface NatsSubscriberDeps {
@@ -30,32 +31,59 @@ export interface NatsSubscriberDeps {
   logger: Logger;
 }
 
+/** One durable consumer the subscriber pulls from. */
+interface ConsumerPlan {
+  durable: string;
+  filter: string;
+}
+
 /**
- * Receives other nodes' events from a durable JetStream consumer, one per node, so
- * a restarted bridge resumes where it stopped and catches up on what it missed
- * (within the stream's max age). A node's first start delivers only new events:
- * replaying the whole history into FreeSWITCH would resurrect old registrations.
+ * Receives other nodes' events from durable JetStream consumers, so a restarted bridge
+ * resumes where it stopped and catches up on what it missed (within the stream's max
+ * age). A consumer's first start delivers only new events: replaying the whole history
+ * into FreeSWITCH would resurrect old registrations.
+ *
+ * Without `nats/peers`, one consumer takes the whole cluster's subjects, this node's own
+ * events included, which it skips. nats-server 2.9 gives a consumer one filter subject
+ * and no filter can leave one node out, so with `nats/peers` there is one consumer per
+ * other node instead and JetStream never sends a node its own events back: each of
+ * them cost the server a delivery and an ack, and the bridge a read, a parse and an ack
+ * (about a third of the bridge's CPU per event and half of nats-server's in
+ * docs/benchmarks.md). A node switching to per-peer consumers starts them where its
+ * cluster-wide consumer had got to, then deletes that one, whose position would
+ * otherwise replay everything since then if the setting were taken out again.
  */
 export class NatsSubscriber implements RemoteSource {
   readonly name = 'nats';
-  readonly durable: string;
+  /** The consumers this node pulls from, by durable name. */
+  readonly durables: readonly string[];
+  private readonly clusterDurable: string;
+  private readonly plans: readonly ConsumerPlan[];
   private readonly subjects: SubjectMapper;
   private readonly drops: DropReporter;
   private readonly ownSkipped;
   private emit: ((item: BridgeEvent) => void) | null = null;
   private control: SourceControl | null = null;
-  private messages: ConsumerMessages | null = null;
+  private readonly messages = new Set<ConsumerMessages>();
   private running = false;
-  private loop: Promise<void> | null = null;
+  private loops: Promise<void>[] = [];
   private unlisten: (() => void) | null = null;
-  private wake: (() => void) | null = null;
+  private readonly wakers = new Set<() => void>();
+  /** One preparation at a time: the loops would otherwise race to migrate the cluster-wide consumer. */
+  private preparing: Promise<void> | null = null;
 
   constructor(
     private readonly config: NatsConfig,
     private readonly deps: NatsSubscriberDeps,
   ) {
     this.subjects = new SubjectMapper(config.subjectPrefix, deps.node.cluster);
-    this.durable = durableName(config.durablePrefix, deps.node.name);
+    this.clusterDurable = durableName(config.durablePrefix, deps.node.name);
+    const peers = remotePeers(config.peers, deps.node.name);
+    this.plans =
+      peers.length === 0
+        ? [{ durable: this.clusterDurable, filter: this.subjects.clusterWildcard }]
+        : peers.map((peer) => ({ durable: peerDurableName(config.durablePrefix, deps.node.name, peer), filter: this.subjects.filter({ node: peer }) }));
+    this.durables = this.plans.map((plan) => plan.durable);
     this.drops = new DropReporter('nats_subscriber', deps.metrics, deps.logger);
     this.ownSkipped = deps.metrics.counter('fsb_nats_own_events_skipped_total', "This node's own events seen on NATS and skipped");
   }
@@ -65,12 +93,10 @@ export class NatsSubscriber implements RemoteSource {
     this.control = control ?? null;
     this.running = true;
     this.unlisten = this.deps.client.onChange((up) => {
-      if (up) this.wake?.();
+      if (up) for (const wake of [...this.wakers]) wake();
     });
     await this.deps.client.start();
     const nc = this.deps.client.connection;
-    // When connected now, create the consumer before returning so every event
-    // published after start() is delivered; otherwise the loop does it on connect.
     if (nc && this.deps.client.connected) {
       try {
         await this.prepare(nc);
@@ -78,58 +104,77 @@ export class NatsSubscriber implements RemoteSource {
         this.deps.logger.warn({ component: 'nats_subscriber', err }, 'JetStream consumer not ready; retrying');
       }
     }
-    this.loop = this.run();
+    this.loops = this.plans.map((plan) => this.run(plan));
   }
 
-  private async prepare(nc: NatsConnection): Promise<void> {
+  private prepare(nc: NatsConnection): Promise<void> {
+    this.preparing ??= this.prepareOnce(nc).finally(() => {
+      this.preparing = null;
+    });
+    return this.preparing;
+  }
+
+  private async prepareOnce(nc: NatsConnection): Promise<void> {
     const jsm = await jetstreamManager(nc);
     await ensureStream(jsm, this.config.stream, this.subjects.clusterWildcard, this.deps.logger);
-    await this.ensureConsumer(jsm);
+    const perPeer = this.plans[0].durable !== this.clusterDurable;
+    const clusterWide = perPeer ? await this.consumerInfo(jsm, this.clusterDurable) : null;
+    for (const plan of this.plans) await this.ensureConsumer(jsm, plan, clusterWide);
+    if (clusterWide) {
+      await jsm.consumers.delete(this.config.stream.name, this.clusterDurable);
+      this.deps.logger.info(
+        { component: 'nats_subscriber', from: this.clusterDurable, to: this.durables, streamSequence: clusterWide.ack_floor.stream_seq + 1 },
+        'per-peer JetStream consumers took over from the cluster-wide one',
+      );
+    }
   }
 
-  private async ensureConsumer(jsm: JetStreamManager): Promise<void> {
+  private async consumerInfo(jsm: JetStreamManager, durable: string): Promise<ConsumerInfo | null> {
     try {
-      await jsm.consumers.info(this.config.stream.name, this.durable);
-      return;
+      return await jsm.consumers.info(this.config.stream.name, durable);
     } catch (err) {
-      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) throw err;
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound) return null;
+      throw err;
     }
+  }
+
+  /** `takeOver`: the cluster-wide consumer a new per-peer one starts after (what it had acknowledged). */
+  private async ensureConsumer(jsm: JetStreamManager, plan: ConsumerPlan, takeOver: ConsumerInfo | null): Promise<void> {
+    if ((await this.consumerInfo(jsm, plan.durable)) !== null) return;
+    const start = takeOver === null ? { deliver_policy: DeliverPolicy.New } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: takeOver.ack_floor.stream_seq + 1 };
     await jsm.consumers.add(this.config.stream.name, {
-      durable_name: this.durable,
+      durable_name: plan.durable,
       ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.New,
-      filter_subject: this.subjects.clusterWildcard,
+      ...start,
+      filter_subject: plan.filter,
       ack_wait: nanos(this.config.ackWaitMs),
       max_ack_pending: 1_000,
     });
   }
 
-  private async run(): Promise<void> {
+  private async run(plan: ConsumerPlan): Promise<void> {
     while (this.running) {
       const nc = this.deps.client.connection;
       if (!nc || !this.deps.client.connected) {
         await this.sleep(5_000);
         continue;
       }
+      let messages: ConsumerMessages | null = null;
       try {
         await this.prepare(nc);
-        const consumer = await jetstream(nc).consumers.get(this.config.stream.name, this.durable);
-        // Short pulls and heartbeats: after a consumer leader dies, missed heartbeats
-        // trigger a fresh pull within seconds instead of the 30 s default.
-        const messages = await consumer.consume({ max_messages: 256, expires: 5_000, idle_heartbeat: 1_000 });
-        this.messages = messages;
+        const consumer = await jetstream(nc).consumers.get(this.config.stream.name, plan.durable);
+        messages = await consumer.consume({ max_messages: 256, expires: 5_000, idle_heartbeat: 1_000 });
+        this.messages.add(messages);
         if (!this.running) messages.stop();
         for await (const msg of messages) {
-          // The bridge's inject queue is full: stop taking messages (JetStream keeps them,
-          // and stops sending at max_ack_pending) until it has room again.
           const wait = this.control?.backpressure();
           if (wait) await wait;
           this.handle(msg);
         }
       } catch (err) {
-        if (this.running) this.deps.logger.warn({ component: 'nats_subscriber', err }, 'JetStream consumer stopped; restarting');
+        if (this.running) this.deps.logger.warn({ component: 'nats_subscriber', err, consumer: plan.durable }, 'JetStream consumer stopped; restarting');
       } finally {
-        this.messages = null;
+        if (messages) this.messages.delete(messages);
       }
       if (this.running) await this.sleep(1_000);
     }
@@ -138,11 +183,13 @@ export class NatsSubscriber implements RemoteSource {
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
+      const wakers = this.wakers;
       function done() {
         clearTimeout(timer);
+        wakers.delete(done);
         resolve();
       }
-      this.wake = done;
+      wakers.add(done);
     });
   }
 
@@ -190,9 +237,9 @@ export class NatsSubscriber implements RemoteSource {
   async stop(): Promise<void> {
     this.running = false;
     this.unlisten?.();
-    this.wake?.();
-    this.messages?.stop();
-    await this.loop;
+    for (const wake of [...this.wakers]) wake();
+    for (const messages of this.messages) messages.stop();
+    await Promise.all(this.loops);
     this.emit = null;
   }
 }
