@@ -32,6 +32,12 @@ import type { BenchCase, BenchResult } from './types.js';
 const DRAIN = fileURLToPath(new URL('./support-esl-drain.js', import.meta.url));
 const FLOOR = fileURLToPath(new URL('./support-esl-floor.js', import.meta.url));
 const GROUP = '239.77.8.8';
+/**
+ * The bridge as deployed (config/event_bridge.conf.xml): nats/peers lists the cluster, so
+ * JetStream does not send bench-a its own events back; bench-b is the hub or satellite
+ * at the other end, silent here.
+ */
+const CLUSTER_NODES = 'bench-a,bench-b';
 
 export function forwardedMix(): CapturedEvent[] {
   return EslSimulator.loadCapture('a-plain.raw').filter((e) => !(e.event.name === 'CUSTOM' && e.event.subclass?.startsWith('multicast::')));
@@ -205,7 +211,7 @@ async function bridgeRun(events: CapturedEvent[], count: number, nats: NatsServe
       esl: { port: String(sim.port) },
       bindings: { multicast: 'ALL', nats: 'ALL' },
       multicast: { enabled: 'true', address: GROUP, port: String(port), interface: topology.iface, ttl: String(topology.ttl), loopback: String(topology.loopback) },
-      nats: { enabled: 'true', servers: nats.url },
+      nats: { enabled: 'true', servers: nats.url, peers: CLUSTER_NODES },
     },
     { prefix: cpus === undefined ? [] : onCpus(cpus) },
   );

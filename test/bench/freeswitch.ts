@@ -290,6 +290,9 @@ let runNumber = 0;
 const newRun = () => `fsb${process.pid}r${++runNumber}`;
 
 /** What every run of one benchmark shares. */
+/** B in A's nats/peers: B's bridge is not run here, so only A's own name matters (it leaves itself out). */
+const FS_B_NODE_NAME = 'fs-b';
+
 interface Lab {
   lab: LabEnv;
   a: FsNode;
@@ -353,7 +356,8 @@ async function bridgeRun(l: Lab, withNats: boolean): Promise<Figures> {
       esl: { host: lab.a.esl.host, port: String(lab.a.esl.port), password: lab.a.eslPassword },
       bindings: { multicast: BINDINGS, nats: BINDINGS },
       multicast: { enabled: 'true', address: lab.multicast.host, port: String(lab.multicast.port), interface: a.info.ipv4, ttl: '1', loopback: 'false', ...(lab.psk ? { psk: lab.psk } : {}) },
-      nats: { enabled: String(withNats), servers: nats.url },
+      // As deployed: nats/peers lists the cluster, so JetStream does not send A its own events back.
+      nats: { enabled: String(withNats), servers: nats.url, peers: `${a.info.switchname},${FS_B_NODE_NAME}` },
     },
     { prefix: [...lab.a.exec, ...BRIDGE_PREFIX], statusHost: a.info.ipv4 },
   );

@@ -117,7 +117,7 @@ async function measure(transport: 'multicast' | 'nats', nats: NatsServer | null,
     esl: { port: String(sim.port) },
     bindings: { multicast: 'PRESENCE_IN', nats: 'PRESENCE_IN' },
     multicast: transport === 'multicast' ? { enabled: 'true', address: '239.77.7.7', port: String(port), interface: '127.0.0.1', ttl: '0', loopback: 'true' } : { enabled: 'false' },
-    nats: transport === 'nats' && nats ? { enabled: 'true', servers: nats.url, 'stream-name': 'BENCH_LATENCY', ...STORAGE_OVERRIDE } : { enabled: 'false' },
+    nats: transport === 'nats' && nats ? { enabled: 'true', servers: nats.url, 'stream-name': 'BENCH_LATENCY', peers: 'bench-a,bench-b', ...STORAGE_OVERRIDE } : { enabled: 'false' },
   });
   const bridges: BridgeProcess[] = [];
   try {

@@ -74,7 +74,8 @@ export const rss: BenchCase = async ({ quick }) => {
     settings: { 'node-name': 'bench-rss', cluster: 'bench' },
     esl: { port: String(sim.port) },
     multicast: { enabled: 'true', address: '239.77.6.6', port: String(18000 + (process.pid % 1000)), interface: '127.0.0.1', ttl: '0', loopback: 'false' },
-    nats: { enabled: 'true', servers: nats.url },
+    // As deployed: nats/peers lists the cluster (bench-peer stands for the node at the other end, silent here).
+    nats: { enabled: 'true', servers: nats.url, peers: 'bench-rss,bench-peer' },
     // Every event of the mix reaches the bridge (its ESL subscription is the union of the bindings) and goes out as a datagram.
     bindings: { multicast: 'ALL' },
   });
