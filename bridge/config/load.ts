@@ -3,6 +3,7 @@ import { hostname as systemHostname, networkInterfaces } from 'node:os';
 import { XMLParser } from 'fast-xml-parser';
 import { BoardExposedError, ConfigError } from '../errors.js';
 import { Bindings } from '../pipeline/bindings.js';
+import { peerDurableName, remotePeers } from '../transports/nats/permissions.js';
 import { FORMATS, LEGACY_PARAMS, PARAMS, envName, type ParamSpec } from './schema.js';
 import { parseMulticastKey, type MulticastKey } from './multicast-key.js';
 import type { BoardConfig, BridgeConfig, SecureMulticastConfig } from './types.js';
@@ -187,6 +188,15 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
   const servers = get<string[]>('nats', 'servers');
   if (natsEnabled && servers.length === 0) throw new ConfigError(file, 'servers', 'NATS is enabled but no server is given');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError(file, tlsCert ? 'tls-key' : 'tls-cert', 'tls-cert and tls-key go together');
+  const peers = get<string[]>('nats', 'peers');
+  const peerDurables = new Map<string, string>();
+  for (const peer of remotePeers(peers, nodeName)) {
+    const durable = peerDurableName(str('nats', 'durable-prefix'), nodeName, peer);
+    const other = peerDurables.get(durable);
+    // One durable for two peers: one of them would never be heard.
+    if (other !== undefined) throw new ConfigError(file, 'peers', `${JSON.stringify(other)} and ${JSON.stringify(peer)} map to the same durable consumer name ${durable}`);
+    peerDurables.set(durable, peer);
+  }
   // JetStream refuses a stream whose duplicate window outlasts its max age.
   if (num('nats', 'duplicate-window') > num('nats', 'stream-max-age')) {
     throw new ConfigError(file, 'duplicate-window', `${num('nats', 'duplicate-window')} ms is longer than stream-max-age (${num('nats', 'stream-max-age')} ms); JetStream refuses such a stream`);
@@ -253,7 +263,7 @@ function buildConfig(raw: RawValues, file: string, env: NodeJS.ProcessEnv, flavo
       },
       payloadFormat: str('nats', 'payload-format') as 'plain' | 'json',
       durablePrefix: str('nats', 'durable-prefix'),
-      peers: get<string[]>('nats', 'peers'),
+      peers,
       ackWaitMs: num('nats', 'ack-wait'),
       buffer: { maxEvents: num('nats', 'buffer-max-events'), maxBytes: num('nats', 'buffer-max-bytes') },
       maxInFlight: num('nats', 'max-in-flight'),

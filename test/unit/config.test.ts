@@ -93,6 +93,14 @@ describe('config loader', () => {
     expect(config.consumers.blf.enabled).toBe(true);
   });
 
+  it('reads nats/peers (empty by default) and refuses two peers that would share a durable consumer', () => {
+    const load = (peers?: string) =>
+      loadConfigText(defaultConfigXml({ settings: { 'node-name': 'fs-a' }, nats: { enabled: 'true', ...(peers === undefined ? {} : { peers }) } }), 'f.xml', {}).config.nats.peers;
+    expect(load()).toEqual([]);
+    expect(load('fs-a, fs-b,fs-c')).toEqual(['fs-a', 'fs-b', 'fs-c']);
+    expect(() => load('fs-a,fs.b,fs_b')).toThrow(/f\.xml: param "peers": "fs\.b" and "fs_b" map to the same durable consumer name fsb-fs-a__fs_b/);
+  });
+
   it('reads the stream storage, file by default, and refuses anything but file or memory', () => {
     const load = (storage?: string) => loadConfigText(defaultConfigXml(storage ? { nats: { enabled: 'true', 'stream-storage': storage } } : {}), 'f.xml', {}).config.nats.stream.storage;
     expect(load()).toBe('file');
