@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../../bridge/config/types.js';
-import { loadConfigFile } from '../../bridge/config/load.js';
+import { defaultConfigXml, loadConfigFile } from '../../bridge/config/load.js';
 import { NatsPermissionError } from '../../bridge/errors.js';
 import { serializeJson } from '../../bridge/event/json.js';
 import { silentLogger } from '../../bridge/observability/logger.js';
@@ -95,6 +97,20 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
     expect(printed.code).toBe(0);
     expect(readFileSync('config/nats/authorization.conf', 'utf8')).toBe(printed.stdout);
     expect(printed.stdout).toBe(renderAuthorization(EXAMPLE.nats, CLUSTER, ['fs-a', 'fs-b', 'fs-c']));
+    // Without --node, the nodes are the config's nats/peers (the example lists the same three).
+    const fromPeers = await runCli(['nats-permissions', '--config', 'config/event_bridge.conf.xml'], { timeoutMs: 120_000 });
+    expect(fromPeers.code).toBe(0);
+    expect(fromPeers.stdout).toBe(printed.stdout);
+    const dir = mkdtempSync(join(tmpdir(), 'fsb-perm-'));
+    try {
+      const noPeers = join(dir, 'event_bridge.conf.xml');
+      writeFileSync(noPeers, defaultConfigXml({ nats: { enabled: 'true' } }));
+      const none = await runCli(['nats-permissions', '--config', noPeers], { timeoutMs: 120_000 });
+      expect(none.code).toBe(1);
+      expect(none.stderr).toContain('no nodes: give --node for every node of the cluster, or list them in nats/peers');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     const clash = await runCli(['nats-permissions', '--config', 'config/event_bridge.conf.xml', '--node', 'fs.a', '--node', 'fs_a'], { timeoutMs: 120_000 });
     expect(clash.code).toBe(1);
     expect(clash.stderr).toContain('FSB_ERR_CONFIG');

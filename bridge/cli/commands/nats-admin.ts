@@ -20,11 +20,13 @@ export function registerNatsAdmin(program: Command): void {
     .command('nats-permissions')
     .description("print a nats-server authorization block: one user per node, allowed to publish only under its own subjects, plus an admin user")
     .requiredOption('-c, --config <file>', "event_bridge.conf.xml (its prefix, cluster, stream, durable prefix and bucket names are used)")
-    .requiredOption('--node <name>', 'node name (switchname); repeat for every node of the cluster', collect)
-    .action((options: { config: string; node: string[] }) => {
+    .option('--node <name>', "node name (switchname); repeat for every node of the cluster (default: the config's nats/peers)", collect)
+    .action((options: { config: string; node?: string[] }) => {
       const { config } = loadConfigFile(options.config);
+      const nodes = options.node ?? config.nats.peers;
+      if (nodes.length === 0) throw new ConfigError(options.config, 'peers', 'no nodes: give --node for every node of the cluster, or list them in nats/peers');
       try {
-        process.stdout.write(renderAuthorization(config.nats, config.node.cluster, options.node));
+        process.stdout.write(renderAuthorization(config.nats, config.node.cluster, nodes));
       } catch (err) {
         throw new ConfigError(options.config, '<nats>', (err as Error).message);
       }
