@@ -34,13 +34,13 @@ function natsAs(url: string, user: string, pass: string): NatsConfig {
 }
 
 /** One node's bridge side of NATS (publisher, durable subscriber, KV) under its own restricted user. */
-async function bridgeNode(url: string, name: string, peers = EXAMPLE.nats.peers) {
+async function bridgeNode(url: string, name: string, peers = EXAMPLE.nats.peers, log = logger) {
   const config = { ...natsAs(url, name, PASS[name]), peers };
   const node = testNode(name, CLUSTER);
-  const client = new NatsClient(config, { logger, inboxPrefix: nodeInboxPrefix(config.subjectPrefix, CLUSTER, name) });
+  const client = new NatsClient(config, { logger: log, inboxPrefix: nodeInboxPrefix(config.subjectPrefix, CLUSTER, name) });
   const metrics = new Metrics();
-  const publisher = new NatsPublisher(config, { client, node, metrics, logger });
-  const subscriber = new NatsSubscriber(config, { client, node, metrics, logger });
+  const publisher = new NatsPublisher(config, { client, node, metrics, logger: log });
+  const subscriber = new NatsSubscriber(config, { client, node, metrics, logger: log });
   const received: BridgeEvent[] = [];
   await publisher.start();
   // Stands in for the bridge, which acks once FreeSWITCH answered the injection.
@@ -244,6 +244,79 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe('nats/peers under permissions generated before it existed (no delete of the cluster-wide consumer)', { timeout: 120_000 }, () => {
+  it('the per-peer consumers still take over and receive; the undeletable cluster-wide consumer is reported, not retried into a stall', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fsb-olderperm-'));
+    const own = `$JS.API.CONSUMER.DELETE.${EXAMPLE.nats.stream.name}.fsb-fs-a`;
+    const older = renderAuthorization(EXAMPLE.nats, CLUSTER, ['fs-a', 'fs-b', 'fs-c'])
+      .split('\n')
+      .filter((line) => !line.includes(JSON.stringify(own)))
+      .join('\n');
+    expect(older).not.toContain(own);
+    writeFileSync(join(dir, 'older.conf'), older);
+    const server = await startNatsServer({ include: join(dir, 'older.conf'), env: PASSWORDS });
+    const admin = await connectNats({ servers: [server.url], auth: { user: 'fsb-admin', pass: PASSWORDS.FSB_NATS_PASSWORD_ADMIN }, tls: null }, { logger });
+    const lines: { msg: string; from?: string }[] = [];
+    const capture = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    try {
+      await provisionNats(admin, EXAMPLE.nats, CLUSTER, logger);
+      const before = await bridgeNode(server.url, 'fs-a', []);
+      await before.close();
+      const a = await bridgeNode(server.url, 'fs-a', EXAMPLE.nats.peers, capture);
+      const b = await bridgeNode(server.url, 'fs-b');
+      try {
+        b.publisher.deliver({ event: testEvent('uuid-b', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-b']]), origin: { transport: 'esl', node: 'fs-b', receivedAt: Date.now() } });
+        await until(() => a.received.length === 1);
+        expect(a.received[0].origin.node).toBe('fs-b');
+        const jsm = await jetstreamManager(admin);
+        expect((await jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a__fs-b')).config.filter_subject).toBe(`fs.${CLUSTER}.fs-b.>`);
+        expect((await jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a')).name).toBe('fsb-fs-a');
+        const warned = lines.filter((line) => line.msg.startsWith('per-peer JetStream consumers took over, but the cluster-wide one could not be deleted'));
+        expect(warned).toHaveLength(1);
+        expect(warned[0].from).toBe('fsb-fs-a');
+        expect(violationsOf(server, 'fs-a').map((line) => line.includes(own))).toEqual([true]);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    } finally {
+      await admin.close();
+      await server.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a peer whose consumer the user may not create does not keep the others from being heard, and the cluster-wide consumer stays until every per-peer one exists', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fsb-olderperm-'));
+    // Permissions for fs-a and fs-b only, while fs-a's nats/peers already lists fs-c.
+    writeFileSync(join(dir, 'two.conf'), renderAuthorization(EXAMPLE.nats, CLUSTER, ['fs-a', 'fs-b']));
+    const server = await startNatsServer({ include: join(dir, 'two.conf'), env: PASSWORDS });
+    const admin = await connectNats({ servers: [server.url], auth: { user: 'fsb-admin', pass: PASSWORDS.FSB_NATS_PASSWORD_ADMIN }, tls: null }, { logger });
+    try {
+      await provisionNats(admin, EXAMPLE.nats, CLUSTER, logger);
+      const before = await bridgeNode(server.url, 'fs-a', []);
+      await before.close();
+      const a = await bridgeNode(server.url, 'fs-a');
+      const b = await bridgeNode(server.url, 'fs-b');
+      try {
+        b.publisher.deliver({ event: testEvent('uuid-b', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-b']]), origin: { transport: 'esl', node: 'fs-b', receivedAt: Date.now() } });
+        await until(() => a.received.length === 1);
+        expect(a.received[0].origin.node).toBe('fs-b');
+        const jsm = await jetstreamManager(admin);
+        expect((await jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a')).name).toBe('fsb-fs-a');
+        await expect(jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a__fs-c')).rejects.toThrow();
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    } finally {
+      await admin.close();
+      await server.dispose();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -21,7 +21,7 @@ import type { NatsClient } from './connection.js';
 import { decodePayload, PAYLOAD_TYPE, PAYLOAD_TYPE_HEADER } from './payload.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { conflictingClaim, subjectOrigin } from './origin.js';
-import { durableName, peerDurableName, remotePeers } from './permissions.js';
+import { durableName, explainPermission, peerDurableName, remotePeers } from './permissions.js';
 import { SubjectMapper } from './subjects.js';
 
 export interface NatsSubscriberDeps {
@@ -71,6 +71,8 @@ export class NatsSubscriber implements RemoteSource {
   private readonly wakers = new Set<() => void>();
   /** One preparation at a time: the loops would otherwise race to migrate the cluster-wide consumer. */
   private preparing: Promise<void> | null = null;
+  /** Every per-peer consumer exists and the cluster-wide one was dealt with, deleted or reported. */
+  private tookOver = false;
 
   constructor(
     private readonly config: NatsConfig,
@@ -118,13 +120,36 @@ export class NatsSubscriber implements RemoteSource {
     const jsm = await jetstreamManager(nc);
     await ensureStream(jsm, this.config.stream, this.subjects.clusterWildcard, this.deps.logger);
     const perPeer = this.plans[0].durable !== this.clusterDurable;
-    const clusterWide = perPeer ? await this.consumerInfo(jsm, this.clusterDurable) : null;
-    for (const plan of this.plans) await this.ensureConsumer(jsm, plan, clusterWide);
-    if (clusterWide) {
+    const clusterWide = perPeer && !this.tookOver ? await this.consumerInfo(jsm, this.clusterDurable) : null;
+    // One peer's consumer that cannot be made (a permission, a name) must not keep the others from starting.
+    const failed: unknown[] = [];
+    for (const plan of this.plans) {
+      try {
+        await this.ensureConsumer(jsm, plan, clusterWide);
+      } catch (err) {
+        if (!perPeer) throw err;
+        failed.push(err);
+        this.deps.logger.warn({ component: 'nats_subscriber', consumer: plan.durable, err: explainPermission(err, `create the consumer ${plan.durable}`) }, 'JetStream consumer not ready; retrying');
+      }
+    }
+    // The cluster-wide consumer's position is what a per-peer consumer still to be made starts from.
+    if (perPeer && failed.length === 0) {
+      this.tookOver = true;
+      if (clusterWide) await this.retireClusterWide(jsm, clusterWide);
+    }
+  }
+
+  private async retireClusterWide(jsm: JetStreamManager, clusterWide: ConsumerInfo): Promise<void> {
+    const taken = { component: 'nats_subscriber', from: this.clusterDurable, to: this.durables, streamSequence: clusterWide.ack_floor.stream_seq + 1 };
+    try {
       await jsm.consumers.delete(this.config.stream.name, this.clusterDurable);
-      this.deps.logger.info(
-        { component: 'nats_subscriber', from: this.clusterDurable, to: this.durables, streamSequence: clusterWide.ack_floor.stream_seq + 1 },
-        'per-peer JetStream consumers took over from the cluster-wide one',
+      this.deps.logger.info(taken, 'per-peer JetStream consumers took over from the cluster-wide one');
+    } catch (err) {
+      // Permissions generated before nats/peers existed allow no delete. The per-peer
+      // consumers work without it; the old one only must not be used again.
+      this.deps.logger.warn(
+        { ...taken, err: explainPermission(err, `delete the consumer ${this.clusterDurable}`) },
+        'per-peer JetStream consumers took over, but the cluster-wide one could not be deleted: delete it (nats consumer rm) or regenerate the permissions (nats-permissions) before ever emptying nats/peers, or it replays everything since now',
       );
     }
   }
