@@ -3,7 +3,7 @@ import pino from 'pino';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../../bridge/config/types.js';
 import { defaultConfigXml, loadConfigFile } from '../../bridge/config/load.js';
@@ -248,75 +248,65 @@ describe('per-node NATS authorization (config/nats/authorization.conf on a real 
   });
 });
 
-describe('nats/peers under permissions generated before it existed (no delete of the cluster-wide consumer)', { timeout: 120_000 }, () => {
-  it('the per-peer consumers still take over and receive; the undeletable cluster-wide consumer is reported, not retried into a stall', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'fsb-olderperm-'));
-    const own = `$JS.API.CONSUMER.DELETE.${EXAMPLE.nats.stream.name}.fsb-fs-a`;
+/**
+ * fs-a switched to nats/peers on a server whose authorization block is `authorization`:
+ * it ran once with a cluster-wide consumer, then starts with the example's peers (fs-b,
+ * fs-c) beside fs-b, which publishes one event; `check` runs once fs-a has heard it.
+ */
+async function switchedToPeers(authorization: string, check: (ctx: { server: NatsServer; jsm: JetStreamManager; lines: { msg: string; from?: string }[] }) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'fsb-olderperm-'));
+  writeFileSync(join(dir, 'authorization.conf'), authorization);
+  const server = await startNatsServer({ include: join(dir, 'authorization.conf'), env: PASSWORDS });
+  const admin = await connectNats({ servers: [server.url], auth: { user: 'fsb-admin', pass: PASSWORDS.FSB_NATS_PASSWORD_ADMIN }, tls: null }, { logger });
+  const lines: { msg: string; from?: string }[] = [];
+  const capture = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  try {
+    await provisionNats(admin, EXAMPLE.nats, CLUSTER, logger);
+    const before = await bridgeNode(server.url, 'fs-a', []);
+    await before.close();
+    const a = await bridgeNode(server.url, 'fs-a', EXAMPLE.nats.peers, capture);
+    const b = await bridgeNode(server.url, 'fs-b');
+    try {
+      b.publisher.deliver({ event: testEvent('uuid-b', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-b']]), origin: { transport: 'esl', node: 'fs-b', receivedAt: Date.now() } });
+      await until(() => a.received.length === 1);
+      expect(a.received[0].origin.node).toBe('fs-b');
+      await check({ server, jsm: await jetstreamManager(admin), lines });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    await admin.close();
+    await server.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('nats/peers under permissions generated before it existed or without every peer', { timeout: 120_000 }, () => {
+  const stream = EXAMPLE.nats.stream.name;
+
+  it('the per-peer consumers take over and receive; a cluster-wide consumer the user may not delete is reported once, not retried into a stall', async () => {
+    const own = `$JS.API.CONSUMER.DELETE.${stream}.fsb-fs-a`;
     const older = renderAuthorization(EXAMPLE.nats, CLUSTER, ['fs-a', 'fs-b', 'fs-c'])
       .split('\n')
       .filter((line) => !line.includes(JSON.stringify(own)))
       .join('\n');
     expect(older).not.toContain(own);
-    writeFileSync(join(dir, 'older.conf'), older);
-    const server = await startNatsServer({ include: join(dir, 'older.conf'), env: PASSWORDS });
-    const admin = await connectNats({ servers: [server.url], auth: { user: 'fsb-admin', pass: PASSWORDS.FSB_NATS_PASSWORD_ADMIN }, tls: null }, { logger });
-    const lines: { msg: string; from?: string }[] = [];
-    const capture = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
-    try {
-      await provisionNats(admin, EXAMPLE.nats, CLUSTER, logger);
-      const before = await bridgeNode(server.url, 'fs-a', []);
-      await before.close();
-      const a = await bridgeNode(server.url, 'fs-a', EXAMPLE.nats.peers, capture);
-      const b = await bridgeNode(server.url, 'fs-b');
-      try {
-        b.publisher.deliver({ event: testEvent('uuid-b', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-b']]), origin: { transport: 'esl', node: 'fs-b', receivedAt: Date.now() } });
-        await until(() => a.received.length === 1);
-        expect(a.received[0].origin.node).toBe('fs-b');
-        const jsm = await jetstreamManager(admin);
-        expect((await jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a__fs-b')).config.filter_subject).toBe(`fs.${CLUSTER}.fs-b.>`);
-        expect((await jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a')).name).toBe('fsb-fs-a');
-        const warned = lines.filter((line) => line.msg.startsWith('per-peer JetStream consumers took over, but the cluster-wide one could not be deleted'));
-        expect(warned).toHaveLength(1);
-        expect(warned[0].from).toBe('fsb-fs-a');
-        expect(violationsOf(server, 'fs-a').map((line) => line.includes(own))).toEqual([true]);
-      } finally {
-        await a.close();
-        await b.close();
-      }
-    } finally {
-      await admin.close();
-      await server.dispose();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await switchedToPeers(older, async ({ server, jsm, lines }) => {
+      expect((await jsm.consumers.info(stream, 'fsb-fs-a__fs-b')).config.filter_subject).toBe(`fs.${CLUSTER}.fs-b.>`);
+      expect((await jsm.consumers.info(stream, 'fsb-fs-a')).name).toBe('fsb-fs-a');
+      const warned = lines.filter((line) => line.msg.startsWith('per-peer JetStream consumers took over, but the cluster-wide one could not be deleted'));
+      expect(warned).toHaveLength(1);
+      expect(warned[0].from).toBe('fsb-fs-a');
+      expect(violationsOf(server, 'fs-a').map((line) => line.includes(own))).toEqual([true]);
+    });
   });
 
   it('a peer whose consumer the user may not create does not keep the others from being heard, and the cluster-wide consumer stays until every per-peer one exists', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'fsb-olderperm-'));
     // Permissions for fs-a and fs-b only, while fs-a's nats/peers already lists fs-c.
-    writeFileSync(join(dir, 'two.conf'), renderAuthorization(EXAMPLE.nats, CLUSTER, ['fs-a', 'fs-b']));
-    const server = await startNatsServer({ include: join(dir, 'two.conf'), env: PASSWORDS });
-    const admin = await connectNats({ servers: [server.url], auth: { user: 'fsb-admin', pass: PASSWORDS.FSB_NATS_PASSWORD_ADMIN }, tls: null }, { logger });
-    try {
-      await provisionNats(admin, EXAMPLE.nats, CLUSTER, logger);
-      const before = await bridgeNode(server.url, 'fs-a', []);
-      await before.close();
-      const a = await bridgeNode(server.url, 'fs-a');
-      const b = await bridgeNode(server.url, 'fs-b');
-      try {
-        b.publisher.deliver({ event: testEvent('uuid-b', 1, 'PRESENCE_IN', undefined, [['FreeSWITCH-Switchname', 'fs-b']]), origin: { transport: 'esl', node: 'fs-b', receivedAt: Date.now() } });
-        await until(() => a.received.length === 1);
-        expect(a.received[0].origin.node).toBe('fs-b');
-        const jsm = await jetstreamManager(admin);
-        expect((await jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a')).name).toBe('fsb-fs-a');
-        await expect(jsm.consumers.info(EXAMPLE.nats.stream.name, 'fsb-fs-a__fs-c')).rejects.toThrow();
-      } finally {
-        await a.close();
-        await b.close();
-      }
-    } finally {
-      await admin.close();
-      await server.dispose();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await switchedToPeers(renderAuthorization(EXAMPLE.nats, CLUSTER, ['fs-a', 'fs-b']), async ({ jsm }) => {
+      expect((await jsm.consumers.info(stream, 'fsb-fs-a')).name).toBe('fsb-fs-a');
+      await expect(jsm.consumers.info(stream, 'fsb-fs-a__fs-c')).rejects.toThrow();
+    });
   });
 });
