@@ -99,6 +99,8 @@ export class NatsSubscriber implements RemoteSource {
     });
     await this.deps.client.start();
     const nc = this.deps.client.connection;
+    // When connected now, create the consumers before returning so every event
+    // published after start() is delivered; otherwise the loops do it on connect.
     if (nc && this.deps.client.connected) {
       try {
         await this.prepare(nc);
@@ -188,10 +190,14 @@ export class NatsSubscriber implements RemoteSource {
       try {
         await this.prepare(nc);
         const consumer = await jetstream(nc).consumers.get(this.config.stream.name, plan.durable);
+        // Short pulls and heartbeats: after a consumer leader dies, missed heartbeats
+        // trigger a fresh pull within seconds instead of the 30 s default.
         messages = await consumer.consume({ max_messages: 256, expires: 5_000, idle_heartbeat: 1_000 });
         this.messages.add(messages);
         if (!this.running) messages.stop();
         for await (const msg of messages) {
+          // The bridge's inject queue is full: stop taking messages (JetStream keeps them,
+          // and stops sending at max_ack_pending) until it has room again.
           const wait = this.control?.backpressure();
           if (wait) await wait;
           this.handle(msg);
