@@ -50,7 +50,10 @@ import type { BenchCase, BenchResult } from './types.js';
 const EVENTS = 50_000;
 /** FSB_BENCH_FS_ROUNDS=N: fewer or more rounds (a quick look on a lab someone else waits for). */
 const ROUNDS = Number(process.env.FSB_BENCH_FS_ROUNDS ?? 3);
-/** FSB_BENCH_FS_BRIDGE_SCHED=other|rrN: the bridge at default scheduling or SCHED_RR N instead of SCHED_RR 10 (config/systemd), to see what its priority does. */
+/**
+ * FSB_BENCH_FS_BRIDGE_SCHED=other|rrN: the bridge at default scheduling or SCHED_RR N instead of SCHED_RR 10 (config/systemd), to
+ * see what its priority does. At 10 it preempts FreeSWITCH's FIFO-1 threads, the `luarun` among them (docs/decisions.md).
+ */
 const SCHED = process.env.FSB_BENCH_FS_BRIDGE_SCHED ?? 'rr10';
 const BRIDGE_PREFIX = SCHED === 'other' ? [] : ['chrt', '--rr', SCHED.replace(/^rr/, '')];
 /** FSB_BENCH_FS_LISTENERS=0: leave out the bare listeners' runs. */

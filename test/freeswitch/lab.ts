@@ -296,8 +296,9 @@ export class BridgeProcess {
   async start(timeoutMs = 30_000): Promise<void> {
     const file = join(this.dir, 'event_bridge.conf.xml');
     writeFileSync(file, this.configXml);
-    // As config/systemd/fs-event-bridge.service runs it: SCHED_RR 10 (FSB_FS_BRIDGE_SCHED=default: the default policy).
-    const scheduling = process.env.FSB_FS_BRIDGE_SCHED === 'default' ? [] : ['chrt', '-r', '10'];
+    // As config/systemd/fs-event-bridge.service runs it: SCHED_RR 10 (FSB_FS_BRIDGE_SCHED=default: the default policy; rrN: SCHED_RR N).
+    const sched = process.env.FSB_FS_BRIDGE_SCHED ?? 'rr10';
+    const scheduling = sched === 'default' ? [] : ['chrt', '-r', sched.replace(/^rr/, '')];
     const [command, ...prefix] = [...this.node.env.exec, ...scheduling, process.execPath];
     const args = [...prefix, ...cliArgs(['run', '--config', file])];
     const from = this.log.length;
