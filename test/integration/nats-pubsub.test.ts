@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pino from 'pino';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { NatsAuthError } from '../../bridge/errors.js';
@@ -130,10 +131,12 @@ describe('NATS publish and subscribe (real nats-server)', () => {
     };
     const received: string[] = [];
     const metricsA = new Metrics();
+    const lines: { msg: string; nodes?: string[] }[] = [];
+    const capture = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
     const subscriberA = async (config: typeof base) => {
       const client = new NatsClient(config, { logger });
       clients.push(client);
-      const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-a', 'peers'), metrics: metricsA, logger });
+      const subscriber = new NatsSubscriber(config, { client, node: testNode('fs-a', 'peers'), metrics: metricsA, logger: capture });
       await subscriber.start((item) => {
         received.push(item.event.key ?? "");
         item.delivery?.ack();
@@ -152,10 +155,13 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       await until(async () => (await consumerOf('fsb_fs-a'))?.num_ack_pending === 0);
       await subscriber.stop();
 
-      // While A is down, B and C go on.
+      // While A is down, B and C go on, and D, which the list below leaves out, publishes once.
       b.deliver(local(testEvent('uuid-b', 2, 'PRESENCE_IN'), 'fs-b'));
       c.deliver(local(testEvent('uuid-c', 1, 'CUSTOM', 'sofia::register'), 'fs-c'));
-      await until(async () => (await jsm.streams.info('PEERS')).state.messages === 4);
+      const d = await publisherOf('fs-d');
+      d.deliver(local(testEvent('uuid-d', 1, 'PRESENCE_IN'), 'fs-d'));
+      await until(async () => (await jsm.streams.info('PEERS')).state.messages === 5);
+      await d.stop();
 
       // The same list on every node: A leaves itself out and reads B and C from where the cluster-wide consumer stopped, which is gone.
       subscriber = await subscriberA(withPeers);
@@ -165,6 +171,9 @@ describe('NATS publish and subscribe (real nats-server)', () => {
       expect(await consumerOf('fsb_fs-a')).toBeNull();
       expect((await consumerOf('fsb_fs-a__fs-b'))?.config.filter_subject).toBe('fs.peers.fs-b.>');
       expect((await consumerOf('fsb_fs-a__fs-c'))?.config.filter_subject).toBe('fs.peers.fs-c.>');
+      // D is never read, and the operator is told so once.
+      const unlisted = lines.filter((line) => line.msg.startsWith('JetStream holds events of nodes that nats/peers does not list'));
+      expect(unlisted.map((line) => line.nodes)).toEqual([['fs-d']]);
 
       // A's own events are no longer sent to it: a later one of B's arrives, none of A's.
       a.deliver(local(testEvent('uuid-a', 2, 'PRESENCE_IN'), 'fs-a'));

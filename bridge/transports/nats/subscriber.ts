@@ -31,6 +31,8 @@ export interface NatsSubscriberDeps {
   logger: Logger;
 }
 
+const UNLISTED_REMEMBERED = 1_000;
+
 /** One durable consumer the subscriber pulls from. */
 interface ConsumerPlan {
   durable: string;
@@ -73,6 +75,8 @@ export class NatsSubscriber implements RemoteSource {
   private preparing: Promise<void> | null = null;
   /** Every per-peer consumer exists and the cluster-wide one was dealt with, deleted or reported. */
   private tookOver = false;
+  /** Unlisted nodes already logged, at most UNLISTED_REMEMBERED (without permissions anyone can publish under any node name). */
+  private readonly reportedUnlisted = new Set<string>();
 
   constructor(
     private readonly config: NatsConfig,
@@ -139,6 +143,35 @@ export class NatsSubscriber implements RemoteSource {
       this.tookOver = true;
       if (clusterWide) await this.retireClusterWide(jsm, clusterWide);
     }
+    if (perPeer) await this.reportUnlistedNodes(jsm);
+  }
+
+  /**
+   * A node missing from nats/peers is never heard over NATS, and nothing else would say
+   * so: the stream's subjects name every node that published, so each one found there
+   * and not listed is logged once.
+   */
+  private async reportUnlistedNodes(jsm: JetStreamManager): Promise<void> {
+    let subjects: Record<string, number>;
+    try {
+      subjects = (await jsm.streams.info(this.config.stream.name, { subjects_filter: this.subjects.clusterWildcard })).state.subjects ?? {};
+    } catch (err) {
+      this.deps.logger.debug({ component: 'nats_subscriber', err }, 'stream subjects not readable; unlisted nodes not checked');
+      return;
+    }
+    const listed = new Set(this.config.peers);
+    const unlisted = new Set<string>();
+    for (const subject of Object.keys(subjects)) {
+      const node = subjectOrigin(this.subjects, subject);
+      if (node !== undefined && node !== this.deps.node.name && !listed.has(node) && !this.reportedUnlisted.has(node)) unlisted.add(node);
+      if (unlisted.size + this.reportedUnlisted.size >= UNLISTED_REMEMBERED) break;
+    }
+    if (unlisted.size === 0) return;
+    for (const node of unlisted) this.reportedUnlisted.add(node);
+    this.deps.logger.warn(
+      { component: 'nats_subscriber', nodes: [...unlisted].slice(0, 20), count: unlisted.size },
+      'JetStream holds events of nodes that nats/peers does not list: they are not read over NATS (add them to nats/peers on every node)',
+    );
   }
 
   private async retireClusterWide(jsm: JetStreamManager, clusterWide: ConsumerInfo): Promise<void> {
