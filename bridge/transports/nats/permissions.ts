@@ -56,6 +56,11 @@ export function remotePeers(peers: readonly string[], node: string): string[] {
   return [...new Set(peers)].filter((peer) => peer !== node);
 }
 
+/** Every durable `node` may use: its cluster-wide one, then one per other node of `peers`, in their order. */
+export function nodeDurables(prefix: string, node: string, peers: readonly string[]): string[] {
+  return [durableName(prefix, node), ...remotePeers(peers, node).map((peer) => peerDurableName(prefix, node, peer))];
+}
+
 export type PermissionSettings = Pick<NatsConfig, 'subjectPrefix' | 'durablePrefix' | 'stream' | 'kv'>;
 
 /**
@@ -66,10 +71,10 @@ export type PermissionSettings = Pick<NatsConfig, 'subjectPrefix' | 'durablePref
 export function nodePermissions(nats: PermissionSettings, cluster: string, node: string, peers: readonly string[] = []): NatsPermissions {
   const subjects = new SubjectMapper(nats.subjectPrefix, cluster);
   const stream = subjectName(nats.stream.name, 'stream name');
-  const clusterDurable = durableName(nats.durablePrefix, node);
+  const durables = nodeDurables(nats.durablePrefix, node, peers);
   const api = '$JS.API';
-  const publish = [`${subjects.base}.${encodeToken(node)}.>`, `${api}.INFO`, `${api}.STREAM.INFO.${stream}`, `${api}.CONSUMER.DELETE.${stream}.${clusterDurable}`];
-  for (const durable of [clusterDurable, ...remotePeers(peers, node).map((peer) => peerDurableName(nats.durablePrefix, node, peer))]) {
+  const publish = [`${subjects.base}.${encodeToken(node)}.>`, `${api}.INFO`, `${api}.STREAM.INFO.${stream}`, `${api}.CONSUMER.DELETE.${stream}.${durables[0]}`];
+  for (const durable of durables) {
     publish.push(
       `${api}.CONSUMER.INFO.${stream}.${durable}`,
       // nats.js names the consumer, and its filter, in the subject on servers >= 2.9; older ones take the durable form.
@@ -117,7 +122,7 @@ function quoted(values: readonly string[], indent: string): string {
 export function renderAuthorization(nats: PermissionSettings, cluster: string, nodes: readonly string[]): string {
   const durables = new Map<string, string>();
   for (const node of nodes) {
-    for (const durable of [durableName(nats.durablePrefix, node), ...remotePeers(nodes, node).map((peer) => peerDurableName(nats.durablePrefix, node, peer))]) {
+    for (const durable of nodeDurables(nats.durablePrefix, node, nodes)) {
       const other = durables.get(durable);
       // Two nodes sharing a durable could pull and ack each other's messages.
       if (other !== undefined) throw new RangeError(`nodes ${JSON.stringify(other)} and ${JSON.stringify(node)} share the durable consumer name ${durable}`);

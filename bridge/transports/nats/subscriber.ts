@@ -21,7 +21,7 @@ import type { NatsClient } from './connection.js';
 import { decodePayload, PAYLOAD_TYPE, PAYLOAD_TYPE_HEADER } from './payload.js';
 import { ensureStream, ORIGIN_NODE_HEADER } from './stream.js';
 import { conflictingClaim, subjectOrigin } from './origin.js';
-import { durableName, explainPermission, peerDurableName, remotePeers } from './permissions.js';
+import { explainPermission, nodeDurables, remotePeers } from './permissions.js';
 import { SubjectMapper } from './subjects.js';
 
 export interface NatsSubscriberDeps {
@@ -30,8 +30,6 @@ export interface NatsSubscriberDeps {
   metrics: Metrics;
   logger: Logger;
 }
-
-const UNLISTED_REMEMBERED = 1_000;
 
 /** One durable consumer the subscriber pulls from. */
 interface ConsumerPlan {
@@ -60,6 +58,8 @@ export class NatsSubscriber implements RemoteSource {
   /** The consumers this node pulls from, by durable name. */
   readonly durables: readonly string[];
   private readonly clusterDurable: string;
+  /** nats/peers lists another node: one consumer per peer, none for the whole cluster. */
+  private readonly perPeer: boolean;
   private readonly plans: readonly ConsumerPlan[];
   private readonly subjects: SubjectMapper;
   private readonly drops: DropReporter;
@@ -75,20 +75,21 @@ export class NatsSubscriber implements RemoteSource {
   private preparing: Promise<void> | null = null;
   /** Every per-peer consumer exists and the cluster-wide one was dealt with, deleted or reported. */
   private tookOver = false;
-  /** Unlisted nodes already logged, at most UNLISTED_REMEMBERED (without permissions anyone can publish under any node name). */
-  private readonly reportedUnlisted = new Set<string>();
+  /** The stream's subjects were checked for nodes nats/peers leaves out (once: the answer lists every subject of the stream). */
+  private unlistedChecked = false;
 
   constructor(
     private readonly config: NatsConfig,
     private readonly deps: NatsSubscriberDeps,
   ) {
     this.subjects = new SubjectMapper(config.subjectPrefix, deps.node.cluster);
-    this.clusterDurable = durableName(config.durablePrefix, deps.node.name);
     const peers = remotePeers(config.peers, deps.node.name);
-    this.plans =
-      peers.length === 0
-        ? [{ durable: this.clusterDurable, filter: this.subjects.clusterWildcard }]
-        : peers.map((peer) => ({ durable: peerDurableName(config.durablePrefix, deps.node.name, peer), filter: this.subjects.filter({ node: peer }) }));
+    const durables = nodeDurables(config.durablePrefix, deps.node.name, peers);
+    this.clusterDurable = durables[0];
+    this.perPeer = peers.length > 0;
+    this.plans = this.perPeer
+      ? peers.map((peer, i) => ({ durable: durables[i + 1], filter: this.subjects.filter({ node: peer }) }))
+      : [{ durable: this.clusterDurable, filter: this.subjects.clusterWildcard }];
     this.durables = this.plans.map((plan) => plan.durable);
     this.drops = new DropReporter('nats_subscriber', deps.metrics, deps.logger);
     this.ownSkipped = deps.metrics.counter('fsb_nats_own_events_skipped_total', "This node's own events seen on NATS and skipped");
@@ -125,31 +126,30 @@ export class NatsSubscriber implements RemoteSource {
   private async prepareOnce(nc: NatsConnection): Promise<void> {
     const jsm = await jetstreamManager(nc);
     await ensureStream(jsm, this.config.stream, this.subjects.clusterWildcard, this.deps.logger);
-    const perPeer = this.plans[0].durable !== this.clusterDurable;
-    const clusterWide = perPeer && !this.tookOver ? await this.consumerInfo(jsm, this.clusterDurable) : null;
+    const clusterWide = this.perPeer && !this.tookOver ? await this.consumerInfo(jsm, this.clusterDurable) : null;
     // One peer's consumer that cannot be made (a permission, a name) must not keep the others from starting.
-    const failed: unknown[] = [];
+    let allMade = true;
     for (const plan of this.plans) {
       try {
         await this.ensureConsumer(jsm, plan, clusterWide);
       } catch (err) {
-        if (!perPeer) throw err;
-        failed.push(err);
+        if (!this.perPeer) throw err;
+        allMade = false;
         this.deps.logger.warn({ component: 'nats_subscriber', consumer: plan.durable, err: explainPermission(err, `create the consumer ${plan.durable}`) }, 'JetStream consumer not ready; retrying');
       }
     }
     // The cluster-wide consumer's position is what a per-peer consumer still to be made starts from.
-    if (perPeer && failed.length === 0) {
+    if (this.perPeer && allMade) {
       this.tookOver = true;
       if (clusterWide) await this.retireClusterWide(jsm, clusterWide);
     }
-    if (perPeer) await this.reportUnlistedNodes(jsm);
+    if (this.perPeer && !this.unlistedChecked) await this.reportUnlistedNodes(jsm);
   }
 
   /**
    * A node missing from nats/peers is never heard over NATS, and nothing else would say
-   * so: the stream's subjects name every node that published, so each one found there
-   * and not listed is logged once.
+   * so: the stream's subjects name every node that published, so the ones found there
+   * and not listed are logged, once per start.
    */
   private async reportUnlistedNodes(jsm: JetStreamManager): Promise<void> {
     let subjects: Record<string, number>;
@@ -159,15 +159,14 @@ export class NatsSubscriber implements RemoteSource {
       this.deps.logger.debug({ component: 'nats_subscriber', err }, 'stream subjects not readable; unlisted nodes not checked');
       return;
     }
+    this.unlistedChecked = true;
     const listed = new Set(this.config.peers);
     const unlisted = new Set<string>();
     for (const subject of Object.keys(subjects)) {
       const node = subjectOrigin(this.subjects, subject);
-      if (node !== undefined && node !== this.deps.node.name && !listed.has(node) && !this.reportedUnlisted.has(node)) unlisted.add(node);
-      if (unlisted.size + this.reportedUnlisted.size >= UNLISTED_REMEMBERED) break;
+      if (node !== undefined && node !== this.deps.node.name && !listed.has(node)) unlisted.add(node);
     }
     if (unlisted.size === 0) return;
-    for (const node of unlisted) this.reportedUnlisted.add(node);
     this.deps.logger.warn(
       { component: 'nats_subscriber', nodes: [...unlisted].slice(0, 20), count: unlisted.size },
       'JetStream holds events of nodes that nats/peers does not list: they are not read over NATS (add them to nats/peers on every node)',
