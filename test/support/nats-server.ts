@@ -210,18 +210,29 @@ export class NatsServer {
 /** Tries of a first start on fresh ports: a port freePort() probed can be another listener's before the server binds it. */
 const START_TRIES = 5;
 
-/** One started server on a free loopback port with a temp JetStream store. */
-export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
+/** `start` again, on the fresh ports it picks itself, while a port it was given turns out to be taken. */
+async function onFreshPorts<T>(start: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (!(err instanceof PortInUseError) || attempt >= START_TRIES) throw err;
+    }
+  }
+}
+
+/** One started server on a free loopback port with a temp JetStream store. */
+export function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
+  return onFreshPorts(async () => {
     const server = await NatsServer.create(options);
     try {
       await server.start();
       return server;
     } catch (err) {
       await server.dispose();
-      if (!(err instanceof PortInUseError) || attempt >= START_TRIES) throw err;
+      throw err;
     }
-  }
+  });
 }
 
 export interface NatsCluster {
@@ -231,14 +242,8 @@ export interface NatsCluster {
 }
 
 /** A JetStream cluster of `size` servers (default 3) routed on loopback (of `netns` when given), named n1..nN. */
-export async function startNatsCluster(size = 3, options: { auth?: NatsServerAuth; netns?: { name: string; address: string } } = {}): Promise<NatsCluster> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startClusterOnce(size, options);
-    } catch (err) {
-      if (!(err instanceof PortInUseError) || attempt >= START_TRIES) throw err;
-    }
-  }
+export function startNatsCluster(size = 3, options: { auth?: NatsServerAuth; netns?: { name: string; address: string } } = {}): Promise<NatsCluster> {
+  return onFreshPorts(() => startClusterOnce(size, options));
 }
 
 async function startClusterOnce(size: number, options: { auth?: NatsServerAuth; netns?: { name: string; address: string } }): Promise<NatsCluster> {
